@@ -1,0 +1,415 @@
+//! The storage seam: every byte the log writes or reads goes through [`Disk`] and
+//! [`SegmentFile`], so the simulation can plug in a disk model that loses unsynced bytes on a
+//! crash. Production uses [`MmapDisk`]; tests and the simulation use [`MemDisk`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A fixed-size file the log writes into by position.
+///
+/// ### Correctness obligations
+/// - `write_at` returns once the bytes are readable by `read_at`; they are durable only after
+///   `sync_range` over them returns `Ok`.
+/// - Callers never write and read overlapping ranges at the same time (the log serializes them
+///   under its lock), and never address bytes past `len`.
+pub trait SegmentFile: Send + Sync + 'static {
+    /// The file's size in bytes.
+    fn len(&self) -> u64;
+    /// Whether the file has zero bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copies `bytes` into the file at `offset`.
+    ///
+    /// # Panics
+    /// If the range passes the end of the file (a caller bug).
+    fn write_at(&self, offset: u64, bytes: &[u8]);
+    /// Copies bytes at `offset` into `buf`.
+    ///
+    /// # Panics
+    /// If the range passes the end of the file (a caller bug).
+    fn read_at(&self, offset: u64, buf: &mut [u8]);
+    /// Makes the bytes in `offset..offset + len` durable.
+    ///
+    /// # Errors
+    /// The OS error. A failed sync is never retried: the caller stops the replica.
+    fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
+}
+
+/// The file system as the log sees it.
+///
+/// ### Correctness obligations
+/// - `open_segment` returns a file of exactly the asked size, zero-filled where never written,
+///   and its directory entry is durable before it returns.
+/// - `write_meta` is atomic and durable: after a crash the file holds either the old or the new
+///   content, never a mix.
+pub trait Disk: Clone + Send + Sync + 'static {
+    /// The file type of this disk.
+    type File: SegmentFile;
+
+    /// Opens `path`, creating it with `bytes` zero bytes if absent.
+    ///
+    /// # Errors
+    /// The OS error, or `InvalidData` if an existing file has another size.
+    fn open_segment(&self, path: &Path, bytes: u64) -> io::Result<Arc<Self::File>>;
+    /// File names in `dir` (creating `dir` if absent), sorted.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Removes a file; removing an absent file is not an error. Durable on return.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Reads a whole small file, or `None` if it does not exist.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn read_meta(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
+    /// Replaces a small file atomically and durably (write a temporary, sync, rename, sync dir).
+    ///
+    /// # Errors
+    /// The OS error.
+    fn write_meta(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Runs blocking disk work (syncs, file creation) off the async worker threads. The
+    /// production disk uses a blocking thread; a simulated disk runs it inline so that runs stay
+    /// deterministic.
+    fn run_blocking<T, F>(&self, work: F) -> impl Future<Output = T> + Send
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static;
+}
+
+/// Production disk: segment files mapped with `mmap`, synced with `msync`.
+#[derive(Debug, Clone, Default)]
+pub struct MmapDisk;
+
+/// A segment file mapped into memory.
+///
+/// The mapping stays valid while the file exists at its full size. No other process may truncate
+/// the file while it is mapped: reading a page past the end of a truncated file raises `SIGBUS`.
+pub struct MmapFile {
+    map: MmapRaw,
+    len: u64,
+    // Kept open so the mapping's file stays the one we sized.
+    _file: fs::File,
+}
+
+impl SegmentFile for MmapFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) {
+        let end = offset
+            .checked_add(bytes.len() as u64)
+            .expect("write range overflows u64");
+        assert!(
+            end <= self.len,
+            "write {offset}..{end} past the end of a {} byte file",
+            self.len
+        );
+        // SAFETY: the range is inside the mapping (asserted above); the log serializes writes and
+        // reads of a range under its lock, so no reference to these bytes is alive; the mapping
+        // lives as long as `self`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.as_mut_ptr().add(offset as usize),
+                bytes.len(),
+            );
+        }
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .expect("read range overflows u64");
+        assert!(
+            end <= self.len,
+            "read {offset}..{end} past the end of a {} byte file",
+            self.len
+        );
+        // SAFETY: as in `write_at`; no write to this range runs concurrently.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(offset as usize),
+                buf.as_mut_ptr(),
+                buf.len(),
+            );
+        }
+    }
+
+    fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(offset as usize, len as usize)
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+impl Disk for MmapDisk {
+    type File = MmapFile;
+
+    fn open_segment(&self, path: &Path, bytes: u64) -> io::Result<Arc<MmapFile>> {
+        let existed = path.exists();
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if !existed || len == 0 {
+            file.set_len(bytes)?;
+            file.sync_all()?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
+        } else if len != bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("file has {len} bytes, expected {bytes}"),
+            ));
+        }
+        let map = MmapOptions::new().len(bytes as usize).map_raw(&file)?;
+        Ok(Arc::new(MmapFile {
+            map,
+            len: bytes,
+            _file: file,
+        }))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        fs::create_dir_all(dir)?;
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        }
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+
+    fn read_meta(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn write_meta(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let tmp = path.with_extension("tmp");
+        {
+            let mut file = fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    }
+
+    async fn run_blocking<T, F>(&self, work: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(value) => value,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    }
+}
+
+/// An in-memory disk that keeps what was synced apart from what was only written, so a test can
+/// crash it and see exactly what a power loss would leave.
+#[derive(Debug, Clone, Default)]
+pub struct MemDisk {
+    inner: Arc<Mutex<MemDiskState>>,
+}
+
+#[derive(Debug, Default)]
+struct MemDiskState {
+    files: BTreeMap<PathBuf, Arc<MemFile>>,
+    metas: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+/// A file of [`MemDisk`].
+#[derive(Debug)]
+pub struct MemFile {
+    len: u64,
+    bytes: Mutex<MemFileBytes>,
+}
+
+#[derive(Debug)]
+struct MemFileBytes {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+impl SegmentFile for MemFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) {
+        let mut file = self.bytes.lock().expect("mem file lock poisoned");
+        let start = offset as usize;
+        file.current[start..start + bytes.len()].copy_from_slice(bytes);
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) {
+        let file = self.bytes.lock().expect("mem file lock poisoned");
+        let start = offset as usize;
+        buf.copy_from_slice(&file.current[start..start + buf.len()]);
+    }
+
+    fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut file = self.bytes.lock().expect("mem file lock poisoned");
+        let MemFileBytes { current, durable } = &mut *file;
+        let range = offset as usize..(offset + len) as usize;
+        durable[range.clone()].copy_from_slice(&current[range]);
+        Ok(())
+    }
+}
+
+impl MemDisk {
+    /// A new empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Simulates a power loss: every byte not synced is gone. Handles to files opened before
+    /// the crash keep pointing at the old contents and must not be used again.
+    pub fn crash(&self) {
+        let mut state = self.inner.lock().expect("mem disk lock poisoned");
+        let files = std::mem::take(&mut state.files);
+        for (path, file) in files {
+            let bytes = file.bytes.lock().expect("mem file lock poisoned");
+            let fresh = MemFile {
+                len: file.len,
+                bytes: Mutex::new(MemFileBytes {
+                    current: bytes.durable.clone(),
+                    durable: bytes.durable.clone(),
+                }),
+            };
+            state.files.insert(path, Arc::new(fresh));
+        }
+    }
+
+    /// Applies `edit` to the durable and current bytes of a file, as a test's stand-in for
+    /// corrupting or truncating a file on disk. Returns `false` if there is no such file.
+    pub fn edit(&self, path: &Path, edit: impl Fn(&mut Vec<u8>)) -> bool {
+        let state = self.inner.lock().expect("mem disk lock poisoned");
+        let Some(file) = state.files.get(path) else {
+            return false;
+        };
+        let mut bytes = file.bytes.lock().expect("mem file lock poisoned");
+        edit(&mut bytes.current);
+        edit(&mut bytes.durable);
+        true
+    }
+
+    /// Paths of every segment file, sorted.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let state = self.inner.lock().expect("mem disk lock poisoned");
+        state.files.keys().cloned().collect()
+    }
+}
+
+impl Disk for MemDisk {
+    type File = MemFile;
+
+    fn open_segment(&self, path: &Path, bytes: u64) -> io::Result<Arc<MemFile>> {
+        let mut state = self.inner.lock().expect("mem disk lock poisoned");
+        if let Some(file) = state.files.get(path) {
+            if file.len != bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("file has {} bytes, expected {bytes}", file.len),
+                ));
+            }
+            return Ok(file.clone());
+        }
+        let file = Arc::new(MemFile {
+            len: bytes,
+            bytes: Mutex::new(MemFileBytes {
+                current: vec![0; bytes as usize],
+                durable: vec![0; bytes as usize],
+            }),
+        });
+        state.files.insert(path.to_path_buf(), file.clone());
+        Ok(file)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.inner.lock().expect("mem disk lock poisoned");
+        let names = state
+            .files
+            .keys()
+            .chain(state.metas.keys())
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| {
+                path.file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+            });
+        let mut names: Vec<String> = names.collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.inner.lock().expect("mem disk lock poisoned");
+        state.files.remove(path);
+        state.metas.remove(path);
+        Ok(())
+    }
+
+    fn read_meta(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        let state = self.inner.lock().expect("mem disk lock poisoned");
+        Ok(state.metas.get(path).cloned())
+    }
+
+    fn write_meta(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.inner.lock().expect("mem disk lock poisoned");
+        state.metas.insert(path.to_path_buf(), bytes.to_vec());
+        Ok(())
+    }
+
+    async fn run_blocking<T, F>(&self, work: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        work()
+    }
+}

@@ -1,0 +1,46 @@
+//! dledger: the Raft-replicated CommitLog of raftmq.
+//!
+//! A group of replicas elects a leader with openraft and replicates opaque entries in two
+//! phases: appended on a replica (uncommitted), then committed once a quorum has them on disk.
+//! Committed entries are handed in order to the [`StateMachine`] the layer above supplies.
+//!
+//! # Layout
+//! - [`config`]: one replica's settings and the flush policy.
+//! - [`disk`]: the storage seam ([`Disk`], [`SegmentFile`]); mmap in production, an in-memory
+//!   disk that loses unsynced bytes on a crash for tests and simulation.
+//! - [`commit_log`]: segment files named by byte position, the index, recovery.
+//! - `log_store`: openraft's log storage over the CommitLog, with the group-commit flusher.
+//! - [`state_machine`]: the state-machine trait and its openraft adapter.
+//! - [`transport`] and [`network`]: the Raft RPCs over our framed TCP protocol, pipelined.
+//! - [`node`]: [`Ledger`], a running replica: propose, read, watch, status, transfer.
+//! - [`limits`]: every bound, with its reason.
+//!
+//! No openraft type appears in this crate's public API.
+
+pub mod commit_log;
+pub mod config;
+pub mod disk;
+pub mod error;
+pub mod limits;
+mod log_store;
+mod meta;
+pub mod network;
+pub mod node;
+mod raft_types;
+pub mod record;
+pub mod state_machine;
+pub mod testing;
+pub mod transport;
+pub mod types;
+
+#[cfg(test)]
+mod storage_suite_test;
+
+pub use commit_log::{AppendHook, CommitLog, CommitLogConfig, RecoveryReport};
+pub use config::{FlushPolicy, LedgerConfig};
+pub use disk::{Disk, MemDisk, MmapDisk, SegmentFile};
+pub use error::{ConfigError, ProposeError, ReadError, StartError, StorageError, TransferError};
+pub use node::{Ledger, RaftListener};
+pub use state_machine::{ApplyError, StateMachine};
+pub use transport::{TcpTransport, Transport};
+pub use types::{Committed, CommittedEntry, EntryPayload, LogId, NodeId, Role, RoleState, Status};

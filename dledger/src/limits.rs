@@ -1,0 +1,61 @@
+//! Every bound of the replicated log, in one place, each with the reason for its value.
+
+/// Largest body one log entry may carry. RocketMQ's default `maxMessageSize` is 4 MiB and a
+/// batch entry holds many messages, so an entry gets some room above one message.
+pub const ENTRY_BODY_BYTES_MAX: u32 = 8 * 1024 * 1024;
+
+/// Bytes of the fixed header in front of every entry in a segment file. The body starts at
+/// this offset, as in DLedger (`BODY_OFFSET = 48`), so a RocketMQ message's commit-log offset is
+/// the entry position plus this.
+pub const ENTRY_HEADER_BYTES: u32 = 48;
+
+/// Bytes of one unit in the index files: index, term, position, size, CRC.
+pub const INDEX_UNIT_BYTES: u32 = 32;
+const _: () = assert!(INDEX_UNIT_BYTES == 8 + 8 + 8 + 4 + 4);
+
+/// Smallest segment accepted by the configuration: room for the largest entry, so no entry
+/// ever spans two files.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+
+/// Default segment size, RocketMQ's CommitLog file size.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+/// Default number of index units per index file (32 B each: 160 MiB files, as DLedger).
+pub const INDEX_UNITS_PER_FILE_DEFAULT: u64 = 5 * 1024 * 1024;
+
+/// Largest Raft RPC frame accepted from a peer. Checked against the length prefix before the
+/// read buffer grows. One AppendEntries carries at most `REPLICATION_BATCH_BYTES_MAX` of entries
+/// past its first, and the first may be the largest entry.
+pub const RAFT_FRAME_BYTES_MAX: u32 = 64 * 1024 * 1024;
+
+/// How many bytes of entries one AppendEntries request carries beyond its first entry. Bounds the
+/// frame size; big enough that 1 KiB entries go hundreds to a request.
+pub const REPLICATION_BATCH_BYTES_MAX: u64 = 2 * 1024 * 1024;
+const _: () = assert!(
+    (ENTRY_BODY_BYTES_MAX as u64) + REPLICATION_BATCH_BYTES_MAX + 65536
+        < RAFT_FRAME_BYTES_MAX as u64
+);
+
+/// Entries per AppendEntries request, an upper bound beside the byte bound.
+pub const REPLICATION_BATCH_ENTRIES_MAX: u64 = 1024;
+
+/// AppendEntries requests in flight on one replication stream before the sender waits for
+/// responses. openraft's receiver buffers 64 (`PIPELINE_BUFFER_SIZE`); a few more keeps its
+/// buffer full while responses travel back.
+pub const STREAM_IN_FLIGHT_MAX: usize = 96;
+
+/// Callbacks waiting for the flusher. openraft submits at most `max_append_entries` per append
+/// and waits for flushes before it runs far ahead, so this is only a guard.
+pub const FLUSH_QUEUE_MAX: usize = 65536;
+
+/// Inbound Raft connections served at once. A 5-replica group needs a handful per peer.
+pub const RAFT_CONNECTIONS_MAX: usize = 256;
+
+/// Longest wait between two dial attempts to an unreachable peer.
+pub const DIAL_BACKOFF_MAX_MS: u64 = 1000;
+
+/// First wait after a failed dial.
+pub const DIAL_BACKOFF_MIN_MS: u64 = 10;
+
+/// Size of a persisted metadata file (vote, committed, purged, membership) we accept.
+pub const META_FILE_BYTES_MAX: usize = 1024 * 1024;

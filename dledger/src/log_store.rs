@@ -1,0 +1,507 @@
+//! openraft's `RaftLogStorage` over the [`CommitLog`], with group commit.
+//!
+//! `append` copies entries into the mapped segments and returns. Under `SYNC_FLUSH` the flusher
+//! task then makes one sync cover every append that arrived since the last one, and only then
+//! fires openraft's `IOFlushed` callbacks, in order: a replica reports an entry as appended (and
+//! so counts toward the quorum) only once it is on disk. Under `ASYNC_FLUSH` the callbacks fire
+//! at once and the flusher syncs every interval, DLedger's trade-off.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{EntryPayload, OptionalSend};
+use tokio::sync::Notify;
+
+use crate::commit_log::{CommitLog, CommitLogConfig, NewEntry, RecoveryReport, StoredEntry};
+use crate::config::FlushPolicy;
+use crate::disk::{Disk, SegmentFile};
+use crate::error::{StorageError, Subject, Verb};
+use crate::limits::{FLUSH_QUEUE_MAX, REPLICATION_BATCH_BYTES_MAX, REPLICATION_BATCH_ENTRIES_MAX};
+use crate::meta;
+use crate::raft_types::{OrEntry, OrLogId, OrVote, Payload, TypeConfig, from_log_id, to_log_id};
+use crate::record::{EntryKind, IndexUnit};
+use crate::types::LogId;
+
+/// How often the committed log id is persisted. It only saves re-applying work after a restart,
+/// so a lag is harmless; persisting it on every commit would cost a sync each time.
+const COMMITTED_PERSIST_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Test switches that break one guarantee on purpose, so the simulation can show it catches the
+/// breakage. All off in production.
+#[derive(Debug, Default)]
+pub struct Mutants {
+    /// Fire `IOFlushed` before the sync.
+    pub ack_before_sync: AtomicBool,
+    /// Do not persist the vote.
+    pub forget_vote: AtomicBool,
+}
+
+/// State shared by the storage, its readers and the flusher.
+pub struct LogShared<D: Disk> {
+    pub(crate) log: RwLock<CommitLog<D>>,
+    disk: D,
+    meta_dir: PathBuf,
+    flush: FlushPolicy,
+    pending: Mutex<Vec<IOFlushed<TypeConfig>>>,
+    wake_flusher: Notify,
+    flushed: Notify,
+    vote: Mutex<Option<OrVote>>,
+    committed: Mutex<Option<OrLogId>>,
+    purged: Mutex<Option<OrLogId>>,
+    /// One past the last index known durable.
+    flushed_next: AtomicU64,
+    stopping: AtomicBool,
+    fatal: Mutex<Option<String>>,
+    pub(crate) mutants: Mutants,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().expect("a holder of this lock panicked")
+}
+
+impl<D: Disk> LogShared<D> {
+    /// Opens (recovering) the log in `config.dir`. Blocking.
+    ///
+    /// # Errors
+    /// Storage errors, including a damaged committed region.
+    pub fn open(
+        disk: D,
+        config: CommitLogConfig,
+        flush: FlushPolicy,
+        hook: Option<Arc<dyn crate::commit_log::AppendHook>>,
+    ) -> Result<(Arc<Self>, RecoveryReport), StorageError> {
+        let meta_dir = config.dir.join("meta");
+        let vote: Option<OrVote> = meta::load(&disk, &meta_dir.join("vote"))?;
+        let committed: Option<LogId> = meta::load(&disk, &meta_dir.join("committed"))?;
+        let purged: Option<LogId> = meta::load(&disk, &meta_dir.join("purged"))?;
+        let (log, report) = CommitLog::open(
+            disk.clone(),
+            config,
+            committed.map(|c| c.index),
+            purged,
+            hook,
+        )?;
+        tracing::info!(
+            first_index = log.first_index(),
+            next_index = log.next_index(),
+            write_position = log.write_position(),
+            indexed = report.indexed,
+            rebuilt = report.rebuilt,
+            cut = ?report.cut,
+            "CommitLog recovered"
+        );
+        let flushed_next = log.next_index();
+        Ok((
+            Arc::new(LogShared {
+                log: RwLock::new(log),
+                disk,
+                meta_dir,
+                flush,
+                pending: Mutex::new(Vec::new()),
+                wake_flusher: Notify::new(),
+                flushed: Notify::new(),
+                vote: Mutex::new(vote),
+                committed: Mutex::new(committed.map(from_log_id)),
+                purged: Mutex::new(purged.map(from_log_id)),
+                flushed_next: AtomicU64::new(flushed_next),
+                stopping: AtomicBool::new(false),
+                fatal: Mutex::new(None),
+                mutants: Mutants::default(),
+            }),
+            report,
+        ))
+    }
+
+    fn read_log(&self) -> std::sync::RwLockReadGuard<'_, CommitLog<D>> {
+        self.log.read().expect("a writer of the log panicked")
+    }
+
+    fn write_log(&self) -> std::sync::RwLockWriteGuard<'_, CommitLog<D>> {
+        self.log.write().expect("a writer of the log panicked")
+    }
+
+    /// Reads entry `index`.
+    ///
+    /// # Errors
+    /// A corrupt entry.
+    pub fn read(&self, index: u64) -> Result<Option<StoredEntry>, StorageError> {
+        self.read_log().read(index)
+    }
+
+    /// Reads the entry starting at `position`.
+    ///
+    /// # Errors
+    /// A corrupt entry.
+    pub fn read_at_position(&self, position: u64) -> Result<Option<StoredEntry>, StorageError> {
+        self.read_log().read_at_position(position)
+    }
+
+    /// Where entry `index` is.
+    pub fn locate(&self, index: u64) -> Option<IndexUnit> {
+        self.read_log().locate(index)
+    }
+
+    /// First readable index.
+    pub fn first_index(&self) -> u64 {
+        self.read_log().first_index()
+    }
+
+    /// The fatal error that stopped the flusher, if any.
+    pub fn fatal(&self) -> Option<String> {
+        lock(&self.fatal).clone()
+    }
+
+    fn vote_path(&self) -> PathBuf {
+        self.meta_dir.join("vote")
+    }
+
+    /// Runs the flusher until `stop`. Spawn it once per log.
+    pub async fn run_flusher(self: Arc<Self>) {
+        let mut last_committed_persist = tokio::time::Instant::now();
+        let mut persisted_committed: Option<LogId> = None;
+        loop {
+            match self.flush {
+                FlushPolicy::Sync => {
+                    tokio::select! {
+                        biased;
+                        () = self.wake_flusher.notified() => {}
+                        () = tokio::time::sleep(COMMITTED_PERSIST_INTERVAL) => {}
+                    }
+                }
+                FlushPolicy::Async { interval } => tokio::time::sleep(interval).await,
+            }
+            let stopping = self.stopping.load(Ordering::Acquire);
+            if let Err(err) = self.flush_once().await {
+                tracing::error!(cause = %err, "flush failed; the replica stops");
+                *lock(&self.fatal) = Some(err.to_string());
+                self.flushed.notify_waiters();
+                return;
+            }
+            if stopping || last_committed_persist.elapsed() >= COMMITTED_PERSIST_INTERVAL {
+                last_committed_persist = tokio::time::Instant::now();
+                if let Err(err) = self.persist_committed(&mut persisted_committed).await {
+                    tracing::error!(cause = %err, "persisting the committed log id failed");
+                    *lock(&self.fatal) = Some(err.to_string());
+                    return;
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    async fn flush_once(&self) -> Result<(), StorageError> {
+        let callbacks = std::mem::take(&mut *lock(&self.pending));
+        let (ranges, next) = {
+            let mut log = self.write_log();
+            (log.take_dirty(), log.next_index())
+        };
+        if ranges.is_empty() && callbacks.is_empty() {
+            return Ok(());
+        }
+        let dir = self.meta_dir.clone();
+        let result = self
+            .disk
+            .run_blocking(move || {
+                for range in ranges {
+                    range.file.sync_range(range.offset, range.len)?;
+                }
+                Ok::<(), io::Error>(())
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                self.flushed_next.fetch_max(next, Ordering::AcqRel);
+                for callback in callbacks {
+                    callback.io_completed(Ok(()));
+                }
+                self.flushed.notify_waiters();
+                Ok(())
+            }
+            Err(err) => {
+                for callback in callbacks {
+                    callback.io_completed(Err(io::Error::new(err.kind(), err.to_string())));
+                }
+                Err(StorageError::io(
+                    Verb::Flush,
+                    Subject::Dir { path: dir },
+                    err,
+                ))
+            }
+        }
+    }
+
+    async fn persist_committed(&self, persisted: &mut Option<LogId>) -> Result<(), StorageError> {
+        let Some(committed) = *lock(&self.committed) else {
+            return Ok(());
+        };
+        let flushed_next = self.flushed_next.load(Ordering::Acquire);
+        // Persist only what this replica has on disk: after a power loss the log must still
+        // reach the persisted committed index.
+        let candidate = if committed.index < flushed_next {
+            Some(to_log_id(&committed))
+        } else {
+            flushed_next
+                .checked_sub(1)
+                .and_then(|last| self.locate(last))
+                .map(|unit| LogId {
+                    term: unit.term,
+                    index: unit.index,
+                })
+        };
+        let Some(candidate) = candidate else {
+            return Ok(());
+        };
+        if *persisted == Some(candidate) {
+            return Ok(());
+        }
+        let disk = self.disk.clone();
+        let path = self.meta_dir.join("committed");
+        self.disk
+            .run_blocking(move || meta::store(&disk, &path, &candidate))
+            .await?;
+        *persisted = Some(candidate);
+        Ok(())
+    }
+
+    /// Asks the flusher to finish: one last sync and a last persist of the committed id.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake_flusher.notify_one();
+    }
+}
+
+/// The `RaftLogStorage` handed to openraft; also its log reader.
+pub struct LogStore<D: Disk>(pub Arc<LogShared<D>>);
+
+impl<D: Disk> Clone for LogStore<D> {
+    fn clone(&self) -> Self {
+        LogStore(self.0.clone())
+    }
+}
+
+fn to_entry(stored: StoredEntry) -> Result<OrEntry, io::Error> {
+    let h = stored.header;
+    let payload = match h.kind {
+        EntryKind::Normal => EntryPayload::Normal(Payload(bytes::Bytes::from(stored.body))),
+        EntryKind::Blank => EntryPayload::Blank,
+        EntryKind::Membership => {
+            EntryPayload::Membership(bincode::deserialize(&stored.body).map_err(|err| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("membership entry {}: {err}", h.index),
+                )
+            })?)
+        }
+    };
+    Ok(OrEntry {
+        log_id: from_log_id(LogId {
+            term: h.term,
+            index: h.index,
+        }),
+        payload,
+    })
+}
+
+fn range_bounds(range: &impl RangeBounds<u64>, next: u64) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e + 1,
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => next,
+    };
+    (start, end.min(next))
+}
+
+impl<D: Disk> LogStore<D> {
+    fn read_range(&self, start: u64, end: u64, bytes_max: u64) -> Result<Vec<OrEntry>, io::Error> {
+        let log = self.0.read_log();
+        let start = start.max(log.first_index());
+        let end = end.min(log.next_index());
+        let mut entries = Vec::new();
+        let mut bytes = 0u64;
+        for index in start..end {
+            let Some(stored) = log.read(index)? else {
+                break;
+            };
+            bytes += u64::from(stored.header.total_bytes);
+            entries.push(to_entry(stored)?);
+            if bytes >= bytes_max {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+}
+
+impl<D: Disk> RaftLogReader<TypeConfig> for LogStore<D> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<OrEntry>, io::Error> {
+        let next = self.0.read_log().next_index();
+        let (start, end) = range_bounds(&range, next);
+        self.read_range(start, end, u64::MAX)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<OrVote>, io::Error> {
+        Ok(*lock(&self.0.vote))
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<OrEntry>, io::Error> {
+        let end = end.min(start.saturating_add(REPLICATION_BATCH_ENTRIES_MAX));
+        self.read_range(start, end, REPLICATION_BATCH_BYTES_MAX)
+    }
+}
+
+impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let purged = *lock(&self.0.purged);
+        let last = self.0.read_log().last().map(from_log_id);
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last.or(purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &OrVote) -> Result<(), io::Error> {
+        if !self.0.mutants.forget_vote.load(Ordering::Relaxed) {
+            let disk = self.0.disk.clone();
+            let path = self.0.vote_path();
+            let value = *vote;
+            self.0
+                .disk
+                .run_blocking(move || meta::store(&disk, &path, &value))
+                .await?;
+        }
+        *lock(&self.0.vote) = Some(*vote);
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<OrLogId>) -> Result<(), io::Error> {
+        *lock(&self.0.committed) = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<OrLogId>, io::Error> {
+        Ok(*lock(&self.0.committed))
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = OrEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        if let Some(reason) = self.0.fatal() {
+            return Err(io::Error::other(reason));
+        }
+        let entries: Vec<OrEntry> = entries.into_iter().collect();
+        let memberships: Vec<Vec<u8>> = entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => {
+                    Some(bincode::serialize(m).expect("memberships serialize"))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut membership_bodies = memberships.iter();
+        let new_entries = entries.iter().map(|e| {
+            let (kind, body): (EntryKind, &[u8]) = match &e.payload {
+                EntryPayload::Normal(payload) => (EntryKind::Normal, &payload.0),
+                EntryPayload::Blank => (EntryKind::Blank, &[]),
+                EntryPayload::Membership(_) => (
+                    EntryKind::Membership,
+                    membership_bodies
+                        .next()
+                        .expect("one body per membership entry"),
+                ),
+            };
+            NewEntry {
+                log_id: to_log_id(&e.log_id),
+                kind,
+                body,
+            }
+        });
+        self.0.write_log().append(new_entries)?;
+        let ack_now = matches!(self.0.flush, FlushPolicy::Async { .. })
+            || self.0.mutants.ack_before_sync.load(Ordering::Relaxed);
+        if ack_now {
+            callback.io_completed(Ok(()));
+            if !matches!(self.0.flush, FlushPolicy::Async { .. }) {
+                self.0.wake_flusher.notify_one();
+            }
+            return Ok(());
+        }
+        loop {
+            let flushed = self.0.flushed.notified();
+            {
+                let mut pending = lock(&self.0.pending);
+                if pending.len() < FLUSH_QUEUE_MAX {
+                    pending.push(callback);
+                    break;
+                }
+            }
+            self.0.wake_flusher.notify_one();
+            flushed.await;
+        }
+        self.0.wake_flusher.notify_one();
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<OrLogId>) -> Result<(), io::Error> {
+        let shared = self.0.clone();
+        let keep = last_log_id.map(|l| l.index);
+        self.0
+            .disk
+            .run_blocking(move || {
+                let mut log = shared.write_log();
+                log.truncate_after(keep)?;
+                shared
+                    .flushed_next
+                    .fetch_min(log.next_index(), Ordering::AcqRel);
+                Ok::<(), StorageError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: OrLogId) -> Result<(), io::Error> {
+        let shared = self.0.clone();
+        let purged = to_log_id(&log_id);
+        self.0
+            .disk
+            .run_blocking(move || {
+                meta::store(&shared.disk, &shared.meta_dir.join("purged"), &purged)?;
+                shared.write_log().purge(purged)
+            })
+            .await?;
+        *lock(&self.0.purged) = Some(log_id);
+        Ok(())
+    }
+}

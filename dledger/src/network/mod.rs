@@ -1,0 +1,162 @@
+//! The Raft network: our own framed protocol over the transport seam.
+//!
+//! A frame is a 4-byte big-endian length, then that many bytes of bincode. The length is checked
+//! against `RAFT_FRAME_BYTES_MAX` before any buffer grows. A connection opens with one hello
+//! byte saying what it carries:
+//! - `HELLO_RPC`: request/response pairs, one at a time (vote, pre-vote, append, snapshot,
+//!   leadership transfer);
+//! - `HELLO_STREAM`: a pipelined stream of AppendEntries requests one way and their results the
+//!   other way, in order; the sender keeps up to `STREAM_IN_FLIGHT_MAX` requests in flight.
+
+pub mod client;
+pub mod server;
+
+use std::io;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::limits::RAFT_FRAME_BYTES_MAX;
+use crate::raft_types::{OrSnapshotMeta, OrVote, TypeConfig};
+
+/// First byte of a connection carrying request/response RPCs.
+pub const HELLO_RPC: u8 = 0x52;
+/// First byte of a connection carrying one replication stream.
+pub const HELLO_STREAM: u8 = 0x53;
+
+type AppendRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+type AppendResponse = openraft::raft::AppendEntriesResponse<TypeConfig>;
+type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
+type VoteResponse = openraft::raft::VoteResponse<TypeConfig>;
+type StreamResult = openraft::raft::StreamAppendResult<TypeConfig>;
+type SnapshotResponse = openraft::raft::SnapshotResponse<TypeConfig>;
+type TransferRequest = openraft::raft::TransferLeaderRequest<TypeConfig>;
+type TransferResponse = openraft::raft::TransferLeaderResponse<TypeConfig>;
+
+/// A request on an RPC connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcRequest {
+    /// RequestVote.
+    Vote(VoteRequest),
+    /// Pre-vote round.
+    PreVote(VoteRequest),
+    /// One AppendEntries.
+    Append(AppendRequest),
+    /// A whole snapshot in one frame.
+    Snapshot {
+        /// The leader's vote.
+        vote: OrVote,
+        /// Snapshot metadata.
+        meta: OrSnapshotMeta,
+        /// Snapshot bytes.
+        data: Vec<u8>,
+    },
+    /// Ask the receiver to take over leadership.
+    TransferLeader(TransferRequest),
+}
+
+/// The answer to an `RpcRequest`; `Err` carries the remote's error text.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcResponse {
+    /// To `Vote` and `PreVote`.
+    Vote(Result<VoteResponse, String>),
+    /// To `Append`.
+    Append(Result<AppendResponse, String>),
+    /// To `Snapshot`.
+    Snapshot(Result<SnapshotResponse, String>),
+    /// To `TransferLeader`.
+    TransferLeader(Result<TransferResponse, String>),
+}
+
+/// One item flowing back on a replication stream.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum StreamItem {
+    /// The result of the next request in order.
+    Result(StreamResult),
+    /// The receiver's Raft stopped; the stream ends.
+    Fatal(String),
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the connection between frames.
+    #[error("connection closed")]
+    Closed,
+    /// The length prefix is over the bound; nothing was buffered.
+    #[error("frame of {size} bytes exceeds the maximum {max}")]
+    TooLarge {
+        /// Announced size.
+        size: u32,
+        /// The bound.
+        max: u32,
+    },
+    /// The frame's bytes do not decode.
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+    /// I/O error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads one frame and decodes it.
+///
+/// # Errors
+/// `Closed` at a clean end of stream, `TooLarge` before buffering an oversized frame, decode
+/// and I/O errors.
+pub async fn read_frame<R, T>(reader: &mut R) -> Result<T, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(err) => return Err(FrameError::Io(err)),
+    }
+    let size = u32::from_be_bytes(len);
+    if size > RAFT_FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge {
+            size,
+            max: RAFT_FRAME_BYTES_MAX,
+        });
+    }
+    let mut buf = vec![0u8; size as usize];
+    reader.read_exact(&mut buf).await?;
+    bincode::deserialize(&buf).map_err(|err| FrameError::Decode(err.to_string()))
+}
+
+/// Encodes a value as one frame (length prefix included).
+///
+/// # Errors
+/// `TooLarge` if the encoding passes the frame bound.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let size =
+        bincode::serialized_size(value).map_err(|err| FrameError::Decode(err.to_string()))?;
+    if size > u64::from(RAFT_FRAME_BYTES_MAX) {
+        return Err(FrameError::TooLarge {
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            max: RAFT_FRAME_BYTES_MAX,
+        });
+    }
+    let mut out = Vec::with_capacity(size as usize + 4);
+    out.extend_from_slice(&(size as u32).to_be_bytes());
+    bincode::serialize_into(&mut out, value).map_err(|err| FrameError::Decode(err.to_string()))?;
+    Ok(out)
+}
+
+/// Writes one frame.
+///
+/// # Errors
+/// Encoding and I/O errors.
+pub async fn write_frame<W, T>(writer: &mut W, value: &T) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let bytes = encode_frame(value)?;
+    writer.write_all(&bytes).await?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The receiving side of the Raft network.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::{
+    FrameError, HELLO_RPC, HELLO_STREAM, RpcRequest, RpcResponse, StreamItem, encode_frame,
+    read_frame, write_frame,
+};
+use crate::limits::RAFT_CONNECTIONS_MAX;
+use crate::raft_types::{OrSnapshot, TypeConfig};
+use crate::state_machine::SmAdapter;
+use crate::transport::Transport;
+
+pub(crate) type Raft = openraft::Raft<TypeConfig, SmAdapter>;
+
+/// Serves Raft RPCs on `listener` until `shutdown` turns true.
+pub async fn serve<T: Transport>(
+    listener: T::Listener,
+    raft: Raft,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(RAFT_CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            accepted = T::accept(&listener) => accepted,
+        };
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(cause = %err, "raft accept failed");
+                continue;
+            }
+        };
+        let raft = raft.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => {}
+                result = serve_connection(stream, raft) => {
+                    if let Err(err) = result {
+                        tracing::debug!(cause = %err, "raft connection ended");
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection<S>(mut stream: S, raft: Raft) -> Result<(), FrameError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let hello = stream.read_u8().await?;
+    match hello {
+        HELLO_RPC => serve_rpc(stream, raft).await,
+        HELLO_STREAM => serve_stream(stream, raft).await,
+        other => Err(FrameError::Decode(format!(
+            "unknown connection kind {other:#04x}"
+        ))),
+    }
+}
+
+async fn serve_rpc<S>(mut stream: S, raft: Raft) -> Result<(), FrameError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        let request: RpcRequest = match read_frame(&mut stream).await {
+            Ok(request) => request,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        let response = match request {
+            RpcRequest::Vote(req) => {
+                RpcResponse::Vote(raft.vote(req).await.map_err(|e| e.to_string()))
+            }
+            RpcRequest::PreVote(req) => {
+                RpcResponse::Vote(raft.pre_vote(req).await.map_err(|e| e.to_string()))
+            }
+            RpcRequest::Append(req) => {
+                RpcResponse::Append(raft.append_entries(req).await.map_err(|e| e.to_string()))
+            }
+            RpcRequest::Snapshot { vote, meta, data } => {
+                let snapshot = OrSnapshot {
+                    meta,
+                    snapshot: Cursor::new(data),
+                };
+                RpcResponse::Snapshot(
+                    raft.install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            RpcRequest::TransferLeader(req) => RpcResponse::TransferLeader(
+                raft.handle_transfer_leader(req)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+        };
+        write_frame(&mut stream, &response).await?;
+    }
+}
+
+/// Bound of the queue between the socket reader and openraft's stream input. openraft keeps its
+/// own 64-deep pipeline behind it.
+const STREAM_INPUT_QUEUE: usize = 64;
+
+async fn serve_stream<S>(stream: S, raft: Raft) -> Result<(), FrameError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel(STREAM_INPUT_QUEUE);
+    let reader_task = tokio::spawn(async move {
+        loop {
+            match read_frame(&mut reader).await {
+                Ok(request) => {
+                    if tx.send(request).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Err(FrameError::Closed) => return Ok(()),
+                Err(err) => return Err(err),
+            }
+        }
+    });
+    let input =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let results = raft.stream_append(input);
+    futures_util::pin_mut!(results);
+    let mut outcome = Ok(());
+    // Answers are batched into one write when several are ready, saving syscalls under load.
+    let mut batch = Vec::new();
+    while let Some(result) = results.next().await {
+        let (item, last) = match result {
+            Ok(result) => {
+                let failed = result.is_err();
+                (StreamItem::Result(result), failed)
+            }
+            Err(fatal) => (StreamItem::Fatal(fatal.to_string()), true),
+        };
+        batch.extend_from_slice(&encode_frame(&item)?);
+        if last {
+            writer.write_all(&batch).await?;
+            break;
+        }
+        while let Some(Some(result)) = futures_util::FutureExt::now_or_never(results.next()) {
+            let failed = !matches!(&result, Ok(Ok(_)));
+            let item = match result {
+                Ok(result) => StreamItem::Result(result),
+                Err(fatal) => StreamItem::Fatal(fatal.to_string()),
+            };
+            batch.extend_from_slice(&encode_frame(&item)?);
+            if failed {
+                writer.write_all(&batch).await?;
+                reader_task.abort();
+                return outcome;
+            }
+        }
+        if let Err(err) = writer.write_all(&batch).await {
+            outcome = Err(FrameError::Io(err));
+            break;
+        }
+        batch.clear();
+    }
+    reader_task.abort();
+    outcome
+}

@@ -1,0 +1,525 @@
+//! A running replica: the API the layers above use.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Config, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+
+use crate::commit_log::{AppendHook, CommitLogConfig, RecoveryReport};
+use crate::config::LedgerConfig;
+use crate::disk::Disk;
+use crate::error::{ProposeError, ReadError, StartError, StorageError, TransferError};
+use crate::log_store::{LogShared, LogStore};
+use crate::meta;
+use crate::network::client::NetworkFactory;
+use crate::network::server::{Raft, serve};
+use crate::raft_types::{OrStoredMembership, Payload, PeerNode, Runtime};
+use crate::record::EntryKind;
+use crate::state_machine::{Locate, SmAdapter, StateMachine};
+use crate::transport::Transport;
+use crate::types::{Committed, CommittedEntry, EntryPayload, NodeId, Role, RoleState, Status};
+
+/// Read access to the log and the switches of the test mutants, without the disk type.
+trait LogAccess: Send + Sync + 'static {
+    fn read(&self, index: u64) -> Result<Option<crate::commit_log::StoredEntry>, StorageError>;
+    fn read_at_position(
+        &self,
+        position: u64,
+    ) -> Result<Option<crate::commit_log::StoredEntry>, StorageError>;
+    fn fatal(&self) -> Option<String>;
+    fn first_index(&self) -> u64;
+    fn stop(&self);
+    fn mutants(&self) -> &crate::log_store::Mutants;
+}
+
+impl<D: Disk> LogAccess for LogShared<D> {
+    fn read(&self, index: u64) -> Result<Option<crate::commit_log::StoredEntry>, StorageError> {
+        LogShared::read(self, index)
+    }
+
+    fn read_at_position(
+        &self,
+        position: u64,
+    ) -> Result<Option<crate::commit_log::StoredEntry>, StorageError> {
+        LogShared::read_at_position(self, position)
+    }
+
+    fn fatal(&self) -> Option<String> {
+        LogShared::fatal(self)
+    }
+
+    fn first_index(&self) -> u64 {
+        LogShared::first_index(self)
+    }
+
+    fn stop(&self) {
+        LogShared::stop(self);
+    }
+
+    fn mutants(&self) -> &crate::log_store::Mutants {
+        &self.mutants
+    }
+}
+
+impl<D: Disk> Locate for LogShared<D> {
+    fn position(&self, index: u64) -> Option<u64> {
+        self.locate(index).map(|unit| unit.position)
+    }
+}
+
+/// A bound Raft listener, made before the group's addresses are known to everyone.
+pub struct RaftListener<T: Transport> {
+    listener: T::Listener,
+    addr: String,
+}
+
+impl<T: Transport> RaftListener<T> {
+    /// Binds `addr` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// `Listen` if the address cannot be bound.
+    pub async fn bind(transport: &T, addr: &str) -> Result<Self, StartError> {
+        let listener = transport
+            .bind(addr)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let addr = T::local_addr(&listener).map_err(|source| StartError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+        Ok(RaftListener { listener, addr })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+/// One replica of a group: a Raft node over its CommitLog.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<LedgerInner>,
+}
+
+struct LedgerInner {
+    node_id: NodeId,
+    raft: Raft,
+    log: Arc<dyn LogAccess>,
+    peers: BTreeMap<NodeId, String>,
+    seed: u64,
+    role: watch::Receiver<RoleState>,
+    shutdown: watch::Sender<bool>,
+    recovery: RecoveryReport,
+}
+
+fn openraft_config(config: &LedgerConfig) -> Result<Arc<Config>, StartError> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    let raft_config = Config {
+        cluster_name: "raftmq".into(),
+        heartbeat_interval: ms(config.heartbeat_interval),
+        election_timeout_min: ms(config.election_timeout_min),
+        election_timeout_max: ms(config.election_timeout_max),
+        max_payload_entries: crate::limits::REPLICATION_BATCH_ENTRIES_MAX,
+        // Message data must never be dropped by openraft's snapshot logic: retention purges.
+        snapshot_policy: SnapshotPolicy::Never,
+        enable_pre_vote: Some(true),
+        // A replica whose disk was wiped rejoins empty and is caught up from the log.
+        allow_log_reversion: Some(true),
+        ..Default::default()
+    };
+    let raft_config = raft_config.validate().map_err(|err| StartError::Raft {
+        reason: err.to_string(),
+    })?;
+    Ok(Arc::new(raft_config))
+}
+
+fn load_membership<D: Disk>(
+    disk: &D,
+    path: &std::path::Path,
+    applied: Option<crate::types::LogId>,
+) -> Result<OrStoredMembership, StorageError> {
+    let history: Vec<OrStoredMembership> = meta::load(disk, path)?.unwrap_or_default();
+    let Some(applied) = applied else {
+        return Ok(OrStoredMembership::default());
+    };
+    Ok(history
+        .into_iter()
+        .rev()
+        .find(|m| m.log_id().is_some_and(|id| id.index <= applied.index))
+        .unwrap_or_default())
+}
+
+/// How many past memberships the membership file keeps: enough to find the one in effect at the
+/// state machine's checkpoint, which lags at most one change behind.
+const MEMBERSHIP_HISTORY: usize = 4;
+
+fn membership_saver<D: Disk>(
+    disk: D,
+) -> Arc<dyn Fn(&PathBuf, &OrStoredMembership) -> std::io::Result<()> + Send + Sync> {
+    Arc::new(move |path, membership| {
+        let mut history: Vec<OrStoredMembership> = meta::load(&disk, path)?.unwrap_or_default();
+        history.retain(|m| m.log_id() < membership.log_id());
+        history.push(membership.clone());
+        let skip = history.len().saturating_sub(MEMBERSHIP_HISTORY);
+        let history: Vec<_> = history.into_iter().skip(skip).collect();
+        meta::store(&disk, path, &history)?;
+        Ok(())
+    })
+}
+
+impl Ledger {
+    /// Opens the replica's files (recovering them), starts Raft and the network, and joins the
+    /// group. The group forms once a quorum of the configured peers runs.
+    ///
+    /// # Errors
+    /// Invalid configuration, storage that cannot be recovered, Raft start failures.
+    pub async fn start<D: Disk, T: Transport>(
+        config: LedgerConfig,
+        disk: D,
+        transport: T,
+        listener: RaftListener<T>,
+        state_machine: Box<dyn StateMachine>,
+        hook: Option<Arc<dyn AppendHook>>,
+    ) -> Result<Ledger, StartError> {
+        config.validate()?;
+        let seed = config.seed.unwrap_or_else(rand::random);
+        Runtime::scope(
+            seed,
+            Self::start_scoped(config, disk, transport, listener, state_machine, hook, seed),
+        )
+        .await
+    }
+
+    async fn start_scoped<D: Disk, T: Transport>(
+        config: LedgerConfig,
+        disk: D,
+        transport: T,
+        listener: RaftListener<T>,
+        state_machine: Box<dyn StateMachine>,
+        hook: Option<Arc<dyn AppendHook>>,
+        seed: u64,
+    ) -> Result<Ledger, StartError> {
+        let log_config = CommitLogConfig {
+            dir: config.data_dir.clone(),
+            segment_bytes: config.segment_bytes,
+            index_units_per_file: config.index_units_per_file,
+            entry_body_bytes_max: config.entry_body_bytes_max,
+        };
+        let flush = config.flush;
+        let open_disk = disk.clone();
+        let (shared, recovery) = disk
+            .run_blocking(move || LogShared::open(open_disk, log_config, flush, hook))
+            .await?;
+        tokio::spawn(shared.clone().run_flusher());
+
+        let membership_path = config.data_dir.join("meta").join("membership");
+        let membership = load_membership(&disk, &membership_path, state_machine.last_applied())?;
+        let sm = SmAdapter::new(
+            state_machine,
+            membership,
+            shared.clone(),
+            membership_path,
+            membership_saver(disk.clone()),
+        );
+        let raft = Raft::new(
+            config.node_id,
+            openraft_config(&config)?,
+            NetworkFactory::new(transport),
+            LogStore(shared.clone()),
+            sm,
+        )
+        .await
+        .map_err(|err| StartError::Raft {
+            reason: err.to_string(),
+        })?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(serve::<T>(listener.listener, raft.clone(), shutdown_rx));
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|err| StartError::Raft {
+                reason: err.to_string(),
+            })?;
+        if !initialized {
+            let members: BTreeMap<NodeId, PeerNode> = config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, PeerNode { addr: addr.clone() }))
+                .collect();
+            // Every replica initializes with the same membership; openraft accepts the identical
+            // first entry from each and refuses it once a log exists.
+            if let Err(err) = raft.initialize(members).await {
+                tracing::debug!(cause = %err, "initialize refused");
+            }
+        }
+
+        let role = spawn_role_watch(&raft);
+        tracing::info!(node_id = config.node_id, seed, "replica started");
+        Ok(Ledger {
+            inner: Arc::new(LedgerInner {
+                node_id: config.node_id,
+                raft,
+                log: shared,
+                peers: config.peers,
+                seed,
+                role,
+                shutdown,
+                recovery,
+            }),
+        })
+    }
+
+    fn scope<F: std::future::Future>(
+        &self,
+        fut: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        Runtime::scope(self.inner.seed, fut)
+    }
+
+    /// This replica's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// What recovery found when this replica started.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Proposes `data` as one entry. Returns once the entry is committed (on a quorum, synced
+    /// under `SYNC_FLUSH`) and applied on this replica.
+    ///
+    /// # Errors
+    /// `NotLeader` (with the leader this replica knows), `TooLarge`, `Stopped`.
+    pub async fn propose(&self, data: bytes::Bytes) -> Result<Committed, ProposeError> {
+        let result = self
+            .scope(self.inner.raft.client_write(Payload(data)))
+            .await;
+        match result {
+            Ok(response) => Ok(Committed {
+                index: response.log_id.index,
+                term: response.log_id.leader_id.term,
+                position: response.data.position,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ProposeError::NotLeader {
+                    leader: forward.leader_id,
+                    leader_addr: forward.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(err) => Err(ProposeError::Stopped {
+                reason: self.stop_reason(err.to_string()),
+            }),
+        }
+    }
+
+    fn stop_reason(&self, fallback: String) -> String {
+        self.inner.log.fatal().unwrap_or(fallback)
+    }
+
+    /// Reads committed entry `index` from this replica's log.
+    ///
+    /// # Errors
+    /// `NotCommitted` past this replica's committed index, `Purged`, storage errors.
+    pub fn read(&self, index: u64) -> Result<CommittedEntry, ReadError> {
+        let committed = self.committed_index();
+        if committed.is_none_or(|c| index > c) {
+            return Err(ReadError::NotCommitted { index, committed });
+        }
+        match self.inner.log.read(index)? {
+            Some(stored) => Ok(to_committed(stored)),
+            None => Err(ReadError::Purged {
+                index,
+                first: self.inner.log.first_index(),
+            }),
+        }
+    }
+
+    /// Reads the committed entry that starts at byte `position`.
+    ///
+    /// # Errors
+    /// `NoEntryAtPosition`, `NotCommitted`, storage errors.
+    pub fn read_at_position(&self, position: u64) -> Result<CommittedEntry, ReadError> {
+        let stored = self
+            .inner
+            .log
+            .read_at_position(position)?
+            .ok_or(ReadError::NoEntryAtPosition { position })?;
+        let committed = self.committed_index();
+        if committed.is_none_or(|c| stored.header.index > c) {
+            return Err(ReadError::NotCommitted {
+                index: stored.header.index,
+                committed,
+            });
+        }
+        Ok(to_committed(stored))
+    }
+
+    fn committed_index(&self) -> Option<u64> {
+        self.inner
+            .raft
+            .metrics()
+            .borrow_watched()
+            .local_committed
+            .map(|c| c.index)
+    }
+
+    /// Watches this replica's role, term and known leader.
+    pub fn watch_role(&self) -> watch::Receiver<RoleState> {
+        self.inner.role.clone()
+    }
+
+    /// The replica's current state.
+    pub fn status(&self) -> Status {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let matched = metrics
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.inner.node_id)
+                    .map(|(id, log_id)| (*id, log_id.as_ref().map(|l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Status {
+            node_id: metrics.id,
+            role: role_of(metrics.state),
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_log_index: metrics.last_log_index,
+            committed: metrics.local_committed.map(|c| c.index),
+            applied: metrics.last_applied.map(|c| c.index),
+            purged: metrics.purged.map(|c| c.index),
+            matched,
+        }
+    }
+
+    /// The Raft address of a peer.
+    pub fn peer_addr(&self, node: NodeId) -> Option<&str> {
+        self.inner.peers.get(&node).map(String::as_str)
+    }
+
+    /// Asks the leader (this replica) to hand leadership to `to`. Returns once the request is
+    /// sent; watch the role to see it happen.
+    ///
+    /// # Errors
+    /// `NotLeader`, `UnknownTarget`, `Stopped`.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferError> {
+        if !self.inner.peers.contains_key(&to) {
+            return Err(TransferError::UnknownTarget { target: to });
+        }
+        let status = self.status();
+        if status.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader: status.leader,
+            });
+        }
+        self.scope(self.inner.raft.trigger().transfer_leader(to))
+            .await
+            .map_err(|err| TransferError::Stopped {
+                reason: err.to_string(),
+            })
+    }
+
+    /// Starts an election on this replica now (tests and tools).
+    ///
+    /// # Errors
+    /// `Stopped`.
+    pub async fn trigger_election(&self) -> Result<(), TransferError> {
+        self.scope(self.inner.raft.trigger().elect(true))
+            .await
+            .map_err(|err| TransferError::Stopped {
+                reason: err.to_string(),
+            })
+    }
+
+    /// Voters of the group.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.inner.raft.voter_ids().collect()
+    }
+
+    /// Stops Raft, the network and the flusher (after a last sync).
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true); // No receiver left means the server already ended.
+        if let Err(err) = self.scope(self.inner.raft.shutdown()).await {
+            tracing::warn!(cause = %err, "raft shutdown");
+        }
+        self.inner.log.stop();
+    }
+
+    /// Switches a deliberate bug on, for the simulation's checker tests.
+    #[doc(hidden)]
+    pub fn set_mutant_ack_before_sync(&self, on: bool) {
+        self.inner
+            .log
+            .mutants()
+            .ack_before_sync
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn to_committed(stored: crate::commit_log::StoredEntry) -> CommittedEntry {
+    let h = stored.header;
+    let payload = match h.kind {
+        EntryKind::Normal => EntryPayload::Data(bytes::Bytes::from(stored.body)),
+        EntryKind::Blank => EntryPayload::Blank,
+        EntryKind::Membership => EntryPayload::Membership,
+    };
+    CommittedEntry {
+        index: h.index,
+        term: h.term,
+        position: h.position,
+        payload,
+    }
+}
+
+fn role_of(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
+    }
+}
+
+fn spawn_role_watch(raft: &Raft) -> watch::Receiver<RoleState> {
+    let mut metrics = raft.metrics();
+    let current = |m: &openraft::RaftMetrics<crate::raft_types::TypeConfig>| RoleState {
+        role: role_of(m.state),
+        term: m.current_term,
+        leader: m.current_leader,
+    };
+    let initial = current(&metrics.borrow_watched());
+    let (tx, rx) = watch::channel(initial);
+    tokio::spawn(async move {
+        loop {
+            if metrics.changed().await.is_err() {
+                tx.send_modify(|r| r.role = Role::Shutdown);
+                return;
+            }
+            let next = current(&metrics.borrow_watched());
+            tx.send_if_modified(|r| {
+                if *r == next {
+                    false
+                } else {
+                    *r = next;
+                    true
+                }
+            });
+        }
+    });
+    rx
+}

@@ -1,0 +1,86 @@
+//! Helpers for tests and benchmarks of the layers above: a state machine that records what it
+//! applied.
+
+use std::sync::{Arc, Mutex};
+
+use crate::state_machine::{ApplyError, StateMachine};
+use crate::types::{CommittedEntry, EntryPayload, LogId};
+
+/// One applied entry as recorded: index, term, position, and the data of a data entry.
+pub type Record = (u64, u64, u64, Option<Vec<u8>>);
+
+/// A state machine that keeps every applied entry in memory. It persists nothing, so after a
+/// restart the whole log is applied again.
+#[derive(Clone, Default)]
+pub struct RecordingStateMachine {
+    records: Arc<Mutex<Vec<Record>>>,
+    last: Arc<Mutex<Option<LogId>>>,
+}
+
+impl RecordingStateMachine {
+    /// A new empty one.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything applied so far, in order.
+    pub fn records(&self) -> Vec<Record> {
+        self.records.lock().expect("records lock").clone()
+    }
+
+    /// Only the data entries, as (index, data).
+    pub fn data(&self) -> Vec<(u64, Vec<u8>)> {
+        self.records()
+            .into_iter()
+            .filter_map(|(index, _, _, data)| data.map(|d| (index, d)))
+            .collect()
+    }
+
+    /// How many data entries were applied.
+    pub fn data_count(&self) -> usize {
+        self.records
+            .lock()
+            .expect("records lock")
+            .iter()
+            .filter(|r| r.3.is_some())
+            .count()
+    }
+}
+
+impl StateMachine for RecordingStateMachine {
+    fn apply(&mut self, entry: &CommittedEntry) -> Result<(), ApplyError> {
+        let data = match &entry.payload {
+            EntryPayload::Data(bytes) => Some(bytes.to_vec()),
+            EntryPayload::Blank | EntryPayload::Membership => None,
+        };
+        self.records.lock().expect("records lock").push((
+            entry.index,
+            entry.term,
+            entry.position,
+            data,
+        ));
+        *self.last.lock().expect("last lock") = Some(LogId {
+            term: entry.term,
+            index: entry.index,
+        });
+        Ok(())
+    }
+
+    fn last_applied(&self) -> Option<LogId> {
+        None
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        bincode::serialize(&self.records()).expect("records serialize")
+    }
+
+    fn restore(&mut self, last: Option<LogId>, data: &[u8]) -> Result<(), ApplyError> {
+        let records: Vec<Record> = bincode::deserialize(data).map_err(|err| ApplyError {
+            index: last.map_or(0, |l| l.index),
+            reason: format!("undecodable snapshot: {err}"),
+        })?;
+        *self.records.lock().expect("records lock") = records;
+        *self.last.lock().expect("last lock") = last;
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! Plain types of dledger's public API. No openraft type appears here, so an openraft upgrade
+//! stays inside this crate.
+
+use serde::{Deserialize, Serialize};
+
+/// A node of a replica group.
+pub type NodeId = u64;
+
+/// The identity of a log entry: its term and index, in openraft's sense of the words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogId {
+    /// The term of the leader that proposed the entry.
+    pub term: u64,
+    /// The Raft index.
+    pub index: u64,
+}
+
+/// Where a committed proposal landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Raft index of the entry.
+    pub index: u64,
+    /// Term of the entry.
+    pub term: u64,
+    /// Global byte position of the entry in the CommitLog. The body starts
+    /// `ENTRY_HEADER_BYTES` after it.
+    pub position: u64,
+}
+
+/// A committed entry handed to the state machine, or read back by index or position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedEntry {
+    /// Raft index.
+    pub index: u64,
+    /// Term.
+    pub term: u64,
+    /// Global byte position in the CommitLog.
+    pub position: u64,
+    /// What the entry carries.
+    pub payload: EntryPayload,
+}
+
+/// The content of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryPayload {
+    /// Bytes proposed by the layer above.
+    Data(bytes::Bytes),
+    /// A leader's no-op, written on election.
+    Blank,
+    /// A change of the group's members.
+    Membership,
+}
+
+/// The role of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts proposals and replicates them.
+    Leader,
+    /// Follows a leader.
+    Follower,
+    /// Running an election.
+    Candidate,
+    /// Receives the log but does not vote.
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+/// Who leads, as one replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleState {
+    /// This replica's role.
+    pub role: Role,
+    /// Current term.
+    pub term: u64,
+    /// The known leader.
+    pub leader: Option<NodeId>,
+}
+
+/// A snapshot of one replica's state, for status pages and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This replica.
+    pub node_id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Current term.
+    pub term: u64,
+    /// The known leader.
+    pub leader: Option<NodeId>,
+    /// Last log index, if any.
+    pub last_log_index: Option<u64>,
+    /// Committed index, if any.
+    pub committed: Option<u64>,
+    /// Applied index, if any.
+    pub applied: Option<u64>,
+    /// Purged index, if any.
+    pub purged: Option<u64>,
+    /// On a leader: each follower's matched index (`None` until it matched anything).
+    pub matched: std::collections::BTreeMap<NodeId, Option<u64>>,
+}
