@@ -1,1 +1,47 @@
-fn main() {}
+//! The `raftmq` command: thin wrappers that parse flags, set up logging and call the crates.
+
+mod bench;
+mod dev;
+mod local_group;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "raftmq",
+    version,
+    about = "A RocketMQ-compatible broker with a Raft-replicated CommitLog"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole replica group in one process on 127.0.0.1, until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Drive load and print throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Bench(command) => bench::run(command).await,
+        }
+    })
+}

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::disk::{Disk, SegmentFile};
 use crate::error::{StorageError, Subject, Verb};
-use crate::limits::{ENTRY_HEADER_BYTES, INDEX_UNIT_BYTES};
+use crate::limits::{ENTRY_HEADER_BYTES, INDEX_UNIT_BYTES, RECOVERY_VERIFY_BYTES};
 use crate::record::{
     EntryHeader, EntryKind, HeaderProblem, IndexUnit, SEGMENT_END_MAGIC, decode_header,
 };
@@ -294,7 +294,11 @@ impl<D: Disk> CommitLog<D> {
 
         // Phase 2: verify against the data every indexed entry that is not known committed, and
         // the last committed one, which bounds what must be intact.
-        let verify_from = committed.map_or(self.first_index, |c| c.max(self.first_index));
+        let verify_from = match committed {
+            Some(c) if c >= self.first_index && c < next => self.verify_window_start(c),
+            Some(c) => c.max(self.first_index),
+            None => self.first_index,
+        };
         let mut valid_next = next;
         for index in verify_from..next {
             let unit = self.read_unit(index).expect("unit was valid in phase 1");
@@ -399,6 +403,25 @@ impl<D: Disk> CommitLog<D> {
         self.write_position = position;
         self.cut_tail(position, next)?;
         Ok(report)
+    }
+
+    /// First index whose entry lies within `RECOVERY_VERIFY_BYTES` before committed entry `c`:
+    /// recovery re-verifies that much of the committed region, so damage near the tail stops the
+    /// replica at start rather than at the first read. Older entries are verified when read.
+    fn verify_window_start(&self, c: u64) -> u64 {
+        let Some(end) = self.read_unit(c) else {
+            return c;
+        };
+        let floor = end.position.saturating_sub(RECOVERY_VERIFY_BYTES);
+        let (mut low, mut high) = (self.first_index, c);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.read_unit(mid) {
+                Some(unit) if unit.position < floor => low = mid + 1,
+                _ => high = mid,
+            }
+        }
+        low
     }
 
     /// Whether the segment after the one holding `position` starts with entry `next` (or a
@@ -903,6 +926,14 @@ impl<D: Disk> CommitLog<D> {
             }
         }
         ranges
+    }
+
+    /// Syncs every range written since the last sync. Blocking.
+    ///
+    /// # Errors
+    /// The I/O error of the failed sync.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.sync_all_dirty()
     }
 
     fn sync_all_dirty(&mut self) -> Result<(), StorageError> {

@@ -178,10 +178,16 @@ impl Disk for MmapDisk {
             if let Some(dir) = path.parent() {
                 sync_dir(dir)?;
             }
-        } else if len != bytes {
+        } else if len < bytes {
+            // A file cut short (by a crash while it grew, or by hand) is a torn tail: give it its
+            // size back, zero-filled, and let recovery judge what is left.
+            tracing::warn!(path = %path.display(), len, bytes, "segment file shorter than its size; extending");
+            file.set_len(bytes)?;
+            file.sync_all()?;
+        } else if len > bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("file has {len} bytes, expected {bytes}"),
+                format!("file has {len} bytes, more than the configured {bytes}"),
             ));
         }
         let map = MmapOptions::new().len(bytes as usize).map_raw(&file)?;

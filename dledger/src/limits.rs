@@ -59,3 +59,8 @@ pub const DIAL_BACKOFF_MIN_MS: u64 = 10;
 
 /// Size of a persisted metadata file (vote, committed, purged, membership) we accept.
 pub const META_FILE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Bytes of the committed region, counted back from the committed entry, whose checksums
+/// recovery verifies at start. Damage there stops the replica before it serves; older entries are
+/// verified on every read instead, so a start never reads the whole log.
+pub const RECOVERY_VERIFY_BYTES: u64 = 64 * 1024 * 1024;

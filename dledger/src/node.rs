@@ -1,12 +1,11 @@
 //! A running replica: the API the layers above use.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, ForwardReason, RaftError};
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
@@ -20,7 +19,7 @@ use crate::network::client::NetworkFactory;
 use crate::network::server::{Raft, serve};
 use crate::raft_types::{OrStoredMembership, Payload, PeerNode, Runtime};
 use crate::record::EntryKind;
-use crate::state_machine::{Locate, SmAdapter, StateMachine};
+use crate::state_machine::{Locate, MembershipSaver, SmAdapter, StateMachine};
 use crate::transport::Transport;
 use crate::types::{Committed, CommittedEntry, EntryPayload, NodeId, Role, RoleState, Status};
 
@@ -119,7 +118,13 @@ struct LedgerInner {
     role: watch::Receiver<RoleState>,
     shutdown: watch::Sender<bool>,
     recovery: RecoveryReport,
+    lease_wait: Duration,
+    flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// How often a leader waiting for its lease retries a proposal.
+const LEASE_POLL: Duration = Duration::from_millis(5);
 
 fn openraft_config(config: &LedgerConfig) -> Result<Arc<Config>, StartError> {
     let ms = |d: Duration| d.as_millis() as u64;
@@ -162,9 +167,7 @@ fn load_membership<D: Disk>(
 /// state machine's checkpoint, which lags at most one change behind.
 const MEMBERSHIP_HISTORY: usize = 4;
 
-fn membership_saver<D: Disk>(
-    disk: D,
-) -> Arc<dyn Fn(&PathBuf, &OrStoredMembership) -> std::io::Result<()> + Send + Sync> {
+fn membership_saver<D: Disk>(disk: D) -> MembershipSaver {
     Arc::new(move |path, membership| {
         let mut history: Vec<OrStoredMembership> = meta::load(&disk, path)?.unwrap_or_default();
         history.retain(|m| m.log_id() < membership.log_id());
@@ -219,7 +222,7 @@ impl Ledger {
         let (shared, recovery) = disk
             .run_blocking(move || LogShared::open(open_disk, log_config, flush, hook))
             .await?;
-        tokio::spawn(shared.clone().run_flusher());
+        let flusher = tokio::spawn(Runtime::scope(seed, shared.clone().run_flusher()));
 
         let membership_path = config.data_dir.join("meta").join("membership");
         let membership = load_membership(&disk, &membership_path, state_machine.last_applied())?;
@@ -233,7 +236,7 @@ impl Ledger {
         let raft = Raft::new(
             config.node_id,
             openraft_config(&config)?,
-            NetworkFactory::new(transport),
+            NetworkFactory::new(transport, config.rpc_timeout),
             LogStore(shared.clone()),
             sm,
         )
@@ -243,7 +246,10 @@ impl Ledger {
         })?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        tokio::spawn(serve::<T>(listener.listener, raft.clone(), shutdown_rx));
+        let server = tokio::spawn(Runtime::scope(
+            seed,
+            serve::<T>(listener.listener, raft.clone(), shutdown_rx, seed),
+        ));
 
         let initialized = raft
             .is_initialized()
@@ -264,7 +270,7 @@ impl Ledger {
             }
         }
 
-        let role = spawn_role_watch(&raft);
+        let role = spawn_role_watch(&raft, seed);
         tracing::info!(node_id = config.node_id, seed, "replica started");
         Ok(Ledger {
             inner: Arc::new(LedgerInner {
@@ -276,6 +282,9 @@ impl Ledger {
                 role,
                 shutdown,
                 recovery,
+                lease_wait: config.election_timeout_max,
+                flusher: std::sync::Mutex::new(Some(flusher)),
+                server: std::sync::Mutex::new(Some(server)),
             }),
         })
     }
@@ -303,24 +312,41 @@ impl Ledger {
     /// # Errors
     /// `NotLeader` (with the leader this replica knows), `TooLarge`, `Stopped`.
     pub async fn propose(&self, data: bytes::Bytes) -> Result<Committed, ProposeError> {
-        let result = self
-            .scope(self.inner.raft.client_write(Payload(data)))
-            .await;
-        match result {
-            Ok(response) => Ok(Committed {
-                index: response.log_id.index,
-                term: response.log_id.leader_id.term,
-                position: response.data.position,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(ProposeError::NotLeader {
-                    leader: forward.leader_id,
-                    leader_addr: forward.leader_node.map(|n| n.addr),
-                })
+        // A leader accepts writes only while its quorum lease is valid: a new leader gets it with
+        // its first quorum acknowledgement, a moment after winning. Wait that out (bounded by one
+        // election timeout) instead of bouncing the client.
+        let deadline = tokio::time::Instant::now() + self.inner.lease_wait;
+        loop {
+            let result = self
+                .scope(self.inner.raft.client_write(Payload(data.clone())))
+                .await;
+            match result {
+                Ok(response) => {
+                    return Ok(Committed {
+                        index: response.log_id.index,
+                        term: response.log_id.leader_id.term,
+                        position: response.data.position,
+                    });
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    let lease_pending = forward.reason == ForwardReason::LeaseExpired
+                        && self.status().role == Role::Leader
+                        && tokio::time::Instant::now() < deadline;
+                    if lease_pending {
+                        tokio::time::sleep(LEASE_POLL).await;
+                        continue;
+                    }
+                    return Err(ProposeError::NotLeader {
+                        leader: forward.leader_id,
+                        leader_addr: forward.leader_node.map(|n| n.addr),
+                    });
+                }
+                Err(err) => {
+                    return Err(ProposeError::Stopped {
+                        reason: self.stop_reason(err.to_string()),
+                    });
+                }
             }
-            Err(err) => Err(ProposeError::Stopped {
-                reason: self.stop_reason(err.to_string()),
-            }),
         }
     }
 
@@ -457,6 +483,15 @@ impl Ledger {
             tracing::warn!(cause = %err, "raft shutdown");
         }
         self.inner.log.stop();
+        // Wait for the last sync and for the listener to close, so the files and the port are
+        // free when this returns.
+        let tasks = [&self.inner.flusher, &self.inner.server]
+            .map(|task| task.lock().expect("task handle lock").take());
+        for task in tasks.into_iter().flatten() {
+            if let Err(err) = task.await {
+                tracing::warn!(cause = %err, "task ended abnormally");
+            }
+        }
     }
 
     /// Switches a deliberate bug on, for the simulation's checker tests.
@@ -495,7 +530,7 @@ fn role_of(state: ServerState) -> Role {
     }
 }
 
-fn spawn_role_watch(raft: &Raft) -> watch::Receiver<RoleState> {
+fn spawn_role_watch(raft: &Raft, seed: u64) -> watch::Receiver<RoleState> {
     let mut metrics = raft.metrics();
     let current = |m: &openraft::RaftMetrics<crate::raft_types::TypeConfig>| RoleState {
         role: role_of(m.state),
@@ -504,7 +539,7 @@ fn spawn_role_watch(raft: &Raft) -> watch::Receiver<RoleState> {
     };
     let initial = current(&metrics.borrow_watched());
     let (tx, rx) = watch::channel(initial);
-    tokio::spawn(async move {
+    tokio::spawn(Runtime::scope(seed, async move {
         loop {
             if metrics.changed().await.is_err() {
                 tx.send_modify(|r| r.role = Role::Shutdown);
@@ -520,6 +555,6 @@ fn spawn_role_watch(raft: &Raft) -> watch::Receiver<RoleState> {
                 }
             });
         }
-    });
+    }));
     rx
 }

@@ -62,13 +62,17 @@ struct SmState {
     snapshot: Option<(OrSnapshotMeta, Vec<u8>)>,
 }
 
+/// Persists the membership history file (blocking).
+pub type MembershipSaver =
+    Arc<dyn Fn(&PathBuf, &OrStoredMembership) -> io::Result<()> + Send + Sync>;
+
 /// openraft's state machine: forwards entries to the user's one, tracks membership.
 #[derive(Clone)]
 pub struct SmAdapter {
     state: Arc<Mutex<SmState>>,
     locate: Arc<dyn Locate>,
     membership_path: PathBuf,
-    store_membership: Arc<dyn Fn(&PathBuf, &OrStoredMembership) -> io::Result<()> + Send + Sync>,
+    store_membership: MembershipSaver,
 }
 
 impl SmAdapter {
@@ -79,9 +83,7 @@ impl SmAdapter {
         membership: OrStoredMembership,
         locate: Arc<dyn Locate>,
         membership_path: PathBuf,
-        store_membership: Arc<
-            dyn Fn(&PathBuf, &OrStoredMembership) -> io::Result<()> + Send + Sync,
-        >,
+        store_membership: MembershipSaver,
     ) -> Self {
         let last_applied = user.last_applied().map(from_log_id);
         SmAdapter {

@@ -84,3 +84,52 @@ impl StateMachine for RecordingStateMachine {
         Ok(())
     }
 }
+
+/// A state machine that only counts what it applied: for benchmarks, where recording every
+/// entry would measure the allocator.
+#[derive(Clone, Default)]
+pub struct CountingStateMachine {
+    applied: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountingStateMachine {
+    /// A new one at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Data entries applied.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl StateMachine for CountingStateMachine {
+    fn apply(&mut self, entry: &CommittedEntry) -> Result<(), ApplyError> {
+        if matches!(entry.payload, EntryPayload::Data(_)) {
+            self.applied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn last_applied(&self) -> Option<LogId> {
+        None
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        self.applied().to_be_bytes().to_vec()
+    }
+
+    fn restore(&mut self, last: Option<LogId>, data: &[u8]) -> Result<(), ApplyError> {
+        let bytes: [u8; 8] = data.try_into().map_err(|_| ApplyError {
+            index: last.map_or(0, |l| l.index),
+            reason: format!("snapshot of {} bytes, expected 8", data.len()),
+        })?;
+        self.applied.store(
+            u64::from_be_bytes(bytes),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+}

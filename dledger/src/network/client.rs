@@ -38,12 +38,19 @@ fn network(err: &(impl std::error::Error + 'static)) -> RpcErr {
 #[derive(Clone)]
 pub struct NetworkFactory<T: Transport> {
     transport: T,
+    stream_timeout: Duration,
 }
 
 impl<T: Transport> NetworkFactory<T> {
-    /// A factory dialling through `transport`.
-    pub fn new(transport: T) -> Self {
-        NetworkFactory { transport }
+    /// A factory dialling through `transport`. Each answer on a replication stream must arrive
+    /// within `stream_timeout` of its request (or openraft's own RPC deadline, if longer): a
+    /// deep pipeline queues requests behind the follower's syncs, so heartbeat-sized deadlines
+    /// would cut healthy streams under load.
+    pub fn new(transport: T, stream_timeout: Duration) -> Self {
+        NetworkFactory {
+            transport,
+            stream_timeout,
+        }
     }
 }
 
@@ -55,6 +62,7 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for NetworkFactory<T> {
             target,
             addr: node.addr.clone(),
             transport: self.transport.clone(),
+            stream_timeout: self.stream_timeout,
             rpc: None,
             dial: Arc::new(std::sync::Mutex::new(DialState::default())),
         }
@@ -72,6 +80,7 @@ pub struct Connection<T: Transport> {
     target: u64,
     addr: String,
     transport: T,
+    stream_timeout: Duration,
     rpc: Option<T::Stream>,
     dial: Arc<std::sync::Mutex<DialState>>,
 }
@@ -198,8 +207,15 @@ impl<T: Transport> RaftNetworkV2<TypeConfig> for Connection<T> {
         S: Stream<Item = AppendRequest> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
-            let ttl = option.soft_ttl();
-            let stream = dial(&self.transport, &self.addr, &self.dial, HELLO_STREAM, ttl).await?;
+            let ttl = option.soft_ttl().max(self.stream_timeout);
+            let stream = dial(
+                &self.transport,
+                &self.addr,
+                &self.dial,
+                HELLO_STREAM,
+                option.soft_ttl(),
+            )
+            .await?;
             Ok(pipelined_stream(stream, input, ttl, self.target))
         })
     }

@@ -12,17 +12,21 @@ use super::{
     read_frame, write_frame,
 };
 use crate::limits::RAFT_CONNECTIONS_MAX;
-use crate::raft_types::{OrSnapshot, TypeConfig};
+use crate::raft_types::{OrSnapshot, Runtime, TypeConfig};
 use crate::state_machine::SmAdapter;
 use crate::transport::Transport;
 
 pub(crate) type Raft = openraft::Raft<TypeConfig, SmAdapter>;
 
 /// Serves Raft RPCs on `listener` until `shutdown` turns true.
+///
+/// Every connection task runs inside openraft's seeded RNG scope (`seed`), because openraft's
+/// receiving API spawns tasks through its runtime.
 pub async fn serve<T: Transport>(
     listener: T::Listener,
     raft: Raft,
     mut shutdown: watch::Receiver<bool>,
+    seed: u64,
 ) {
     let permits = Arc::new(Semaphore::new(RAFT_CONNECTIONS_MAX));
     loop {
@@ -43,7 +47,7 @@ pub async fn serve<T: Transport>(
         };
         let raft = raft.clone();
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        tokio::spawn(Runtime::scope(seed, async move {
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => {}
@@ -54,7 +58,7 @@ pub async fn serve<T: Transport>(
                 }
             }
             drop(permit);
-        });
+        }));
     }
 }
 

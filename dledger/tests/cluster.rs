@@ -1,0 +1,293 @@
+//! Replica groups on real TCP (127.0.0.1) and real mmap files, in one process.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step is the test failing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Group, WAIT, fast_config, propose_many, wait_for};
+use dledger::{CommittedEntry, EntryPayload, Ledger, ProposeError, Role};
+
+/// Every entry of `node` from 0 through `upto`.
+fn log_of(node: &Ledger, upto: u64) -> Vec<CommittedEntry> {
+    (0..=upto)
+        .map(|i| node.read(i).expect("committed entry reads"))
+        .collect()
+}
+
+fn data_of(entries: &[CommittedEntry]) -> Vec<Vec<u8>> {
+    entries
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EntryPayload::Data(d) => Some(d.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Three replicas elect exactly one leader that everyone agrees on, and followers refuse
+/// proposals naming that leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_elect_one_leader() {
+    let group = Group::start(3, fast_config).await;
+    let leader = group.leader().await;
+    let leaders = group
+        .nodes
+        .values()
+        .filter(|n| n.status().role == Role::Leader)
+        .count();
+    assert_eq!(leaders, 1);
+    let follower = group.nodes.keys().find(|id| **id != leader).unwrap();
+    let err = group.nodes[follower]
+        .propose(bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProposeError::NotLeader { leader: Some(l), .. } if l == leader),
+        "follower answers not-leader with the leader, got {err:?}"
+    );
+}
+
+/// 10,000 entries proposed concurrently commit, and every replica applies the same entries in
+/// the same order, with identical logs, rolling over many small segment files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_ten_thousand_entries_identically() {
+    let group = Group::start(3, fast_config).await;
+    let leader = group.leader().await;
+    let committed = propose_many(&group.nodes[&leader], "e", 10_000, 64).await;
+    assert_eq!(committed.len(), 10_000);
+    let last = committed.last().unwrap().index;
+    group.wait_applied(last).await;
+    let reference = log_of(&group.nodes[&leader], last);
+    assert_eq!(data_of(&reference).len(), 10_000);
+    for (id, node) in &group.nodes {
+        assert_eq!(
+            log_of(node, last),
+            reference,
+            "log of node {id} differs from the leader's"
+        );
+        let applied: Vec<Vec<u8>> = group.machines[id]
+            .data()
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(
+            applied,
+            data_of(&reference),
+            "node {id} applied other entries"
+        );
+    }
+    // Positions handed back are where the entries are.
+    for c in committed.iter().step_by(997) {
+        let entry = group.nodes[&leader].read_at_position(c.position).unwrap();
+        assert_eq!(entry.index, c.index);
+    }
+    let segments = std::fs::read_dir(group.data_dir(leader).join("commitlog"))
+        .unwrap()
+        .count();
+    assert!(
+        segments >= 8,
+        "10,000 entries should span many 256 KiB segments, found {segments}"
+    );
+}
+
+/// Killing the leader: a new one is elected within a few election timeouts, no committed entry
+/// is lost, and the survivors' logs are identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_loses_no_committed_entry() {
+    let mut group = Group::start(3, fast_config).await;
+    let old = group.leader().await;
+    let committed = propose_many(&group.nodes[&old], "before", 500, 16).await;
+    let old_term = group.nodes[&old].status().term;
+    let stopped_at = tokio::time::Instant::now();
+    group.stop(old).await;
+    let new = group.leader().await;
+    let elected_after = stopped_at.elapsed();
+    assert_ne!(new, old);
+    assert!(group.nodes[&new].status().term > old_term);
+    // Election timeout max is 500 ms; allow for the pre-vote round and a split vote.
+    assert!(
+        elected_after < Duration::from_secs(3),
+        "election took {elected_after:?}"
+    );
+    let more = propose_many(&group.nodes[&new], "after", 100, 8).await;
+    let last = more.last().unwrap().index;
+    group.wait_applied(last).await;
+    let survivors: Vec<&Ledger> = group.nodes.values().collect();
+    let reference = log_of(survivors[0], last);
+    assert_eq!(log_of(survivors[1], last), reference);
+    let data = data_of(&reference);
+    for c in &committed {
+        let entry = survivors[0].read(c.index).unwrap();
+        assert_eq!(entry.position, c.position);
+        assert!(matches!(entry.payload, EntryPayload::Data(_)));
+    }
+    assert_eq!(data.len(), 600);
+}
+
+/// A replica stopped and started again from its files recovers its log, rejoins as a follower
+/// and catches up on what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_restarts_from_its_files() {
+    let mut group = Group::start(3, fast_config).await;
+    let leader = group.leader().await;
+    propose_many(&group.nodes[&leader], "a", 300, 8).await;
+    let follower = *group.nodes.keys().find(|id| **id != leader).unwrap();
+    group.stop(follower).await;
+    let more = propose_many(&group.nodes[&leader], "b", 300, 8).await;
+    group.restart(follower).await;
+    let report = group.nodes[&follower].recovery_report().clone();
+    assert!(report.indexed >= 300, "restart found its index: {report:?}");
+    assert_eq!(report.cut, None);
+    let last = more.last().unwrap().index;
+    group.wait_applied(last).await;
+    assert_eq!(
+        log_of(&group.nodes[&follower], last),
+        log_of(&group.nodes[&leader], last)
+    );
+    assert_eq!(group.nodes[&follower].status().role, Role::Follower);
+}
+
+/// A follower whose folder was wiped rejoins empty and is caught up by the leader with no new
+/// proposal arriving (DLedger#61/#87: the leader waited for new writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_follower_catches_up_without_traffic() {
+    let mut group = Group::start(3, fast_config).await;
+    let leader = group.leader().await;
+    let committed = propose_many(&group.nodes[&leader], "w", 2000, 32).await;
+    let last = committed.last().unwrap().index;
+    group.wait_applied(last).await;
+    let follower = *group.nodes.keys().find(|id| **id != leader).unwrap();
+    group.stop(follower).await;
+    let dir = group.data_dir(follower);
+    for sub in ["commitlog", "index", "meta"] {
+        std::fs::remove_dir_all(dir.join(sub)).unwrap();
+    }
+    group.restart(follower).await;
+    // No proposals from here on.
+    wait_for("the wiped follower to catch up", WAIT, || {
+        group.nodes[&follower]
+            .status()
+            .applied
+            .is_some_and(|a| a >= last)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        log_of(&group.nodes[&follower], last),
+        log_of(&group.nodes[&leader], last)
+    );
+    assert_eq!(group.machines[&follower].data_count(), 2000);
+}
+
+/// An isolated leader keeps appending entries it cannot commit; the majority elects a new
+/// leader and commits other entries; after healing, the old leader's uncommitted tail (and only
+/// it) is truncated and replaced, and every log is identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healed_partition_truncates_only_the_uncommitted_tail() {
+    let group = Group::start(3, fast_config).await;
+    let old = group.leader().await;
+    let before = propose_many(&group.nodes[&old], "committed", 200, 8).await;
+    let committed_before = before.last().unwrap().index;
+    group.wait_applied(committed_before).await;
+    let others: Vec<u64> = group
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != old)
+        .collect();
+    group.links.isolate(old, others.clone());
+
+    // Proposals to the isolated leader append locally but never commit.
+    let stranded: Vec<_> = (0..20)
+        .map(|i| {
+            let node = group.nodes[&old].clone();
+            tokio::spawn(async move {
+                node.propose(bytes::Bytes::from(format!("stranded-{i}")))
+                    .await
+            })
+        })
+        .collect();
+    wait_for(
+        "the isolated leader to append its stranded entries",
+        WAIT,
+        || {
+            group.nodes[&old]
+                .status()
+                .last_log_index
+                .is_some_and(|l| l >= committed_before + 20)
+                .then_some(())
+        },
+    )
+    .await;
+
+    let new = wait_for("a new leader among the majority", WAIT, || {
+        others.iter().copied().find(|id| {
+            let s = group.nodes[id].status();
+            s.role == Role::Leader && s.leader == Some(*id)
+        })
+    })
+    .await;
+    let after = propose_many(&group.nodes[&new], "majority", 50, 4).await;
+    let last = after.last().unwrap().index;
+    assert_eq!(
+        group.nodes[&old].status().committed,
+        Some(committed_before),
+        "the stranded tail never committed"
+    );
+
+    group.links.heal();
+    group.wait_applied(last).await;
+    let reference = log_of(&group.nodes[&new], last);
+    for (id, node) in &group.nodes {
+        assert_eq!(
+            log_of(node, last),
+            reference,
+            "log of node {id} differs after healing"
+        );
+    }
+    let data = data_of(&reference);
+    assert!(
+        data.iter().all(|d| !d.starts_with(b"stranded")),
+        "no stranded entry survives"
+    );
+    assert_eq!(
+        data.iter().filter(|d| d.starts_with(b"committed")).count(),
+        200
+    );
+    for task in stranded {
+        let result = tokio::time::timeout(WAIT, task)
+            .await
+            .expect("stranded proposals finish")
+            .unwrap();
+        assert!(
+            result.is_err(),
+            "a stranded proposal must not report success"
+        );
+    }
+}
+
+/// Leadership moves to the asked-for replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_transfers_to_the_named_replica() {
+    let group = Group::start(3, fast_config).await;
+    let leader = group.leader().await;
+    let committed = propose_many(&group.nodes[&leader], "t", 50, 4).await;
+    group.wait_applied(committed.last().unwrap().index).await;
+    let target = *group.nodes.keys().find(|id| **id != leader).unwrap();
+    group.nodes[&leader]
+        .transfer_leadership(target)
+        .await
+        .unwrap();
+    wait_for("leadership to move to the target", WAIT, || {
+        (group.agreed_leader() == Some(target)).then_some(())
+    })
+    .await;
+    let err = group.nodes[&leader]
+        .transfer_leadership(target)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, dledger::TransferError::NotLeader { .. }));
+    propose_many(&group.nodes[&target], "after-transfer", 10, 2).await;
+}
