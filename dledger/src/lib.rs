@@ -11,7 +11,7 @@
 //! - [`commit_log`]: segment files named by byte position, the index, recovery.
 //! - `log_store`: openraft's log storage over the CommitLog, with the group-commit flusher.
 //! - [`state_machine`]: the state-machine trait and its openraft adapter.
-//! - [`transport`] and [`network`]: the Raft RPCs over our framed TCP protocol, pipelined.
+//! - [`transport`] and `network`: the Raft RPCs over our framed TCP protocol, pipelined.
 //! - [`node`]: [`Ledger`], a running replica: propose, read, watch, status, transfer.
 //! - [`limits`]: every bound, with its reason.
 //!
@@ -24,7 +24,7 @@ pub mod error;
 pub mod limits;
 mod log_store;
 mod meta;
-pub mod network;
+mod network;
 pub mod node;
 mod raft_types;
 pub mod record;

@@ -50,7 +50,7 @@ pub trait StateMachine: Send + 'static {
 }
 
 /// Finds where an entry lives, for the apply responses.
-pub trait Locate: Send + Sync + 'static {
+pub(crate) trait Locate: Send + Sync + 'static {
     /// Global byte position of entry `index`.
     fn position(&self, index: u64) -> Option<u64>;
 }
@@ -63,12 +63,12 @@ struct SmState {
 }
 
 /// Persists the membership history file (blocking).
-pub type MembershipSaver =
+pub(crate) type MembershipSaver =
     Arc<dyn Fn(&PathBuf, &OrStoredMembership) -> io::Result<()> + Send + Sync>;
 
 /// openraft's state machine: forwards entries to the user's one, tracks membership.
 #[derive(Clone)]
-pub struct SmAdapter {
+pub(crate) struct SmAdapter {
     state: Arc<Mutex<SmState>>,
     locate: Arc<dyn Locate>,
     membership_path: PathBuf,

@@ -291,3 +291,35 @@ async fn leadership_transfers_to_the_named_replica() {
     assert!(matches!(err, dledger::TransferError::NotLeader { .. }));
     propose_many(&group.nodes[&target], "after-transfer", 10, 2).await;
 }
+
+/// Garbage on a replica's Raft port (an unknown connection kind, an oversized frame, frames that
+/// do not decode) closes that connection only; the group keeps committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_raft_port_is_rejected_and_the_group_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let group = Group::start(3, fast_config).await;
+    let leader = group.leader().await;
+    // The connection kinds of dledger's Raft protocol: 0x52 request/response, 0x53 stream.
+    let attacks: Vec<Vec<u8>> = vec![
+        vec![0xff, 1, 2, 3],
+        [vec![0x52], u32::MAX.to_be_bytes().to_vec()].concat(),
+        [vec![0x52, 0, 0, 0, 6], vec![0xee; 6]].concat(),
+        [vec![0x53, 0, 0, 0, 6], vec![0xee; 6]].concat(),
+    ];
+    for (target, addr) in &group.peers {
+        for attack in &attacks {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(attack).await.unwrap();
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(WAIT, stream.read(&mut buf))
+                .await
+                .expect("the server answers by closing");
+            assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "node {target} must close the connection on {attack:?}, read {read:?}"
+            );
+        }
+    }
+    let committed = propose_many(&group.nodes[&leader], "after-garbage", 100, 8).await;
+    group.wait_applied(committed.last().unwrap().index).await;
+}

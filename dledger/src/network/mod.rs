@@ -160,3 +160,57 @@ where
     writer.write_all(&bytes).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A length prefix over the bound is refused from the 4 prefix bytes alone: no body is
+    /// awaited and nothing is buffered.
+    #[tokio::test]
+    async fn oversized_frame_is_refused_before_buffering() {
+        let prefix = (RAFT_FRAME_BYTES_MAX + 1).to_be_bytes();
+        let mut reader: &[u8] = &prefix;
+        let err = read_frame::<_, RpcRequest>(&mut reader).await.unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooLarge { size, .. } if size == RAFT_FRAME_BYTES_MAX + 1)
+        );
+    }
+
+    /// A clean end of stream between frames is `Closed`; inside a frame it is an I/O error.
+    #[tokio::test]
+    async fn end_of_stream_between_and_inside_frames() {
+        let mut empty: &[u8] = &[];
+        assert!(matches!(
+            read_frame::<_, RpcRequest>(&mut empty).await,
+            Err(FrameError::Closed)
+        ));
+        let mut partial: &[u8] = &[0, 0, 0, 10, 1, 2];
+        assert!(matches!(
+            read_frame::<_, RpcRequest>(&mut partial).await,
+            Err(FrameError::Io(_))
+        ));
+    }
+
+    /// Bytes that are not a request decode to an error, not a panic.
+    #[tokio::test]
+    async fn garbage_frame_is_a_decode_error() {
+        let mut frame = vec![0, 0, 0, 8];
+        frame.extend_from_slice(&[0xff; 8]);
+        let mut reader: &[u8] = &frame;
+        assert!(matches!(
+            read_frame::<_, RpcRequest>(&mut reader).await,
+            Err(FrameError::Decode(_))
+        ));
+    }
+
+    /// What we encode, we decode.
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let item = StreamItem::Fatal("stopped".into());
+        let bytes = encode_frame(&item).unwrap();
+        let mut reader: &[u8] = &bytes;
+        let back: StreamItem = read_frame(&mut reader).await.unwrap();
+        assert!(matches!(back, StreamItem::Fatal(reason) if reason == "stopped"));
+    }
+}
