@@ -67,6 +67,41 @@ pub struct StoredEntry {
     pub body: Vec<u8>,
 }
 
+/// Zeroing works in chunks of this many bytes, so no buffer grows with the range.
+const ZERO_CHUNK: u64 = 64 * 1024;
+
+/// A batch laid out in memory before it is written.
+struct Plan {
+    /// Bytes per file touched, in order: (file start, offset in file, bytes).
+    chunks: Vec<Chunk>,
+    units: Vec<IndexUnit>,
+    /// Position after the batch.
+    end: u64,
+}
+
+struct Chunk {
+    file_start: u64,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl Plan {
+    /// The buffer that continues at `offset` of the file at `file_start`.
+    fn bytes_at(&mut self, file_start: u64, offset: u64) -> &mut Vec<u8> {
+        let continues = self.chunks.last().is_some_and(|c| {
+            c.file_start == file_start && c.offset + c.bytes.len() as u64 == offset
+        });
+        if !continues {
+            self.chunks.push(Chunk {
+                file_start,
+                offset,
+                bytes: Vec::new(),
+            });
+        }
+        &mut self.chunks.last_mut().expect("pushed above").bytes
+    }
+}
+
 /// A dirty byte range of one file, for the flusher.
 pub struct DirtyRange<F> {
     /// The file.
@@ -458,7 +493,7 @@ impl<D: Disk> CommitLog<D> {
     fn cut_tail(&mut self, position: u64, next: u64) -> Result<(), StorageError> {
         let segment_start = self.segment_start(position);
         if let Some(file) = self.segments.get(&segment_start).cloned() {
-            self.zero_nonzero(&file, position - segment_start, true, segment_start);
+            self.zero_nonzero(&file, position - segment_start, true, segment_start)?;
         }
         let later: Vec<u64> = self
             .segments
@@ -472,7 +507,7 @@ impl<D: Disk> CommitLog<D> {
         let byte = next * u64::from(INDEX_UNIT_BYTES);
         let index_start = byte - byte % index_bytes;
         if let Some(file) = self.index_files.get(&index_start).cloned() {
-            self.zero_nonzero(&file, byte - index_start, false, index_start);
+            self.zero_nonzero(&file, byte - index_start, false, index_start)?;
         }
         let later: Vec<u64> = self
             .index_files
@@ -486,25 +521,52 @@ impl<D: Disk> CommitLog<D> {
     }
 
     /// Zeroes the non-zero chunks of `file` from `from` to its end, marking them dirty.
-    fn zero_nonzero(&mut self, file: &Arc<D::File>, from: u64, data: bool, file_start: u64) {
-        const CHUNK: u64 = 64 * 1024;
-        let zeros = vec![0u8; CHUNK as usize];
-        let mut buf = vec![0u8; CHUNK as usize];
+    fn zero_nonzero(
+        &mut self,
+        file: &Arc<D::File>,
+        from: u64,
+        data: bool,
+        file_start: u64,
+    ) -> Result<(), StorageError> {
+        let mut buf = vec![0u8; ZERO_CHUNK as usize];
         let mut at = from;
         while at < file.len() {
-            let len = CHUNK.min(file.len() - at) as usize;
-            file.read_at(at, &mut buf[..len]);
-            if buf[..len].iter().any(|&b| b != 0) {
-                file.write_at(at, &zeros[..len]);
-                let dirty = if data {
-                    &mut self.dirty_data
-                } else {
-                    &mut self.dirty_index
-                };
-                extend(dirty, file_start, at, at + len as u64);
+            let len = ZERO_CHUNK.min(file.len() - at);
+            file.read_at(at, &mut buf[..len as usize]);
+            if buf[..len as usize].iter().any(|&b| b != 0) {
+                self.zero_range(file, at, at + len, data, file_start)?;
             }
-            at += len as u64;
+            at += len;
         }
+        Ok(())
+    }
+
+    /// Writes zeros over `from..to` of `file`, marking them dirty.
+    fn zero_range(
+        &mut self,
+        file: &Arc<D::File>,
+        from: u64,
+        to: u64,
+        data: bool,
+        file_start: u64,
+    ) -> Result<(), StorageError> {
+        let zeros = vec![0u8; ZERO_CHUNK.min(to.saturating_sub(from)) as usize];
+        let mut at = from;
+        while at < to {
+            let len = ZERO_CHUNK.min(to - at);
+            file.write_at(at, &zeros[..len as usize])
+                .map_err(|source| {
+                    StorageError::io(Verb::Write, self.subject(data, file_start), source)
+                })?;
+            at += len;
+        }
+        let dirty = if data {
+            &mut self.dirty_data
+        } else {
+            &mut self.dirty_index
+        };
+        extend(dirty, file_start, from, to);
+        Ok(())
     }
 
     fn remove_file(&mut self, data: bool, start: u64) -> Result<(), StorageError> {
@@ -558,25 +620,15 @@ impl<D: Disk> CommitLog<D> {
     }
 
     fn write_unit(&mut self, unit: IndexUnit) -> Result<(), StorageError> {
-        let byte = unit.index * u64::from(INDEX_UNIT_BYTES);
-        let file_start = byte - byte % self.index_file_bytes();
-        let file = self.file_for(false, file_start)?;
-        let offset = byte - file_start;
-        file.write_at(offset, &unit.encode());
-        extend(
-            &mut self.dirty_index,
-            file_start,
-            offset,
-            offset + u64::from(INDEX_UNIT_BYTES),
-        );
-        Ok(())
+        self.write_units(&[unit])
     }
 
     /// Appends entries. They are readable on return and durable once the flusher has synced the
-    /// ranges from `take_dirty`.
+    /// ranges from `take_dirty`. The whole batch is laid out in memory first and written with one
+    /// write per file touched; if a write fails, the log is left as it was before the call.
     ///
     /// # Errors
-    /// An entry body over the bound; an I/O error creating a file.
+    /// An entry body over the bound; an I/O error (a full disk among them).
     ///
     /// # Panics
     /// If an entry does not directly follow the log (a caller bug: openraft never leaves holes).
@@ -584,96 +636,144 @@ impl<D: Disk> CommitLog<D> {
         &mut self,
         entries: impl IntoIterator<Item = NewEntry<'a>>,
     ) -> Result<(), StorageError> {
-        let mut scratch = Vec::new();
-        for entry in entries {
-            self.append_one(entry, &mut scratch)?;
+        let plan = self.plan(entries)?;
+        for chunk in &plan.chunks {
+            let file = self.file_for(true, chunk.file_start)?;
+            file.write_at(chunk.offset, &chunk.bytes)
+                .map_err(|source| {
+                    StorageError::io(
+                        Verb::Write,
+                        Subject::Segment {
+                            file_start: chunk.file_start,
+                        },
+                        source,
+                    )
+                })?;
         }
+        self.write_units(&plan.units)?;
+        for chunk in &plan.chunks {
+            let end = chunk.offset + chunk.bytes.len() as u64;
+            extend(&mut self.dirty_data, chunk.file_start, chunk.offset, end);
+        }
+        if let Some(first) = plan.units.first() {
+            if self.is_empty() && first.index > self.next_index {
+                self.first_index = first.index;
+            }
+        }
+        if let Some(last) = plan.units.last() {
+            self.next_index = last.index + 1;
+            self.last_term = last.term;
+        }
+        self.write_position = plan.end;
         Ok(())
     }
 
-    fn append_one(
-        &mut self,
-        entry: NewEntry<'_>,
-        scratch: &mut Vec<u8>,
-    ) -> Result<(), StorageError> {
-        let body_bytes = entry.body.len() as u64;
-        if body_bytes > u64::from(self.config.entry_body_bytes_max) {
-            return Err(StorageError::EntryTooLarge {
-                size: body_bytes,
-                max: u64::from(self.config.entry_body_bytes_max),
-            });
-        }
-        if self.is_empty() && entry.log_id.index > self.next_index {
-            // An empty log may start anywhere past what was purged (openraft's storage suite
-            // starts logs at 1; a snapshot restarts one at its end).
-            self.first_index = entry.log_id.index;
-            self.next_index = entry.log_id.index;
-        }
-        assert_eq!(
-            entry.log_id.index, self.next_index,
-            "entries must follow the log without a hole"
-        );
-        assert!(
-            entry.log_id.term >= self.last_term,
-            "terms must not decrease along the log"
-        );
-        let total = u64::from(ENTRY_HEADER_BYTES) + body_bytes;
+    /// Lays a batch out: the bytes of each file touched, and the index units.
+    fn plan<'a>(
+        &self,
+        entries: impl IntoIterator<Item = NewEntry<'a>>,
+    ) -> Result<Plan, StorageError> {
         let segment_bytes = self.config.segment_bytes;
-        let mut position = self.write_position;
-        let left = segment_bytes - position % segment_bytes;
-        if total > left {
-            if left >= 4 {
-                let start = self.segment_start(position);
-                let file = self.file_for(true, start)?;
-                file.write_at(position - start, &SEGMENT_END_MAGIC.to_be_bytes());
-                extend(
-                    &mut self.dirty_data,
-                    start,
-                    position - start,
-                    position - start + 4,
-                );
+        let body_max = u64::from(self.config.entry_body_bytes_max);
+        let mut plan = Plan {
+            chunks: Vec::new(),
+            units: Vec::new(),
+            end: self.write_position,
+        };
+        let mut next = self.next_index;
+        let mut last_term = self.last_term;
+        for entry in entries {
+            let body_bytes = entry.body.len() as u64;
+            if body_bytes > body_max {
+                return Err(StorageError::EntryTooLarge {
+                    size: body_bytes,
+                    max: body_max,
+                });
             }
-            position += left;
+            if plan.units.is_empty() && self.is_empty() && entry.log_id.index > next {
+                // An empty log may start anywhere past what was purged (openraft's storage suite
+                // starts logs at 1; a snapshot restarts one at its end).
+                next = entry.log_id.index;
+            }
+            assert_eq!(
+                entry.log_id.index, next,
+                "entries must follow the log without a hole"
+            );
+            assert!(
+                entry.log_id.term >= last_term,
+                "terms must not decrease along the log"
+            );
+            let total = u64::from(ENTRY_HEADER_BYTES) + body_bytes;
+            let mut position = plan.end;
+            let left = segment_bytes - position % segment_bytes;
+            if total > left {
+                if left >= 4 {
+                    plan.bytes_at(self.segment_start(position), position % segment_bytes)
+                        .extend_from_slice(&SEGMENT_END_MAGIC.to_be_bytes());
+                }
+                position += left;
+            }
+            let buf = plan.bytes_at(self.segment_start(position), position % segment_bytes);
+            let header_at = buf.len();
+            buf.resize(header_at + ENTRY_HEADER_BYTES as usize, 0);
+            buf.extend_from_slice(entry.body);
+            let body = &mut buf[header_at + ENTRY_HEADER_BYTES as usize..];
+            if let (Some(hook), EntryKind::Normal) = (&self.hook, entry.kind) {
+                hook.on_append(position + u64::from(ENTRY_HEADER_BYTES), body);
+            }
+            let header = EntryHeader {
+                total_bytes: u32::try_from(total).expect("bounded by entry_body_bytes_max"),
+                index: entry.log_id.index,
+                term: entry.log_id.term,
+                position,
+                kind: entry.kind,
+                body_crc: crc32c::crc32c(body),
+            };
+            let header_bytes: &mut [u8; ENTRY_HEADER_BYTES as usize] = (&mut buf
+                [header_at..header_at + ENTRY_HEADER_BYTES as usize])
+                .try_into()
+                .expect("header-sized slice");
+            header.encode(header_bytes);
+            plan.units.push(IndexUnit {
+                index: header.index,
+                term: header.term,
+                position,
+                total_bytes: header.total_bytes,
+            });
+            next += 1;
+            last_term = header.term;
+            plan.end = position + total;
         }
-        let start = self.segment_start(position);
-        let file = self.file_for(true, start)?;
-        let body: &[u8] = match (&self.hook, entry.kind) {
-            (Some(hook), EntryKind::Normal) => {
-                scratch.clear();
-                scratch.extend_from_slice(entry.body);
-                hook.on_append(position + u64::from(ENTRY_HEADER_BYTES), scratch);
-                assert_eq!(
-                    scratch.len() as u64,
-                    body_bytes,
-                    "the append hook must keep the length"
-                );
-                scratch
+        Ok(plan)
+    }
+
+    /// Writes index units, one write per run of units in the same index file.
+    fn write_units(&mut self, units: &[IndexUnit]) -> Result<(), StorageError> {
+        let unit_bytes = u64::from(INDEX_UNIT_BYTES);
+        let file_bytes = self.index_file_bytes();
+        let mut at = 0;
+        while at < units.len() {
+            let byte = units[at].index * unit_bytes;
+            let file_start = byte - byte % file_bytes;
+            let room = ((file_start + file_bytes - byte) / unit_bytes) as usize;
+            let run = &units[at..units.len().min(at + room)];
+            let mut bytes = Vec::with_capacity(run.len() * INDEX_UNIT_BYTES as usize);
+            for unit in run {
+                bytes.extend_from_slice(&unit.encode());
             }
-            _ => entry.body,
-        };
-        let header = EntryHeader {
-            total_bytes: u32::try_from(total).expect("bounded by entry_body_bytes_max"),
-            index: entry.log_id.index,
-            term: entry.log_id.term,
-            position,
-            kind: entry.kind,
-            body_crc: crc32c::crc32c(body),
-        };
-        let mut header_bytes = [0u8; ENTRY_HEADER_BYTES as usize];
-        header.encode(&mut header_bytes);
-        let offset = position - start;
-        file.write_at(offset, &header_bytes);
-        file.write_at(offset + u64::from(ENTRY_HEADER_BYTES), body);
-        extend(&mut self.dirty_data, start, offset, offset + total);
-        self.write_unit(IndexUnit {
-            index: header.index,
-            term: header.term,
-            position,
-            total_bytes: header.total_bytes,
-        })?;
-        self.next_index += 1;
-        self.last_term = header.term;
-        self.write_position = position + total;
+            let file = self.file_for(false, file_start)?;
+            let offset = byte - file_start;
+            file.write_at(offset, &bytes).map_err(|source| {
+                StorageError::io(Verb::Write, Subject::IndexFile { file_start }, source)
+            })?;
+            extend(
+                &mut self.dirty_index,
+                file_start,
+                offset,
+                offset + bytes.len() as u64,
+            );
+            at += run.len();
+        }
         Ok(())
     }
 
@@ -823,15 +923,13 @@ impl<D: Disk> CommitLog<D> {
         let segment_start = self.segment_start(position);
         let old_end = self.write_position;
         if let Some(file) = self.segments.get(&segment_start).cloned() {
-            let end = if self.segment_start(old_end.saturating_sub(1)) == segment_start {
-                old_end - segment_start
-            } else {
-                file.len()
-            };
             let from = position - segment_start;
-            let zeros = vec![0u8; (end - from) as usize];
-            file.write_at(from, &zeros);
-            extend(&mut self.dirty_data, segment_start, from, end);
+            if self.segment_start(old_end.saturating_sub(1)) == segment_start {
+                self.zero_range(&file, from, old_end - segment_start, true, segment_start)?;
+            } else {
+                // The log went on in later segments: this one ends in an end marker somewhere.
+                self.zero_nonzero(&file, from, true, segment_start)?;
+            }
         }
         let later: Vec<u64> = self
             .segments
@@ -843,19 +941,16 @@ impl<D: Disk> CommitLog<D> {
         }
         let unit_bytes = u64::from(INDEX_UNIT_BYTES);
         let index_bytes = self.index_file_bytes();
-        for index in next..self.next_index {
-            let byte = index * unit_bytes;
-            let file_start = byte - byte % index_bytes;
-            if let Some(file) = self.index_files.get(&file_start).cloned() {
-                let offset = byte - file_start;
-                file.write_at(offset, &[0u8; INDEX_UNIT_BYTES as usize]);
-                extend(
-                    &mut self.dirty_index,
-                    file_start,
-                    offset,
-                    offset + unit_bytes,
-                );
-            }
+        let (from_byte, to_byte) = (next * unit_bytes, self.next_index * unit_bytes);
+        let files: Vec<(u64, Arc<D::File>)> = self
+            .index_files
+            .range(from_byte - from_byte % index_bytes..to_byte)
+            .map(|(s, f)| (*s, f.clone()))
+            .collect();
+        for (file_start, file) in files {
+            let from = from_byte.max(file_start) - file_start;
+            let to = to_byte.min(file_start + index_bytes) - file_start;
+            self.zero_range(&file, from, to, false, file_start)?;
         }
         let byte = next * unit_bytes;
         let index_start = byte - byte % index_bytes;
