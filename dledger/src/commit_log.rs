@@ -655,10 +655,11 @@ impl<D: Disk> CommitLog<D> {
             let end = chunk.offset + chunk.bytes.len() as u64;
             extend(&mut self.dirty_data, chunk.file_start, chunk.offset, end);
         }
-        if let Some(first) = plan.units.first() {
-            if self.is_empty() && first.index > self.next_index {
-                self.first_index = first.index;
-            }
+        if let Some(first) = plan.units.first()
+            && self.is_empty()
+            && first.index > self.next_index
+        {
+            self.first_index = first.index;
         }
         if let Some(last) = plan.units.last() {
             self.next_index = last.index + 1;
