@@ -778,6 +778,49 @@ impl<D: Disk> CommitLog<D> {
         Ok(())
     }
 
+    /// Files the log will need soon (the next data segment once the current one is half full,
+    /// the next index file likewise), so the flusher can create them ahead of time instead of an
+    /// append stalling on file creation: `(is_data, file_start, path, size)`.
+    pub fn files_to_prepare(&self) -> Vec<(bool, u64, PathBuf, u64)> {
+        let mut wanted = Vec::new();
+        let segment_bytes = self.config.segment_bytes;
+        if self.write_position % segment_bytes > segment_bytes / 2 {
+            let next = self.segment_start(self.write_position) + segment_bytes;
+            if !self.segments.contains_key(&next) {
+                wanted.push((
+                    true,
+                    next,
+                    self.data_dir.join(file_name(next)),
+                    segment_bytes,
+                ));
+            }
+        }
+        let index_bytes = self.index_file_bytes();
+        let byte = self.next_index * u64::from(INDEX_UNIT_BYTES);
+        if byte % index_bytes > index_bytes / 2 {
+            let next = byte - byte % index_bytes + index_bytes;
+            if !self.index_files.contains_key(&next) {
+                wanted.push((
+                    false,
+                    next,
+                    self.index_dir.join(file_name(next)),
+                    index_bytes,
+                ));
+            }
+        }
+        wanted
+    }
+
+    /// Adds a file created ahead of time by the caller (see `files_to_prepare`).
+    pub fn add_prepared_file(&mut self, data: bool, file_start: u64, file: Arc<D::File>) {
+        let files = if data {
+            &mut self.segments
+        } else {
+            &mut self.index_files
+        };
+        files.entry(file_start).or_insert(file);
+    }
+
     /// Whether no entry can be read.
     pub fn is_empty(&self) -> bool {
         self.next_index == self.first_index

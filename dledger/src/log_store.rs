@@ -183,6 +183,10 @@ impl<D: Disk> LogShared<D> {
                 self.flushed.notify_waiters();
                 return;
             }
+            if let Err(err) = self.prepare_files().await {
+                // Not fatal: the append that needs the file creates it itself.
+                tracing::warn!(cause = %err, "creating the next file ahead of time failed");
+            }
             if stopping || last_committed_persist.elapsed() >= COMMITTED_PERSIST_INTERVAL {
                 last_committed_persist = tokio::time::Instant::now();
                 if let Err(err) = self.persist_committed(&mut persisted_committed).await {
@@ -236,6 +240,19 @@ impl<D: Disk> LogShared<D> {
                 ))
             }
         }
+    }
+
+    async fn prepare_files(&self) -> Result<(), io::Error> {
+        let wanted = self.read_log().files_to_prepare();
+        for (data, file_start, path, bytes) in wanted {
+            let disk = self.disk.clone();
+            let file = self
+                .disk
+                .run_blocking(move || disk.open_segment(&path, bytes))
+                .await?;
+            self.write_log().add_prepared_file(data, file_start, file);
+        }
+        Ok(())
     }
 
     async fn persist_committed(&self, persisted: &mut Option<LogId>) -> Result<(), StorageError> {
