@@ -104,13 +104,13 @@ async fn leader_failover_loses_no_committed_entry() {
     group.stop(old).await;
     let new = group.leader().await;
     let elected_after = stopped_at.elapsed();
+    eprintln!("new leader {new} elected {elected_after:?} after the old one stopped");
     assert_ne!(new, old);
     assert!(group.nodes[&new].status().term > old_term);
-    // Election timeout max is 500 ms; allow for the pre-vote round and a split vote.
-    assert!(
-        elected_after < Duration::from_secs(3),
-        "election took {elected_after:?}"
-    );
+    // Followers honour the old leader's lease (openraft: election_timeout_max = 500 ms here)
+    // before granting a vote, so a new leader takes one to two election timeouts (measured 0.8 to
+    // 1.0 s); three is the bound.
+    assert!(elected_after < Duration::from_millis(1500), "election took {elected_after:?}");
     let more = propose_many(&group.nodes[&new], "after", 100, 8).await;
     let last = more.last().unwrap().index;
     group.wait_applied(last).await;
@@ -275,11 +275,32 @@ async fn leadership_transfers_to_the_named_replica() {
     let leader = group.leader().await;
     let committed = propose_many(&group.nodes[&leader], "t", 50, 4).await;
     group.wait_applied(committed.last().unwrap().index).await;
+    let last = committed.last().unwrap().index;
+    let status = group.nodes[&leader].status();
+    assert_eq!(
+        status.matched.len(),
+        2,
+        "the leader reports both followers: {status:?}"
+    );
+    wait_for("both followers to match the leader", WAIT, || {
+        let matched = group.nodes[&leader].status().matched;
+        matched
+            .values()
+            .all(|m| m.is_some_and(|m| m >= last))
+            .then_some(())
+    })
+    .await;
     let target = *group.nodes.keys().find(|id| **id != leader).unwrap();
+    let mut roles = group.nodes[&target].watch_role();
     group.nodes[&leader]
         .transfer_leadership(target)
         .await
         .unwrap();
+    let became = tokio::time::timeout(WAIT, roles.wait_for(|r| r.role == Role::Leader)).await;
+    assert!(
+        became.is_ok_and(|r| r.is_ok()),
+        "the target's role watch reports it leads"
+    );
     wait_for("leadership to move to the target", WAIT, || {
         (group.agreed_leader() == Some(target)).then_some(())
     })

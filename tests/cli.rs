@@ -1,0 +1,132 @@
+//! The `raftmq` binary as a user runs it: real processes, stopped by PID.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the child by PID when dropped, so a failed assertion leaves no process behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill(); // Already exited is fine.
+        let _ = self.0.wait();
+    }
+}
+
+fn raftmq() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_raftmq"))
+}
+
+/// `raftmq dev` starts a 3-replica group on 127.0.0.1, prints one `READY {json}` line naming
+/// every replica and the leader, and on Ctrl-C (SIGINT) shuts down cleanly with exit code 0.
+#[test]
+fn dev_prints_ready_and_stops_cleanly_on_sigint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let child = raftmq()
+        .args(["dev", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("raftmq starts");
+    let mut child = Guard(child);
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a READY line within 60 s");
+    let json = line
+        .strip_prefix("READY ")
+        .unwrap_or_else(|| panic!("first line is READY: {line}"));
+    let ready: serde_json::Value = serde_json::from_str(json).expect("READY carries JSON");
+    let replicas = ready["replicas"].as_array().expect("replicas list");
+    assert_eq!(replicas.len(), 3);
+    for replica in replicas {
+        assert!(
+            replica["raft_addr"]
+                .as_str()
+                .expect("raft_addr")
+                .starts_with("127.0.0.1:")
+        );
+    }
+    assert!((1..=3).contains(&ready["leader"].as_u64().expect("leader id")));
+    for id in 1..=3 {
+        assert!(dir.path().join(format!("node-{id}/commitlog")).is_dir());
+    }
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.0.try_wait().expect("wait works") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "raftmq dev did not stop after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "clean shutdown exits 0, got {exit}");
+}
+
+/// `raftmq dev` refuses a replica count outside 1..=5 with a message naming the flag.
+#[test]
+fn dev_rejects_bad_replica_count() {
+    let output = raftmq()
+        .args(["dev", "--replicas", "7"])
+        .output()
+        .expect("raftmq runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--replicas"), "{stderr}");
+}
+
+/// `raftmq bench ledger` runs a group and ends with one JSON line carrying the figures the
+/// benchmark reports (values are measured in BENCHMARKS.md, not asserted here).
+#[test]
+fn bench_ledger_ends_with_a_json_summary() {
+    let output = raftmq()
+        .args([
+            "bench",
+            "ledger",
+            "--replicas",
+            "3",
+            "--clients",
+            "16",
+            "--payload-bytes",
+            "128",
+        ])
+        .args(["--duration-secs", "1", "--warmup-secs", "0"])
+        .output()
+        .expect("raftmq runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().expect("a summary line");
+    let summary: serde_json::Value = serde_json::from_str(last).expect("JSON summary");
+    for key in [
+        "entries_per_sec",
+        "mib_per_sec",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+    ] {
+        assert!(summary[key].is_number(), "summary has {key}: {summary}");
+    }
+    assert!(summary["entries"].as_u64().expect("entries") > 0);
+}
