@@ -110,7 +110,10 @@ async fn leader_failover_loses_no_committed_entry() {
     // Followers honour the old leader's lease (openraft: election_timeout_max = 500 ms here)
     // before granting a vote, so a new leader takes one to two election timeouts (measured 0.8 to
     // 1.0 s); three is the bound.
-    assert!(elected_after < Duration::from_millis(1500), "election took {elected_after:?}");
+    assert!(
+        elected_after < Duration::from_millis(1500),
+        "election took {elected_after:?}"
+    );
     let more = propose_many(&group.nodes[&new], "after", 100, 8).await;
     let last = more.last().unwrap().index;
     group.wait_applied(last).await;
@@ -343,4 +346,66 @@ async fn garbage_on_the_raft_port_is_rejected_and_the_group_keeps_serving() {
     }
     let committed = propose_many(&group.nodes[&leader], "after-garbage", 100, 8).await;
     group.wait_applied(committed.last().unwrap().index).await;
+}
+
+/// A replica whose committed data was damaged on disk refuses to start, naming the file; the
+/// other two keep committing without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_with_damaged_committed_data_refuses_to_start_and_the_group_serves() {
+    use std::os::unix::fs::FileExt;
+    let mut group = Group::start(3, fast_config).await;
+    let leader = group.leader().await;
+    let committed = propose_many(&group.nodes[&leader], "d", 300, 8).await;
+    let last = committed.last().unwrap().index;
+    group.wait_applied(last).await;
+    let follower = *group.nodes.keys().find(|id| **id != leader).unwrap();
+    group.stop(follower).await;
+    // Flip a byte in the body of the last committed entry in the follower's files.
+    let position = committed.last().unwrap().position;
+    let segments = group.data_dir(follower).join("commitlog");
+    let segment_bytes = 256 * 1024;
+    let path = segments.join(format!("{:020}", position - position % segment_bytes));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let offset = position % segment_bytes + 60;
+    let mut byte = [0u8; 1];
+    file.read_at(&mut byte, offset).unwrap();
+    file.write_at(&[byte[0] ^ 0x01], offset).unwrap();
+    drop(file);
+
+    let err = group
+        .try_restart(follower)
+        .await
+        .expect_err("a damaged replica must not start");
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string()),
+        "the error names the file: {text}"
+    );
+    assert!(
+        text.contains(&format!("position {position}")),
+        "the error names the position: {text}"
+    );
+    let more = propose_many(&group.nodes[&leader], "without-it", 100, 8).await;
+    group.wait_applied(more.last().unwrap().index).await;
+}
+
+/// A replica whose vote file is garbage refuses to start and says which file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_with_corrupt_vote_file_refuses_to_start() {
+    let mut group = Group::start(3, fast_config).await;
+    let leader = group.leader().await;
+    propose_many(&group.nodes[&leader], "v", 10, 2).await;
+    let follower = *group.nodes.keys().find(|id| **id != leader).unwrap();
+    group.stop(follower).await;
+    let vote = group.data_dir(follower).join("meta").join("vote");
+    std::fs::write(&vote, b"not a vote").unwrap();
+    let err = group
+        .try_restart(follower)
+        .await
+        .expect_err("a corrupt vote must not start");
+    assert!(err.to_string().contains("vote"), "{err}");
 }

@@ -85,6 +85,12 @@ pub struct Connection<T: Transport> {
     dial: Arc<std::sync::Mutex<DialState>>,
 }
 
+/// Wait before the next dial after `failures` failed ones in a row: doubling from
+/// `DIAL_BACKOFF_MIN_MS`, capped at `DIAL_BACKOFF_MAX_MS`.
+fn dial_backoff_ms(failures: u32) -> u64 {
+    (DIAL_BACKOFF_MIN_MS << failures.min(16)).min(DIAL_BACKOFF_MAX_MS)
+}
+
 /// Dials `addr` unless backing off, sending `hello`. Bounded by `ttl`.
 async fn dial<T: Transport>(
     transport: &T,
@@ -119,8 +125,7 @@ async fn dial<T: Transport>(
             Ok(stream)
         }
         Err(err) => {
-            let backoff_ms =
-                (DIAL_BACKOFF_MIN_MS << state.failures.min(16)).min(DIAL_BACKOFF_MAX_MS);
+            let backoff_ms = dial_backoff_ms(state.failures);
             state.failures = state.failures.saturating_add(1);
             state.not_before = Some(Instant::now() + Duration::from_millis(backoff_ms));
             tracing::debug!(addr, cause = %err, backoff_ms, "dial failed");
@@ -356,4 +361,48 @@ where
             Some((item, next))
         });
     Box::pin(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The re-dial wait doubles per failure and never passes the cap, however many failures.
+    #[test]
+    fn dial_backoff_doubles_and_is_capped() {
+        assert_eq!(dial_backoff_ms(0), DIAL_BACKOFF_MIN_MS);
+        assert_eq!(dial_backoff_ms(1), 2 * DIAL_BACKOFF_MIN_MS);
+        assert_eq!(dial_backoff_ms(3), 8 * DIAL_BACKOFF_MIN_MS);
+        for failures in [7, 16, 17, 1000, u32::MAX] {
+            assert_eq!(dial_backoff_ms(failures), DIAL_BACKOFF_MAX_MS);
+        }
+    }
+
+    /// A peer that refuses connections is not dialled again before its backoff ends: the second
+    /// attempt fails at once without touching the network.
+    #[tokio::test]
+    async fn refused_dial_backs_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let state = std::sync::Mutex::new(DialState::default());
+        let ttl = Duration::from_millis(500);
+        let transport = crate::transport::TcpTransport;
+        assert!(
+            dial(&transport, &addr, &state, HELLO_RPC, ttl)
+                .await
+                .is_err()
+        );
+        assert_eq!(state.lock().unwrap().failures, 1);
+        assert!(
+            dial(&transport, &addr, &state, HELLO_RPC, ttl)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            state.lock().unwrap().failures,
+            1,
+            "the second call was refused by the backoff"
+        );
+    }
 }

@@ -239,6 +239,31 @@ impl Group {
         self.machines.insert(id, machine);
     }
 
+    /// Tries to start replica `id` again from its folder; returns the start error, if any.
+    pub async fn try_restart(&mut self, id: NodeId) -> Result<(), dledger::StartError> {
+        let transport = CuttableTransport {
+            node: id,
+            links: self.links.clone(),
+        };
+        let addr = self.peers[&id].clone();
+        let listener = wait_bind(&transport, &addr).await;
+        let mut config = LedgerConfig::new(id, self.peers.clone(), self.data_dir(id));
+        (self.tune)(&mut config);
+        let machine = RecordingStateMachine::new();
+        let ledger = Ledger::start(
+            config,
+            MmapDisk,
+            transport,
+            listener,
+            Box::new(machine.clone()),
+            None,
+        )
+        .await?;
+        self.nodes.insert(id, ledger);
+        self.machines.insert(id, machine);
+        Ok(())
+    }
+
     /// Starts (again) replica `id` from whatever is in its folder, on its old address.
     pub async fn restart(&mut self, id: NodeId) {
         let transport = CuttableTransport {
