@@ -255,15 +255,20 @@ impl Disk for MmapDisk {
 
 /// An in-memory disk that keeps what was synced apart from what was only written, so a test can
 /// crash it and see exactly what a power loss would leave.
+///
+/// A crash starts a new epoch: handles from before it (held by the "dead" process) fail every
+/// operation, as a machine that lost power does no more I/O.
 #[derive(Debug, Clone, Default)]
 pub struct MemDisk {
     inner: Arc<Mutex<MemDiskState>>,
+    epoch: u64,
 }
 
 #[derive(Debug, Default)]
 struct MemDiskState {
     files: BTreeMap<PathBuf, Arc<MemFile>>,
     metas: BTreeMap<PathBuf, Vec<u8>>,
+    epoch: u64,
 }
 
 /// A file of [`MemDisk`].
@@ -312,10 +317,12 @@ impl MemDisk {
         Self::default()
     }
 
-    /// Simulates a power loss: every byte not synced is gone. Handles to files opened before
-    /// the crash keep pointing at the old contents and must not be used again.
-    pub fn crash(&self) {
+    /// Simulates a power loss: every byte not synced is gone. Returns the handle for the machine
+    /// that starts again; this handle and its clones (the dead process's) fail from now on.
+    #[must_use = "the old handle is dead; use the returned one"]
+    pub fn crash(&self) -> MemDisk {
         let mut state = self.inner.lock().expect("mem disk lock poisoned");
+        state.epoch += 1;
         let files = std::mem::take(&mut state.files);
         for (path, file) in files {
             let bytes = file.bytes.lock().expect("mem file lock poisoned");
@@ -328,6 +335,18 @@ impl MemDisk {
             };
             state.files.insert(path, Arc::new(fresh));
         }
+        MemDisk {
+            inner: self.inner.clone(),
+            epoch: state.epoch,
+        }
+    }
+
+    fn state(&self) -> io::Result<std::sync::MutexGuard<'_, MemDiskState>> {
+        let state = self.inner.lock().expect("mem disk lock poisoned");
+        if state.epoch != self.epoch {
+            return Err(io::Error::other("disk handle from before a crash"));
+        }
+        Ok(state)
     }
 
     /// Applies `edit` to the durable and current bytes of a file, as a test's stand-in for
@@ -354,7 +373,7 @@ impl Disk for MemDisk {
     type File = MemFile;
 
     fn open_segment(&self, path: &Path, bytes: u64) -> io::Result<Arc<MemFile>> {
-        let mut state = self.inner.lock().expect("mem disk lock poisoned");
+        let mut state = self.state()?;
         if let Some(file) = state.files.get(path) {
             if file.len != bytes {
                 return Err(io::Error::new(
@@ -376,7 +395,7 @@ impl Disk for MemDisk {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let state = self.inner.lock().expect("mem disk lock poisoned");
+        let state = self.state()?;
         let names = state
             .files
             .keys()
@@ -392,19 +411,19 @@ impl Disk for MemDisk {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut state = self.inner.lock().expect("mem disk lock poisoned");
+        let mut state = self.state()?;
         state.files.remove(path);
         state.metas.remove(path);
         Ok(())
     }
 
     fn read_meta(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        let state = self.inner.lock().expect("mem disk lock poisoned");
+        let state = self.state()?;
         Ok(state.metas.get(path).cloned())
     }
 
     fn write_meta(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut state = self.inner.lock().expect("mem disk lock poisoned");
+        let mut state = self.state()?;
         state.metas.insert(path.to_path_buf(), bytes.to_vec());
         Ok(())
     }

@@ -75,8 +75,8 @@ impl MemGroup {
 
     /// Every replica loses power at the same instant, then all start again.
     async fn power_loss_everywhere(&mut self) {
-        for disk in self.disks.values() {
-            disk.crash();
+        for disk in self.disks.values_mut() {
+            *disk = disk.crash();
         }
         for node in std::mem::take(&mut self.nodes).into_values() {
             node.shutdown().await;
@@ -151,8 +151,8 @@ async fn async_flush_commits_and_survives_clean_restart() {
     for node in std::mem::take(&mut group.nodes).into_values() {
         node.shutdown().await;
     }
-    for disk in group.disks.values() {
-        disk.crash();
+    for disk in group.disks.values_mut() {
+        *disk = disk.crash();
     }
     group.start_all_again().await;
     let leader = group.leader().await;

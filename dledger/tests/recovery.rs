@@ -248,7 +248,7 @@ fn power_loss_keeps_exactly_the_synced_entries() {
     }))
     .unwrap();
     drop(log);
-    disk.crash();
+    let disk = disk.crash();
     let (mut log, _) = open(disk.clone(), dir, Some(49)).unwrap();
     assert_eq!(log.next_index(), 50);
     assert_reads(&log, 0..50);
@@ -268,7 +268,7 @@ fn power_loss_keeps_exactly_the_synced_entries() {
     .unwrap();
     log.sync().unwrap();
     drop(log);
-    disk.crash();
+    let disk = disk.crash();
     let (log, report) = open(disk, dir, Some(54)).unwrap();
     assert_eq!((log.next_index(), report.cut), (55, None));
     assert_eq!(log.read(54).unwrap().unwrap().header.term, 2);
