@@ -262,6 +262,41 @@ impl Disk for MmapDisk {
 pub struct MemDisk {
     inner: Arc<Mutex<MemDiskState>>,
     epoch: u64,
+    faults: Arc<Mutex<Option<FaultState>>>,
+}
+
+/// Odds of the faults a [`MemDisk`] injects, all drawn from one seeded RNG.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskFaults {
+    /// Seed of the fault RNG.
+    pub seed: u64,
+    /// Chance that one sync fails (the replica then stops, as on a real fsync error).
+    pub sync_fail: f64,
+    /// At a crash, the chance that each unsynced 512-byte sector reached the disk anyway:
+    /// writes tear at sector boundaries.
+    pub sector_survives_crash: f64,
+    /// Bytes of segment files the disk holds; creating a file past it fails with `StorageFull`.
+    pub capacity_bytes: Option<u64>,
+}
+
+#[derive(Debug)]
+struct FaultState {
+    odds: DiskFaults,
+    rng: rand::rngs::StdRng,
+    syncs_failed: u64,
+    sectors_torn: u64,
+    full_refusals: u64,
+}
+
+/// What a [`MemDisk`]'s fault injection did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Syncs that failed.
+    pub syncs_failed: u64,
+    /// Unsynced sectors that survived a crash (torn writes).
+    pub sectors_torn: u64,
+    /// File creations refused for lack of space.
+    pub full_refusals: u64,
 }
 
 #[derive(Debug, Default)]
@@ -276,6 +311,7 @@ struct MemDiskState {
 pub struct MemFile {
     len: u64,
     bytes: Mutex<MemFileBytes>,
+    faults: Arc<Mutex<Option<FaultState>>>,
 }
 
 #[derive(Debug)]
@@ -303,6 +339,13 @@ impl SegmentFile for MemFile {
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        if let Some(faults) = self.faults.lock().expect("fault lock poisoned").as_mut() {
+            use rand::Rng;
+            if faults.rng.random_bool(faults.odds.sync_fail) {
+                faults.syncs_failed += 1;
+                return Err(io::Error::other("injected sync failure"));
+            }
+        }
         let mut file = self.bytes.lock().expect("mem file lock poisoned");
         let MemFileBytes { current, durable } = &mut *file;
         let range = offset as usize..(offset + len) as usize;
@@ -317,6 +360,43 @@ impl MemDisk {
         Self::default()
     }
 
+    /// A new empty disk that injects faults with the given odds.
+    pub fn with_faults(odds: DiskFaults) -> Self {
+        use rand::SeedableRng;
+        let state = FaultState {
+            odds,
+            rng: rand::rngs::StdRng::seed_from_u64(odds.seed),
+            syncs_failed: 0,
+            sectors_torn: 0,
+            full_refusals: 0,
+        };
+        MemDisk {
+            faults: Arc::new(Mutex::new(Some(state))),
+            ..Self::default()
+        }
+    }
+
+    /// Stops injecting faults (the liveness phase of a simulation).
+    pub fn heal(&self) {
+        if let Some(faults) = self.faults.lock().expect("fault lock poisoned").as_mut() {
+            faults.odds.sync_fail = 0.0;
+            faults.odds.sector_survives_crash = 0.0;
+            faults.odds.capacity_bytes = None;
+        }
+    }
+
+    /// What the fault injection did so far.
+    pub fn fault_counts(&self) -> FaultCounts {
+        match self.faults.lock().expect("fault lock poisoned").as_ref() {
+            Some(f) => FaultCounts {
+                syncs_failed: f.syncs_failed,
+                sectors_torn: f.sectors_torn,
+                full_refusals: f.full_refusals,
+            },
+            None => FaultCounts::default(),
+        }
+    }
+
     /// Simulates a power loss: every byte not synced is gone. Returns the handle for the machine
     /// that starts again; this handle and its clones (the dead process's) fail from now on.
     #[must_use = "the old handle is dead; use the returned one"]
@@ -324,20 +404,27 @@ impl MemDisk {
         let mut state = self.inner.lock().expect("mem disk lock poisoned");
         state.epoch += 1;
         let files = std::mem::take(&mut state.files);
+        let mut faults = self.faults.lock().expect("fault lock poisoned");
         for (path, file) in files {
             let bytes = file.bytes.lock().expect("mem file lock poisoned");
+            let mut survived = bytes.durable.clone();
+            if let Some(faults) = faults.as_mut() {
+                tear_sectors(faults, &bytes.current, &mut survived);
+            }
             let fresh = MemFile {
                 len: file.len,
                 bytes: Mutex::new(MemFileBytes {
-                    current: bytes.durable.clone(),
-                    durable: bytes.durable.clone(),
+                    current: survived.clone(),
+                    durable: survived,
                 }),
+                faults: self.faults.clone(),
             };
             state.files.insert(path, Arc::new(fresh));
         }
         MemDisk {
             inner: self.inner.clone(),
             epoch: state.epoch,
+            faults: self.faults.clone(),
         }
     }
 
@@ -369,6 +456,24 @@ impl MemDisk {
     }
 }
 
+/// At a crash, lets each unsynced 512-byte sector reach the disk with the configured odds.
+fn tear_sectors(faults: &mut FaultState, current: &[u8], durable: &mut [u8]) {
+    use rand::Rng;
+    const SECTOR: usize = 512;
+    if faults.odds.sector_survives_crash <= 0.0 {
+        return;
+    }
+    for (at, sector) in current.chunks(SECTOR).enumerate() {
+        let range = at * SECTOR..at * SECTOR + sector.len();
+        if durable[range.clone()] != *sector
+            && faults.rng.random_bool(faults.odds.sector_survives_crash)
+        {
+            durable[range].copy_from_slice(sector);
+            faults.sectors_torn += 1;
+        }
+    }
+}
+
 impl Disk for MemDisk {
     type File = MemFile;
 
@@ -383,12 +488,25 @@ impl Disk for MemDisk {
             }
             return Ok(file.clone());
         }
+        if let Some(faults) = self.faults.lock().expect("fault lock poisoned").as_mut()
+            && let Some(capacity) = faults.odds.capacity_bytes
+        {
+            let used: u64 = state.files.values().map(|f| f.len).sum();
+            if used + bytes > capacity {
+                faults.full_refusals += 1;
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "injected disk full",
+                ));
+            }
+        }
         let file = Arc::new(MemFile {
             len: bytes,
             bytes: Mutex::new(MemFileBytes {
                 current: vec![0; bytes as usize],
                 durable: vec![0; bytes as usize],
             }),
+            faults: self.faults.clone(),
         });
         state.files.insert(path.to_path_buf(), file.clone());
         Ok(file)
@@ -434,5 +552,76 @@ impl Disk for MemDisk {
         F: FnOnce() -> T + Send + 'static,
     {
         work()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn faults(sync_fail: f64, survive: f64, capacity: Option<u64>) -> DiskFaults {
+        DiskFaults {
+            seed: 7,
+            sync_fail,
+            sector_survives_crash: survive,
+            capacity_bytes: capacity,
+        }
+    }
+
+    /// Unsynced bytes vanish at a crash; synced ones stay; the old handle is dead afterwards.
+    #[test]
+    fn crash_keeps_only_synced_bytes() {
+        let disk = MemDisk::new();
+        let file = disk.open_segment(Path::new("/d/a"), 4096).unwrap();
+        file.write_at(0, b"synced").unwrap();
+        file.sync_range(0, 6).unwrap();
+        file.write_at(1024, b"lost").unwrap();
+        let after = disk.crash();
+        let file = after.open_segment(Path::new("/d/a"), 4096).unwrap();
+        let mut buf = [0u8; 6];
+        file.read_at(0, &mut buf);
+        assert_eq!(&buf, b"synced");
+        let mut buf = [0u8; 4];
+        file.read_at(1024, &mut buf);
+        assert_eq!(buf, [0; 4]);
+        assert!(
+            disk.read_meta(Path::new("/d/m")).is_err(),
+            "the pre-crash handle is dead"
+        );
+    }
+
+    /// With certain survival every unsynced sector reaches the disk; the counts say so.
+    #[test]
+    fn torn_writes_persist_unsynced_sectors() {
+        let disk = MemDisk::with_faults(faults(0.0, 1.0, None));
+        let file = disk.open_segment(Path::new("/d/a"), 4096).unwrap();
+        file.write_at(0, &[1u8; 1024]).unwrap();
+        let after = disk.crash();
+        let file = after.open_segment(Path::new("/d/a"), 4096).unwrap();
+        let mut buf = [0u8; 1024];
+        file.read_at(0, &mut buf);
+        assert_eq!(buf, [1u8; 1024]);
+        assert_eq!(after.fault_counts().sectors_torn, 2);
+    }
+
+    /// Injected sync failures and a full disk surface as errors, and `heal` ends them.
+    #[test]
+    fn sync_failures_and_full_disk_are_errors_until_healed() {
+        let disk = MemDisk::with_faults(faults(1.0, 0.0, Some(4096)));
+        let file = disk.open_segment(Path::new("/d/a"), 4096).unwrap();
+        assert!(file.sync_range(0, 1).is_err());
+        let full = disk.open_segment(Path::new("/d/b"), 4096).unwrap_err();
+        assert_eq!(full.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            disk.fault_counts(),
+            FaultCounts {
+                syncs_failed: 1,
+                sectors_torn: 0,
+                full_refusals: 1
+            }
+        );
+        disk.heal();
+        assert!(file.sync_range(0, 1).is_ok());
+        assert!(disk.open_segment(Path::new("/d/b"), 4096).is_ok());
     }
 }

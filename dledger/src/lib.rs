@@ -38,7 +38,7 @@ mod storage_suite_test;
 
 pub use commit_log::{AppendHook, CommitLog, CommitLogConfig, RecoveryReport};
 pub use config::{FlushPolicy, LedgerConfig};
-pub use disk::{Disk, MemDisk, MmapDisk, SegmentFile};
+pub use disk::{Disk, DiskFaults, FaultCounts, MemDisk, MmapDisk, SegmentFile};
 pub use error::{ConfigError, ProposeError, ReadError, StartError, StorageError, TransferError};
 pub use node::{Ledger, RaftListener};
 pub use state_machine::{ApplyError, StateMachine};
