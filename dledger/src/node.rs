@@ -139,6 +139,11 @@ fn openraft_config(config: &LedgerConfig) -> Result<Arc<Config>, StartError> {
         enable_pre_vote: Some(true),
         // A replica whose disk was wiped rejoins empty and is caught up from the log.
         allow_log_reversion: Some(true),
+        // A leader acknowledges entries that a quorum of *followers* synced before its own sync
+        // finished, so a crashed leader can come back missing committed entries. Restored as
+        // leader in its old term it would write different entries at those indexes in the same
+        // term (found by the simulation, seeds 9, 15 and 37): it must stand for election again.
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     let raft_config = raft_config.validate().map_err(|err| StartError::Raft {
@@ -372,6 +377,15 @@ impl Ledger {
         }
     }
 
+    /// Reads entry `index` of this replica's log whether committed or not, for checkers and
+    /// tools that compare logs. Layers above read committed entries with [`Ledger::read`].
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn read_any(&self, index: u64) -> Result<Option<CommittedEntry>, ReadError> {
+        Ok(self.inner.log.read(index)?.map(to_committed))
+    }
+
     /// Reads the committed entry that starts at byte `position`.
     ///
     /// # Errors
@@ -494,13 +508,22 @@ impl Ledger {
         }
     }
 
-    /// Switches a deliberate bug on, for the simulation's checker tests.
+    /// Switches a deliberate bug on: report entries flushed before they are synced. Only for
+    /// the simulation's tests that show its checker catches the bug.
     #[doc(hidden)]
     pub fn set_mutant_ack_before_sync(&self, on: bool) {
-        self.inner
-            .log
-            .mutants()
+        let mutants = self.inner.log.mutants();
+        mutants
             .ack_before_sync
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Switches a deliberate bug on: do not persist the vote. Only for the simulation's tests.
+    #[doc(hidden)]
+    pub fn set_mutant_forget_vote(&self, on: bool) {
+        let mutants = self.inner.log.mutants();
+        mutants
+            .forget_vote
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 }

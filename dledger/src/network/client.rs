@@ -211,18 +211,15 @@ impl<T: Transport> RaftNetworkV2<TypeConfig> for Connection<T> {
     where
         S: Stream<Item = AppendRequest> + OptionalSend + Unpin + 'static,
     {
-        Box::pin(async move {
-            let ttl = option.soft_ttl().max(self.stream_timeout);
-            let stream = dial(
-                &self.transport,
-                &self.addr,
-                &self.dial,
-                HELLO_STREAM,
-                option.soft_ttl(),
-            )
-            .await?;
-            Ok(pipelined_stream(stream, input, ttl, self.target))
-        })
+        let ttl = option.soft_ttl().max(self.stream_timeout);
+        let dialer = Dialer {
+            transport: self.transport.clone(),
+            addr: self.addr.clone(),
+            state: self.dial.clone(),
+            ttl: option.soft_ttl(),
+        };
+        let target = self.target;
+        Box::pin(async move { Ok(pipelined_stream(dialer, input, ttl, target)) })
     }
 
     async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RpcErr> {
@@ -295,24 +292,56 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs one replication stream: a writer task sends requests as fast as the peer takes them
-/// (up to `STREAM_IN_FLIGHT_MAX` unanswered), and the returned stream yields the results in
-/// order, each bounded by `ttl` from when its request was sent.
+/// What the writer task needs to open a replication connection.
+struct Dialer<T: Transport> {
+    transport: T,
+    addr: String,
+    state: Arc<std::sync::Mutex<DialState>>,
+    ttl: Duration,
+}
+
+/// Runs one replication stream: a writer task dials the target once openraft yields the first
+/// request (openraft waits out its replication backoff inside the request stream, so dialling
+/// before that would retry an unreachable peer in a tight loop), then sends requests as fast as
+/// the peer takes them (up to `STREAM_IN_FLIGHT_MAX` unanswered). The returned stream yields the
+/// results in order, each bounded by `ttl` from when its request was sent.
 fn pipelined_stream<'s, T, S>(
-    stream: T,
+    dialer: Dialer<T>,
     mut input: S,
     ttl: Duration,
     target: u64,
 ) -> BoxStream<'s, Result<StreamResult, RpcErr>>
 where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: Transport,
     S: Stream<Item = AppendRequest> + OptionalSend + Unpin + 'static,
 {
-    let (reader, mut writer) = tokio::io::split(stream);
+    type Reader<T> = tokio::io::ReadHalf<<T as Transport>::Stream>;
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel::<Result<Reader<T>, RpcErr>>();
     // One token per request in flight, carrying its send time.
     let (sent_tx, sent_rx) = mpsc::channel::<Instant>(STREAM_IN_FLIGHT_MAX);
     let writer_task = tokio::spawn(async move {
-        while let Some(request) = input.next().await {
+        let Some(first) = input.next().await else {
+            return;
+        };
+        let Dialer {
+            transport,
+            addr,
+            state,
+            ttl: dial_ttl,
+        } = dialer;
+        let stream = match dial(&transport, &addr, &state, HELLO_STREAM, dial_ttl).await {
+            Ok(stream) => stream,
+            Err(err) => {
+                let _ = connected_tx.send(Err(err)); // The session may have ended already.
+                return;
+            }
+        };
+        let (reader, mut writer) = tokio::io::split(stream);
+        if connected_tx.send(Ok(reader)).is_err() {
+            return;
+        }
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
             let frame = match encode_frame(&request) {
                 Ok(frame) => frame,
                 Err(err) => {
@@ -330,36 +359,49 @@ where
                 return;
             }
             permit.send(Instant::now());
+            next = input.next().await;
         }
     });
     let guard = AbortOnDrop(writer_task);
-    let out =
-        futures_util::stream::unfold(Some((reader, sent_rx, guard)), move |state| async move {
-            let (mut reader, mut sent_rx, guard) = state?;
-            // `None` once the input ended and every answer arrived.
-            let sent_at = sent_rx.recv().await?;
-            let read =
-                tokio::time::timeout_at(sent_at + ttl, read_frame::<_, StreamItem>(&mut reader));
-            let item = match read.await {
-                Ok(Ok(StreamItem::Result(result))) => Ok(result),
-                Ok(Ok(StreamItem::Fatal(reason))) => Err(remote(reason)),
-                Ok(Err(FrameError::Io(err))) => Err(unreachable(&err)),
-                Ok(Err(err)) => Err(network(&err)),
-                Err(_) => {
-                    let err = io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("append timed out after {ttl:?}"),
-                    );
-                    Err(network(&err))
-                }
-            };
-            let next = if item.as_ref().is_ok_and(Result::is_ok) {
-                Some((reader, sent_rx, guard))
-            } else {
-                None
-            };
-            Some((item, next))
-        });
+    enum Phase<R> {
+        Connecting(tokio::sync::oneshot::Receiver<Result<R, RpcErr>>),
+        Streaming(R),
+    }
+    let state = (Phase::Connecting(connected_rx), sent_rx, guard);
+    let out = futures_util::stream::unfold(Some(state), move |state| async move {
+        let (phase, mut sent_rx, guard) = state?;
+        let mut reader = match phase {
+            Phase::Streaming(reader) => reader,
+            Phase::Connecting(connected) => match connected.await {
+                Ok(Ok(reader)) => reader,
+                Ok(Err(err)) => return Some((Err(err), None)),
+                // The writer ended before dialling: the input ended, so does the stream.
+                Err(_) => return None,
+            },
+        };
+        // `None` once the input ended and every answer arrived.
+        let sent_at = sent_rx.recv().await?;
+        let read = tokio::time::timeout_at(sent_at + ttl, read_frame::<_, StreamItem>(&mut reader));
+        let item = match read.await {
+            Ok(Ok(StreamItem::Result(result))) => Ok(result),
+            Ok(Ok(StreamItem::Fatal(reason))) => Err(remote(reason)),
+            Ok(Err(FrameError::Io(err))) => Err(unreachable(&err)),
+            Ok(Err(err)) => Err(network(&err)),
+            Err(_) => {
+                let err = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("append timed out after {ttl:?}"),
+                );
+                Err(network(&err))
+            }
+        };
+        let next = if item.as_ref().is_ok_and(Result::is_ok) {
+            Some((Phase::Streaming(reader), sent_rx, guard))
+        } else {
+            None
+        };
+        Some((item, next))
+    });
     Box::pin(out)
 }
 

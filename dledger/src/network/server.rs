@@ -142,7 +142,8 @@ where
     });
     let input =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-    let results = raft.stream_append(input);
+    // Fused: the batching below may see the end first, then the outer loop polls again.
+    let results = raft.stream_append(input).fuse();
     futures_util::pin_mut!(results);
     let mut outcome = Ok(());
     // Answers are batched into one write when several are ready, saving syscalls under load.

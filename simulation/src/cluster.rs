@@ -1,0 +1,194 @@
+//! The replicas as turmoil hosts. Each replica's disk lives outside its host, so crashing the
+//! host (turmoil drops every task) and bouncing it later restarts it from what was synced.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dledger::testing::RecordingStateMachine;
+use dledger::{DiskFaults, Ledger, LedgerConfig, MemDisk, RaftListener, Role};
+use rand::Rng;
+
+use crate::config::{SIM_SEGMENT_BYTES, SimConfig, rng, salt};
+use crate::oracle::{Acked, Oracle, body};
+use crate::transport::TurmoilTransport;
+
+/// Raft port of every replica.
+pub const RAFT_PORT: u16 = 9000;
+
+/// Turmoil host name of replica `id`.
+pub fn host_name(id: u64) -> String {
+    format!("node-{id}")
+}
+
+/// One replica's state as the driver sees it.
+pub struct Slot {
+    /// Its disk (the handle of its current life).
+    pub disk: MemDisk,
+    /// The running ledger, while the host runs and started.
+    pub ledger: Option<Ledger>,
+    /// What its state machine applied in its current life.
+    pub machine: RecordingStateMachine,
+    /// Lives so far (1 after the first start).
+    pub incarnation: u64,
+    /// Why the last start failed on something other than an I/O error, if it did.
+    pub start_error: Option<String>,
+    /// Why the last start failed on an I/O error (an injected disk fault), if it did.
+    pub start_io_error: Option<String>,
+}
+
+/// State shared by the driver and the hosts.
+#[derive(Clone)]
+pub struct Cluster {
+    /// Replicas by id.
+    pub slots: Arc<Mutex<BTreeMap<u64, Slot>>>,
+    /// The workload's record.
+    pub oracle: Arc<Mutex<Oracle>>,
+    /// When set, proposers stop proposing (liveness checks of a quiet cluster).
+    pub quiet: Arc<AtomicBool>,
+    /// The seed's configuration.
+    pub config: Arc<SimConfig>,
+}
+
+impl Cluster {
+    /// Slots for every replica, with fresh disks.
+    pub fn new(config: SimConfig) -> Cluster {
+        let slots = (1..=config.nodes)
+            .map(|id| {
+                let faults = DiskFaults {
+                    seed: config.seed ^ salt::DISK ^ id,
+                    sync_fail: config.sync_fail,
+                    sector_survives_crash: config.sector_survives_crash,
+                    // Room for `n` segments and as many index files (16 KiB each).
+                    capacity_bytes: config
+                        .disk_segments_max
+                        .map(|n| n * (SIM_SEGMENT_BYTES + 16 * 1024)),
+                };
+                let slot = Slot {
+                    disk: MemDisk::with_faults(faults),
+                    ledger: None,
+                    machine: RecordingStateMachine::new(),
+                    incarnation: 0,
+                    start_error: None,
+                    start_io_error: None,
+                };
+                (id, slot)
+            })
+            .collect();
+        Cluster {
+            slots: Arc::new(Mutex::new(slots)),
+            oracle: Arc::new(Mutex::new(Oracle::default())),
+            quiet: Arc::new(AtomicBool::new(false)),
+            config: Arc::new(config),
+        }
+    }
+
+    fn peers(&self) -> BTreeMap<u64, String> {
+        (1..=self.config.nodes)
+            .map(|id| (id, format!("{}:{RAFT_PORT}", host_name(id))))
+            .collect()
+    }
+
+    fn ledger_config(&self, id: u64, incarnation: u64) -> LedgerConfig {
+        let c = &self.config;
+        let mut config = LedgerConfig::new(
+            id,
+            self.peers(),
+            PathBuf::from(format!("/{}", host_name(id))),
+        );
+        config.segment_bytes = SIM_SEGMENT_BYTES;
+        config.index_units_per_file = 512;
+        config.entry_body_bytes_max = 1024;
+        config.heartbeat_interval = Duration::from_millis(c.heartbeat_ms);
+        config.election_timeout_min = Duration::from_millis(c.election_min_ms);
+        config.election_timeout_max = Duration::from_millis(c.election_max_ms);
+        config.rpc_timeout = Duration::from_millis(c.rpc_timeout_ms);
+        config.seed = Some(c.seed ^ salt::RAFT ^ (id << 32) ^ incarnation);
+        config
+    }
+
+    /// The body of replica `id`'s host: start the ledger from the slot's disk, then propose.
+    pub async fn run_host(self, id: u64) -> turmoil::Result {
+        let (disk, incarnation) = {
+            let mut slots = self.slots.lock().expect("slots");
+            let slot = slots.get_mut(&id).expect("slot exists");
+            slot.incarnation += 1;
+            slot.ledger = None;
+            slot.start_error = None;
+            slot.start_io_error = None;
+            (slot.disk.clone(), slot.incarnation)
+        };
+        let listener =
+            RaftListener::bind(&TurmoilTransport, &format!("0.0.0.0:{RAFT_PORT}")).await?;
+        let machine = RecordingStateMachine::new();
+        let config = self.ledger_config(id, incarnation);
+        let started = Ledger::start(
+            config,
+            disk,
+            TurmoilTransport,
+            listener,
+            Box::new(machine.clone()),
+            None,
+        )
+        .await;
+        let ledger = match started {
+            Ok(ledger) => ledger,
+            Err(err) => {
+                let io = matches!(
+                    err,
+                    dledger::StartError::Storage(dledger::StorageError::Io { .. })
+                );
+                {
+                    let mut slots = self.slots.lock().expect("slots");
+                    let slot = slots.get_mut(&id).expect("slot");
+                    // An injected I/O fault at start is the disk failing; anything else (a
+                    // corrupt or missing committed entry) means the files are not what was synced.
+                    if io {
+                        slot.start_io_error = Some(err.to_string());
+                    } else {
+                        slot.start_error = Some(err.to_string());
+                    }
+                }
+                std::future::pending::<()>().await;
+                unreachable!("pending never completes");
+            }
+        };
+        {
+            let mut slots = self.slots.lock().expect("slots");
+            let slot = slots.get_mut(&id).expect("slot exists");
+            slot.ledger = Some(ledger.clone());
+            slot.machine = machine;
+        }
+        for client in 0..self.config.clients_per_node {
+            let seed =
+                self.config.seed ^ salt::WORKLOAD ^ (id << 40) ^ (incarnation << 20) ^ client;
+            tokio::spawn(propose_forever(self.clone(), ledger.clone(), seed));
+        }
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// One proposer: while its replica leads, propose unique ids and record acknowledgements.
+async fn propose_forever(cluster: Cluster, ledger: Ledger, seed: u64) {
+    let mut rng = rng(seed, 0);
+    let pause = cluster.config.propose_pause_ms.clone();
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(pause.clone()))).await;
+        if cluster.quiet.load(Ordering::Relaxed) || ledger.status().role != Role::Leader {
+            continue;
+        }
+        let id = cluster.oracle.lock().expect("oracle").next_id();
+        let proposal = tokio::time::timeout(Duration::from_secs(5), ledger.propose(body(id)));
+        if let Ok(Ok(committed)) = proposal.await {
+            let acked = Acked {
+                id,
+                index: committed.index,
+                term: committed.term,
+            };
+            cluster.oracle.lock().expect("oracle").acked.push(acked);
+        }
+    }
+}

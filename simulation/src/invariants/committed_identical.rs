@@ -1,0 +1,39 @@
+//! Committed entries are identical on every replica that has them: each replica's committed
+//! prefix is compared with the committed log assembled from all replicas.
+
+use super::{Checker, NodeView, body_of, violation};
+
+pub(super) fn check(checker: &mut Checker, nodes: &[NodeView<'_>]) -> Result<(), super::Violation> {
+    for node in nodes {
+        let Some(committed) = node.status.committed else {
+            continue;
+        };
+        let key = (node.id, node.incarnation);
+        let from = checker.checked_committed.get(&key).map_or(0, |c| c + 1);
+        for index in from..=committed {
+            let entry = match node.ledger.read_any(index) {
+                Ok(Some(entry)) => entry,
+                // Purged entries are not compared; a read error is the replica stopping.
+                Ok(None) | Err(_) => continue,
+            };
+            let seen = (entry.term, body_of(&entry));
+            match checker.canonical.get(&index) {
+                Some(canonical) if *canonical != seen => {
+                    return violation(
+                        "committed_identical",
+                        format!(
+                            "node {} has entry {index} of term {} but the committed log has term {} there",
+                            node.id, seen.0, canonical.0
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    checker.canonical.insert(index, seen);
+                }
+            }
+        }
+        checker.checked_committed.insert(key, committed);
+    }
+    Ok(())
+}

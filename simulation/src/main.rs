@@ -1,0 +1,123 @@
+//! `cargo run --release -p simulation -- --seed N | --seeds A..B [--mutant NAME]`
+
+use std::process::Command;
+
+use anyhow::Context;
+use clap::Parser;
+use simulation::run::{Mutant, RunOptions, RunReport};
+
+#[derive(Parser)]
+#[command(about = "Deterministic fault-injection runs of raftmq replica groups")]
+struct Args {
+    /// Run one seed in this process and print its report.
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Sweep seeds `A..B`, each in its own process so every run replays exactly as
+    /// `--seed N` would.
+    #[arg(long)]
+    seeds: Option<String>,
+    /// Put a deliberate bug back into the code under test.
+    #[arg(long, value_enum)]
+    mutant: Option<Mutant>,
+}
+
+fn reproduce(seed: u64, mutant: Option<Mutant>) -> String {
+    let mutant = mutant
+        .map(|m| {
+            format!(
+                " --mutant {}",
+                serde_json::to_value(m)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("")
+            )
+        })
+        .unwrap_or_default();
+    format!("REPRODUCE WITH: cargo run --release -p simulation -- --seed {seed}{mutant}")
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let args = Args::parse();
+    if let Some(seed) = args.seed {
+        let report = simulation::run_seed(
+            seed,
+            &RunOptions {
+                mutant: args.mutant,
+            },
+        );
+        println!("{}", serde_json::to_string(&report)?);
+        if let Some(violation) = &report.violation {
+            eprintln!("seed {seed} FAILED: {violation}");
+            eprintln!("{}", reproduce(seed, args.mutant));
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    let range = args.seeds.as_deref().unwrap_or("0..10");
+    let (from, to) = range.split_once("..").context("--seeds takes A..B")?;
+    let (from, to): (u64, u64) = (
+        from.parse().context("seed range start")?,
+        to.parse().context("seed range end")?,
+    );
+    anyhow::ensure!(from < to, "--seeds {range} is empty");
+    let exe = std::env::current_exe()?;
+    let mut failures = Vec::new();
+    let mut steps = 0u64;
+    let mut faults = std::collections::BTreeMap::<String, u64>::new();
+    for seed in from..to {
+        let mut command = Command::new(&exe);
+        command.args(["--seed", &seed.to_string()]);
+        if let Some(mutant) = args.mutant {
+            command.args([
+                "--mutant",
+                serde_json::to_value(mutant)?.as_str().unwrap_or_default(),
+            ]);
+        }
+        let output = command
+            .output()
+            .with_context(|| format!("running seed {seed}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let report: Option<RunReport> = stdout
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok());
+        match report {
+            Some(report) => {
+                steps += report.steps;
+                for (kind, n) in &report.faults {
+                    *faults.entry(kind.clone()).or_default() += n;
+                }
+                if let Some(violation) = &report.violation {
+                    eprintln!("seed {seed} FAILED: {violation}");
+                    eprintln!("{}", reproduce(seed, args.mutant));
+                    failures.push(seed);
+                }
+            }
+            None => {
+                eprintln!(
+                    "seed {seed} CRASHED: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                eprintln!("{}", reproduce(seed, args.mutant));
+                failures.push(seed);
+            }
+        }
+    }
+    let summary = serde_json::json!({
+        "seeds": to - from,
+        "failures": failures.len(),
+        "failed_seeds": failures,
+        "steps": steps,
+        "faults": faults,
+    });
+    println!("{summary}");
+    Ok(())
+}

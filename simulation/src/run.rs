@@ -1,0 +1,464 @@
+//! One seed from start to verdict: a fault phase with invariants checked after every step, then
+//! healing and a liveness phase that must converge.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use dledger::Role;
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+
+use crate::cluster::{Cluster, host_name};
+use crate::config::{SimConfig, rng, salt};
+use crate::invariants::{Checker, NodeView, Violation};
+use crate::oracle::id_of;
+
+/// Deliberate bugs put back into the code under test, to show the checker catches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mutant {
+    /// Report appended entries flushed before they are synced.
+    AckBeforeSync,
+    /// Do not persist the vote.
+    ForgetVote,
+}
+
+/// What one seed's run did and found.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Replicas.
+    pub nodes: u64,
+    /// Simulated steps (1 ms each).
+    pub steps: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Proposals acknowledged.
+    pub acked: usize,
+    /// Entries known committed.
+    pub committed: usize,
+    /// The first violation, if any.
+    pub violation: Option<String>,
+    /// Hash of the full trace (every replica's state after every step).
+    pub trace_hash: String,
+}
+
+/// Options beyond the seed.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// A deliberate bug to switch on.
+    pub mutant: Option<Mutant>,
+}
+
+enum Event {
+    Repair(u64, u64),
+    RepairOneway(u64, u64),
+    Release(u64, u64),
+    LinkLossEnd(u64, u64),
+    Restart(u64),
+}
+
+struct Driver<'a> {
+    sim: turmoil::Sim<'a>,
+    cluster: Cluster,
+    checker: Checker,
+    rng: StdRng,
+    events: BTreeMap<u64, Vec<Event>>,
+    down: BTreeMap<u64, bool>,
+    faults: BTreeMap<String, u64>,
+    step: u64,
+    trace: u64,
+    mutant: Option<Mutant>,
+}
+
+/// FNV-1a, 64 bits: a stable hash for the trace.
+fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Runs `seed` and returns its report; a violation is in `report.violation`.
+pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
+    let config = SimConfig::from_seed(seed);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(100))
+        .max_message_latency(Duration::from_millis(5))
+        .tcp_capacity(1 << 16)
+        .build();
+    let cluster = Cluster::new(config.clone());
+    for id in 1..=config.nodes {
+        let cluster = cluster.clone();
+        sim.host(host_name(id), move || cluster.clone().run_host(id));
+    }
+    let mut driver = Driver {
+        sim,
+        cluster,
+        checker: Checker::default(),
+        rng: rng(seed, salt::FAULTS),
+        events: BTreeMap::new(),
+        down: (1..=config.nodes).map(|id| (id, false)).collect(),
+        faults: BTreeMap::new(),
+        step: 0,
+        trace: 0xcbf2_9ce4_8422_2325,
+        mutant: options.mutant,
+    };
+    let violation = driver.run(&config).err();
+    let acked = driver.cluster.oracle.lock().expect("oracle").acked.len();
+    for slot in driver.cluster.slots.lock().expect("slots").values() {
+        let counts = slot.disk.fault_counts();
+        *driver.faults.entry("sync_failures".into()).or_default() += counts.syncs_failed;
+        *driver.faults.entry("torn_sectors".into()).or_default() += counts.sectors_torn;
+        *driver.faults.entry("disk_full".into()).or_default() += counts.full_refusals;
+    }
+    RunReport {
+        seed,
+        nodes: config.nodes,
+        steps: driver.step,
+        faults: driver.faults,
+        acked,
+        committed: driver.checker.canonical_len(),
+        violation: violation.map(|v| v.to_string()),
+        trace_hash: format!("{:016x}", driver.trace),
+    }
+}
+
+impl Driver<'_> {
+    fn run(&mut self, config: &SimConfig) -> Result<(), Violation> {
+        for _ in 0..config.fault_steps {
+            self.maybe_inject(config);
+            self.tick()?;
+        }
+        self.heal();
+        self.liveness(config)
+    }
+
+    fn count(&mut self, kind: &str) {
+        *self.faults.entry(kind.to_string()).or_default() += 1;
+    }
+
+    fn schedule(&mut self, after: u64, event: Event) {
+        self.events
+            .entry(self.step + after)
+            .or_default()
+            .push(event);
+    }
+
+    fn pair(&mut self, nodes: u64) -> (u64, u64) {
+        let a = self.rng.random_range(1..=nodes);
+        let mut b = self.rng.random_range(1..nodes);
+        if b >= a {
+            b += 1;
+        }
+        (a, b)
+    }
+
+    fn maybe_inject(&mut self, config: &SimConfig) {
+        if !self.rng.random_bool(config.fault_odds) {
+            return;
+        }
+        let (a, b) = self.pair(config.nodes);
+        let (ha, hb) = (host_name(a), host_name(b));
+        match self.rng.random_range(0..6) {
+            0 => {
+                self.sim.partition(ha, hb);
+                let after = self.rng.random_range(100..3_000);
+                self.schedule(after, Event::Repair(a, b));
+                self.count("partition");
+            }
+            1 => {
+                self.sim.partition_oneway(ha, hb);
+                let after = self.rng.random_range(100..3_000);
+                self.schedule(after, Event::RepairOneway(a, b));
+                self.count("partition_oneway");
+            }
+            2 => {
+                self.sim.hold(ha, hb);
+                let after = self.rng.random_range(20..800);
+                self.schedule(after, Event::Release(a, b));
+                self.count("hold");
+            }
+            3 => {
+                let rate = self.rng.random_range(0.01..0.2);
+                self.sim.set_link_fail_rate(ha, hb, rate);
+                let after = self.rng.random_range(100..2_000);
+                self.schedule(after, Event::LinkLossEnd(a, b));
+                self.count("message_loss");
+            }
+            4 | 5 => {
+                if self.down[&a] {
+                    return;
+                }
+                let long = self.rng.random_bool(0.25);
+                let range = if long {
+                    config.long_outage.clone()
+                } else {
+                    config.short_outage.clone()
+                };
+                let after = self.rng.random_range(range);
+                self.crash(a);
+                self.schedule(after, Event::Restart(a));
+                self.count(if long { "crash_long" } else { "crash" });
+            }
+            _ => unreachable!("range is 0..6"),
+        }
+    }
+
+    /// Power loss of replica `id`: its host stops and its disk keeps only what was synced.
+    fn crash(&mut self, id: u64) {
+        self.sim.crash(host_name(id));
+        let mut slots = self.cluster.slots.lock().expect("slots");
+        let slot = slots.get_mut(&id).expect("slot");
+        slot.disk = slot.disk.crash();
+        slot.ledger = None;
+        self.down.insert(id, true);
+    }
+
+    fn restart(&mut self, id: u64) {
+        if self.down[&id] {
+            self.sim.bounce(host_name(id));
+            self.down.insert(id, false);
+        }
+    }
+
+    fn handle_events(&mut self) {
+        let Some(events) = self.events.remove(&self.step) else {
+            return;
+        };
+        for event in events {
+            match event {
+                Event::Repair(a, b) => self.sim.repair(host_name(a), host_name(b)),
+                Event::RepairOneway(a, b) => self.sim.repair_oneway(host_name(a), host_name(b)),
+                Event::Release(a, b) => self.sim.release(host_name(a), host_name(b)),
+                Event::LinkLossEnd(a, b) => {
+                    self.sim.set_link_fail_rate(host_name(a), host_name(b), 0.0)
+                }
+                Event::Restart(id) => self.restart(id),
+            }
+        }
+    }
+
+    /// A replica whose storage failed (a sync error, a full disk) stops itself; the driver
+    /// treats that as a crash and restarts it a little later.
+    fn restart_stopped(&mut self) {
+        let stopped: Vec<u64> = {
+            let slots = self.cluster.slots.lock().expect("slots");
+            slots
+                .iter()
+                .filter(|(id, slot)| {
+                    let stopped = slot
+                        .ledger
+                        .as_ref()
+                        .is_some_and(|l| l.status().role == Role::Shutdown);
+                    !self.down[id] && (stopped || slot.start_io_error.is_some())
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in stopped {
+            self.crash(id);
+            let after = self.rng.random_range(50..500);
+            self.schedule(after, Event::Restart(id));
+            self.count("storage_stop");
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), Violation> {
+        self.handle_events();
+        if let Err(err) = self.sim.step() {
+            return Err(Violation {
+                invariant: "simulation",
+                detail: err.to_string(),
+            });
+        }
+        self.step += 1;
+        if self.step.is_multiple_of(1000) {
+            tracing::info!(step = self.step, "simulation progress");
+        }
+        self.apply_mutants();
+        self.restart_stopped();
+        self.check()
+    }
+
+    fn apply_mutants(&self) {
+        let Some(mutant) = self.mutant else {
+            return;
+        };
+        for slot in self.cluster.slots.lock().expect("slots").values() {
+            if let Some(ledger) = &slot.ledger {
+                match mutant {
+                    Mutant::AckBeforeSync => ledger.set_mutant_ack_before_sync(true),
+                    Mutant::ForgetVote => ledger.set_mutant_forget_vote(true),
+                }
+            }
+        }
+    }
+
+    fn check(&mut self) -> Result<(), Violation> {
+        let slots = self.cluster.slots.lock().expect("slots");
+        for (id, slot) in slots.iter() {
+            if let Some(err) = &slot.start_error {
+                return Err(Violation {
+                    invariant: "restart",
+                    detail: format!("node {id} refused to start after a crash: {err}"),
+                });
+            }
+        }
+        let views: Vec<NodeView<'_>> = slots
+            .iter()
+            .filter(|(id, _)| !self.down[id])
+            .filter_map(|(id, slot)| {
+                let ledger = slot.ledger.as_ref()?;
+                Some(NodeView {
+                    id: *id,
+                    incarnation: slot.incarnation,
+                    status: ledger.status(),
+                    ledger,
+                    applied: slot.machine.records(),
+                })
+            })
+            .collect();
+        for view in &views {
+            let s = &view.status;
+            let line = format!(
+                "{}:{}:{:?}:{}:{:?}:{:?}:{:?}:{:?};",
+                self.step,
+                s.node_id,
+                s.role,
+                s.term,
+                s.leader,
+                s.last_log_index,
+                s.committed,
+                s.applied
+            );
+            self.trace = fnv(self.trace, line.as_bytes());
+        }
+        let acked = self.cluster.oracle.lock().expect("oracle").acked.clone();
+        self.checker.check(&views, &acked)
+    }
+
+    fn heal(&mut self) {
+        let nodes = self.cluster.config.nodes;
+        for a in 1..=nodes {
+            for b in 1..=nodes {
+                if a != b {
+                    self.sim.repair(host_name(a), host_name(b));
+                    self.sim.release(host_name(a), host_name(b));
+                    self.sim.set_link_fail_rate(host_name(a), host_name(b), 0.0);
+                }
+            }
+        }
+        for slot in self.cluster.slots.lock().expect("slots").values() {
+            slot.disk.heal();
+        }
+        self.events.clear();
+        for id in 1..=nodes {
+            self.restart(id);
+        }
+    }
+
+    /// After healing: one leader all agree on, a new write acknowledged, then (quiet) every
+    /// replica converged and every acknowledged entry readable everywhere at its index.
+    fn liveness(&mut self, config: &SimConfig) -> Result<(), Violation> {
+        let acked_at_heal = self.cluster.oracle.lock().expect("oracle").acked.len();
+        let deadline = self.step + config.liveness_steps;
+        let mut quiet_since = None;
+        while self.step < deadline {
+            self.tick()?;
+            let state = self.converged();
+            let acked_now = self.cluster.oracle.lock().expect("oracle").acked.len();
+            match quiet_since {
+                None if state.leader.is_some() && acked_now > acked_at_heal => {
+                    self.cluster.quiet.store(true, Ordering::Relaxed);
+                    quiet_since = Some(self.step);
+                }
+                Some(_) if state.converged => return self.all_acked_readable(),
+                _ => {}
+            }
+        }
+        let state = self.converged();
+        Err(Violation {
+            invariant: "liveness",
+            detail: format!(
+                "not converged {} steps after healing: leader {:?}, quiet since {quiet_since:?}, {}",
+                config.liveness_steps, state.leader, state.summary
+            ),
+        })
+    }
+
+    fn converged(&self) -> Convergence {
+        let slots = self.cluster.slots.lock().expect("slots");
+        let statuses: Vec<_> = slots
+            .values()
+            .filter_map(|s| s.ledger.as_ref().map(dledger::Ledger::status))
+            .collect();
+        let summary = statuses
+            .iter()
+            .map(|s| {
+                format!(
+                    "node {} {:?} term {} last {:?} committed {:?} applied {:?}",
+                    s.node_id, s.role, s.term, s.last_log_index, s.committed, s.applied
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let all_up = statuses.len() as u64 == self.cluster.config.nodes;
+        let leader = statuses
+            .iter()
+            .find(|s| s.role == Role::Leader)
+            .map(|s| s.node_id);
+        let agreed = all_up && leader.is_some() && statuses.iter().all(|s| s.leader == leader);
+        let first = statuses
+            .first()
+            .map(|s| (s.last_log_index, s.committed, s.applied));
+        let converged = agreed
+            && statuses.iter().all(|s| {
+                Some((s.last_log_index, s.committed, s.applied)) == first
+                    && s.last_log_index == s.committed
+                    && s.committed == s.applied
+            });
+        Convergence {
+            leader: if agreed { leader } else { None },
+            converged,
+            summary,
+        }
+    }
+
+    fn all_acked_readable(&self) -> Result<(), Violation> {
+        let acked = self.cluster.oracle.lock().expect("oracle").acked.clone();
+        let slots = self.cluster.slots.lock().expect("slots");
+        for (id, slot) in slots.iter() {
+            let ledger = slot.ledger.as_ref().expect("converged means running");
+            for ack in &acked {
+                let found = ledger.read(ack.index).ok().and_then(|e| match e.payload {
+                    dledger::EntryPayload::Data(data) => id_of(&data),
+                    _ => None,
+                });
+                if found != Some(ack.id) {
+                    return Err(Violation {
+                        invariant: "acked_readable",
+                        detail: format!(
+                            "node {id} has {found:?} at index {} where id {} was acknowledged",
+                            ack.index, ack.id
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Convergence {
+    leader: Option<u64>,
+    converged: bool,
+    summary: String,
+}
