@@ -55,6 +55,24 @@ pub struct LedgerConfig {
     /// Seed of openraft's RNG (election jitter); `None` draws one from the OS. Set it only in
     /// simulations and tests that replay.
     pub seed: Option<u64>,
+    /// Deliberate bugs for the simulation's tests that show its checker catches them. All off
+    /// by default; never set them elsewhere.
+    #[doc(hidden)]
+    pub mutants: Mutants,
+}
+
+/// Deliberate bugs, each switched on by the simulation to show that a sweep catches it.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mutants {
+    /// Report appended entries flushed before they are synced.
+    pub ack_before_sync: bool,
+    /// Hand entries to the state machine when they are appended, before they commit.
+    pub apply_before_commit: bool,
+    /// Skip the CRC checks while recovering the log at start.
+    pub skip_recovery_crc: bool,
+    /// Do not persist the vote.
+    pub forget_vote: bool,
 }
 
 impl LedgerConfig {
@@ -73,6 +91,7 @@ impl LedgerConfig {
             election_timeout_max: Duration::from_millis(600),
             rpc_timeout: Duration::from_millis(250),
             seed: None,
+            mutants: Mutants::default(),
         }
     }
 

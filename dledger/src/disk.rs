@@ -277,6 +277,9 @@ pub struct DiskFaults {
     pub sector_survives_crash: f64,
     /// Bytes of segment files the disk holds; creating a file past it fails with `StorageFull`.
     pub capacity_bytes: Option<u64>,
+    /// Most (virtual) time a sync or other blocking disk work takes; each takes a seeded random
+    /// share of it, so a crash can land between a write and its sync.
+    pub latency_max: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -551,6 +554,23 @@ impl Disk for MemDisk {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
+        let latency = self
+            .faults
+            .lock()
+            .expect("fault lock poisoned")
+            .as_mut()
+            .map(|faults| {
+                use rand::Rng;
+                let max = faults.odds.latency_max.as_micros() as u64;
+                std::time::Duration::from_micros(if max == 0 {
+                    0
+                } else {
+                    faults.rng.random_range(0..=max)
+                })
+            });
+        if let Some(latency) = latency.filter(|l| !l.is_zero()) {
+            tokio::time::sleep(latency).await;
+        }
         work()
     }
 }

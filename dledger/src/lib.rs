@@ -37,7 +37,7 @@ pub mod types;
 mod storage_suite_test;
 
 pub use commit_log::{AppendHook, CommitLog, CommitLogConfig, RecoveryReport};
-pub use config::{FlushPolicy, LedgerConfig};
+pub use config::{FlushPolicy, LedgerConfig, Mutants};
 pub use disk::{Disk, DiskFaults, FaultCounts, MemDisk, MmapDisk, SegmentFile};
 pub use error::{ConfigError, ProposeError, ReadError, StartError, StorageError, TransferError};
 pub use node::{Ledger, RaftListener};

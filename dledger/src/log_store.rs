@@ -32,14 +32,25 @@ use crate::types::LogId;
 /// so a lag is harmless; persisting it on every commit would cost a sync each time.
 const COMMITTED_PERSIST_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Test switches that break one guarantee on purpose, so the simulation can show it catches the
-/// breakage. All off in production.
-#[derive(Debug, Default)]
+/// Deliberate bugs the simulation switches on to show its checker catches them. All off in
+/// production.
+#[derive(Default)]
 pub struct Mutants {
     /// Fire `IOFlushed` before the sync.
     pub ack_before_sync: AtomicBool,
     /// Do not persist the vote.
     pub forget_vote: AtomicBool,
+    /// Hand appended entries to this function (the state machine) before they commit.
+    pub apply_before_commit: Mutex<Option<EarlyApply>>,
+}
+
+/// The state machine's apply, called by the `apply_before_commit` mutant.
+pub type EarlyApply = Box<dyn Fn(&crate::types::CommittedEntry) + Send + Sync>;
+
+impl std::fmt::Debug for Mutants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mutants").finish_non_exhaustive()
+    }
 }
 
 /// State shared by the storage, its readers and the flusher.
@@ -466,6 +477,20 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
             }
         });
         self.0.write_log().append(new_entries)?;
+        if let Some(apply) = lock(&self.0.mutants.apply_before_commit).as_ref() {
+            for e in &entries {
+                if let EntryPayload::Normal(payload) = &e.payload {
+                    let log_id = to_log_id(&e.log_id);
+                    let position = self.0.locate(log_id.index).map_or(0, |u| u.position);
+                    apply(&crate::types::CommittedEntry {
+                        index: log_id.index,
+                        term: log_id.term,
+                        position,
+                        payload: crate::types::EntryPayload::Data(payload.0.clone()),
+                    });
+                }
+            }
+        }
         let ack_now = matches!(self.0.flush, FlushPolicy::Async { .. })
             || self.0.mutants.ack_before_sync.load(Ordering::Relaxed);
         if ack_now {

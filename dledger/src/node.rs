@@ -33,7 +33,6 @@ trait LogAccess: Send + Sync + 'static {
     fn fatal(&self) -> Option<String>;
     fn first_index(&self) -> u64;
     fn stop(&self);
-    fn mutants(&self) -> &crate::log_store::Mutants;
 }
 
 impl<D: Disk> LogAccess for LogShared<D> {
@@ -58,10 +57,6 @@ impl<D: Disk> LogAccess for LogShared<D> {
 
     fn stop(&self) {
         LogShared::stop(self);
-    }
-
-    fn mutants(&self) -> &crate::log_store::Mutants {
-        &self.mutants
     }
 }
 
@@ -221,6 +216,7 @@ impl Ledger {
             segment_bytes: config.segment_bytes,
             index_units_per_file: config.index_units_per_file,
             entry_body_bytes_max: config.entry_body_bytes_max,
+            skip_recovery_crc: config.mutants.skip_recovery_crc,
         };
         let flush = config.flush;
         let open_disk = disk.clone();
@@ -238,6 +234,23 @@ impl Ledger {
             membership_path,
             membership_saver(disk.clone()),
         );
+        let mutants = config.mutants;
+        shared.mutants.ack_before_sync.store(
+            mutants.ack_before_sync,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        shared
+            .mutants
+            .forget_vote
+            .store(mutants.forget_vote, std::sync::atomic::Ordering::Relaxed);
+        if mutants.apply_before_commit {
+            let early = sm.clone();
+            *shared
+                .mutants
+                .apply_before_commit
+                .lock()
+                .expect("mutant lock") = Some(Box::new(move |entry| early.apply_early(entry)));
+        }
         let raft = Raft::new(
             config.node_id,
             openraft_config(&config)?,
@@ -506,25 +519,6 @@ impl Ledger {
                 tracing::warn!(cause = %err, "task ended abnormally");
             }
         }
-    }
-
-    /// Switches a deliberate bug on: report entries flushed before they are synced. Only for
-    /// the simulation's tests that show its checker catches the bug.
-    #[doc(hidden)]
-    pub fn set_mutant_ack_before_sync(&self, on: bool) {
-        let mutants = self.inner.log.mutants();
-        mutants
-            .ack_before_sync
-            .store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Switches a deliberate bug on: do not persist the vote. Only for the simulation's tests.
-    #[doc(hidden)]
-    pub fn set_mutant_forget_vote(&self, on: bool) {
-        let mutants = self.inner.log.mutants();
-        mutants
-            .forget_vote
-            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -99,6 +99,12 @@ impl SmAdapter {
         }
     }
 
+    /// Hands an entry straight to the user's state machine: only the `apply_before_commit`
+    /// mutant does this.
+    pub fn apply_early(&self, entry: &CommittedEntry) {
+        let _ = self.lock().user.apply(entry); // A mutant: errors do not matter.
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SmState> {
         self.state.lock().expect("state machine panicked")
     }

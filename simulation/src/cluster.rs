@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dledger::testing::RecordingStateMachine;
-use dledger::{DiskFaults, Ledger, LedgerConfig, MemDisk, RaftListener, Role};
+use dledger::{DiskFaults, Ledger, LedgerConfig, MemDisk, Mutants, RaftListener, Role};
 use rand::Rng;
 
 use crate::config::{SIM_SEGMENT_BYTES, SimConfig, rng, salt};
 use crate::oracle::{Acked, Oracle, body};
+use crate::run::Mutant;
 use crate::transport::TurmoilTransport;
 
 /// Raft port of every replica.
@@ -50,11 +51,13 @@ pub struct Cluster {
     pub quiet: Arc<AtomicBool>,
     /// The seed's configuration.
     pub config: Arc<SimConfig>,
+    /// A deliberate bug switched on in every replica.
+    pub mutant: Option<Mutant>,
 }
 
 impl Cluster {
     /// Slots for every replica, with fresh disks.
-    pub fn new(config: SimConfig) -> Cluster {
+    pub fn new(config: SimConfig, mutant: Option<Mutant>) -> Cluster {
         let slots = (1..=config.nodes)
             .map(|id| {
                 let faults = DiskFaults {
@@ -65,6 +68,7 @@ impl Cluster {
                     capacity_bytes: config
                         .disk_segments_max
                         .map(|n| n * (SIM_SEGMENT_BYTES + 16 * 1024)),
+                    latency_max: Duration::from_micros(config.disk_latency_max_us),
                 };
                 let slot = Slot {
                     disk: MemDisk::with_faults(faults),
@@ -82,6 +86,7 @@ impl Cluster {
             oracle: Arc::new(Mutex::new(Oracle::default())),
             quiet: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),
+            mutant,
         }
     }
 
@@ -106,6 +111,12 @@ impl Cluster {
         config.election_timeout_max = Duration::from_millis(c.election_max_ms);
         config.rpc_timeout = Duration::from_millis(c.rpc_timeout_ms);
         config.seed = Some(c.seed ^ salt::RAFT ^ (id << 32) ^ incarnation);
+        config.mutants = Mutants {
+            ack_before_sync: self.mutant == Some(Mutant::AckBeforeSync),
+            apply_before_commit: self.mutant == Some(Mutant::ApplyBeforeCommit),
+            skip_recovery_crc: self.mutant == Some(Mutant::SkipRecoveryCrc),
+            forget_vote: self.mutant == Some(Mutant::ForgetVote),
+        };
         config
     }
 

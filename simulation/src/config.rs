@@ -56,6 +56,8 @@ pub struct SimConfig {
     pub sector_survives_crash: f64,
     /// Disk capacity in segment files, if limited.
     pub disk_segments_max: Option<u64>,
+    /// Most time one sync takes, in microseconds.
+    pub disk_latency_max_us: u64,
     /// Concurrent proposers per replica.
     pub clients_per_node: u64,
     /// Pause between one proposer's proposals.
@@ -89,12 +91,13 @@ impl SimConfig {
             } else {
                 0.0
             },
-            sector_survives_crash: r.random_range(0.0..0.5),
+            sector_survives_crash: r.random_range(0.0..0.9),
             disk_segments_max: if r.random_bool(0.2) {
                 Some(r.random_range(1..=2))
             } else {
                 None
             },
+            disk_latency_max_us: r.random_range(500..=8_000),
             clients_per_node: r.random_range(1..=6),
             propose_pause_ms: 1..r.random_range(5..=40),
         }

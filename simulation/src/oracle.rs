@@ -30,12 +30,20 @@ impl Oracle {
     }
 }
 
-/// The body of the proposal with `id`.
+/// The body of the proposal with `id`: the id, then `id % 300` bytes of padding derived from
+/// it, so entries straddle disk sectors and a torn body cannot pass for another proposal.
 pub fn body(id: u64) -> bytes::Bytes {
-    bytes::Bytes::copy_from_slice(&id.to_be_bytes())
+    let mut body = id.to_be_bytes().to_vec();
+    body.extend((0..id % 300).map(|i| (id.wrapping_add(i) & 0xff) as u8));
+    bytes::Bytes::from(body)
 }
 
-/// The id a body carries, if it is one of ours.
+/// The id a body carries, if it is exactly one of ours.
 pub fn id_of(body: &[u8]) -> Option<u64> {
-    body.try_into().ok().map(u64::from_be_bytes)
+    let id = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    (body == body_of_id(id).as_ref()).then_some(id)
+}
+
+fn body_of_id(id: u64) -> bytes::Bytes {
+    body(id)
 }

@@ -23,6 +23,10 @@ pub enum Mutant {
     AckBeforeSync,
     /// Do not persist the vote.
     ForgetVote,
+    /// Hand entries to the state machine when appended, before they commit.
+    ApplyBeforeCommit,
+    /// Skip the CRC checks of recovery.
+    SkipRecoveryCrc,
 }
 
 /// What one seed's run did and found.
@@ -71,7 +75,6 @@ struct Driver<'a> {
     faults: BTreeMap<String, u64>,
     step: u64,
     trace: u64,
-    mutant: Option<Mutant>,
 }
 
 /// FNV-1a, 64 bits: a stable hash for the trace.
@@ -94,7 +97,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         .max_message_latency(Duration::from_millis(5))
         .tcp_capacity(1 << 16)
         .build();
-    let cluster = Cluster::new(config.clone());
+    let cluster = Cluster::new(config.clone(), options.mutant);
     for id in 1..=config.nodes {
         let cluster = cluster.clone();
         sim.host(host_name(id), move || cluster.clone().run_host(id));
@@ -109,7 +112,6 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         faults: BTreeMap::new(),
         step: 0,
         trace: 0xcbf2_9ce4_8422_2325,
-        mutant: options.mutant,
     };
     let violation = driver.run(&config).err();
     let acked = driver.cluster.oracle.lock().expect("oracle").acked.len();
@@ -283,23 +285,8 @@ impl Driver<'_> {
         if self.step.is_multiple_of(1000) {
             tracing::info!(step = self.step, "simulation progress");
         }
-        self.apply_mutants();
         self.restart_stopped();
         self.check()
-    }
-
-    fn apply_mutants(&self) {
-        let Some(mutant) = self.mutant else {
-            return;
-        };
-        for slot in self.cluster.slots.lock().expect("slots").values() {
-            if let Some(ledger) = &slot.ledger {
-                match mutant {
-                    Mutant::AckBeforeSync => ledger.set_mutant_ack_before_sync(true),
-                    Mutant::ForgetVote => ledger.set_mutant_forget_vote(true),
-                }
-            }
-        }
     }
 
     fn check(&mut self) -> Result<(), Violation> {

@@ -13,8 +13,17 @@ pub(super) fn check(checker: &mut Checker, nodes: &[NodeView<'_>]) -> Result<(),
         for index in from..=committed {
             let entry = match node.ledger.read_any(index) {
                 Ok(Some(entry)) => entry,
-                // Purged entries are not compared; a read error is the replica stopping.
-                Ok(None) | Err(_) => continue,
+                // Purged entries are not compared.
+                Ok(None) => continue,
+                Err(err) => {
+                    return violation(
+                        "committed_identical",
+                        format!(
+                            "node {} cannot read its committed entry {index}: {err}",
+                            node.id
+                        ),
+                    );
+                }
             };
             let seen = (entry.term, body_of(&entry));
             match checker.canonical.get(&index) {
