@@ -585,6 +585,7 @@ mod tests {
             sync_fail,
             sector_survives_crash: survive,
             capacity_bytes: capacity,
+            latency_max: std::time::Duration::ZERO,
         }
     }
 
