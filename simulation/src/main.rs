@@ -47,12 +47,21 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     if let Some(seed) = args.seed {
-        let report = simulation::run_seed(
-            seed,
-            &RunOptions {
-                mutant: args.mutant,
-            },
-        );
+        let options = RunOptions {
+            mutant: args.mutant,
+        };
+        // A panic inside the code under test (an assertion of ours firing) is a finding too.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            simulation::run_seed(seed, &options)
+        }));
+        let report = run.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            simulation::RunReport::panicked(seed, message)
+        });
         println!("{}", serde_json::to_string(&report)?);
         if let Some(violation) = &report.violation {
             eprintln!("seed {seed} FAILED: {violation}");

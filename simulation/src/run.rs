@@ -50,6 +50,22 @@ pub struct RunReport {
     pub trace_hash: String,
 }
 
+impl RunReport {
+    /// The report of a run that panicked.
+    pub fn panicked(seed: u64, message: String) -> RunReport {
+        RunReport {
+            seed,
+            nodes: SimConfig::from_seed(seed).nodes,
+            steps: 0,
+            faults: BTreeMap::new(),
+            acked: 0,
+            committed: 0,
+            violation: Some(format!("panic: {message}")),
+            trace_hash: String::new(),
+        }
+    }
+}
+
 /// Options beyond the seed.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
