@@ -343,7 +343,7 @@ impl<D: Disk> CommitLog<D> {
         };
         let mut valid_next = next;
         for index in verify_from..next {
-            let unit = self.read_unit(index).expect("unit was valid in phase 1");
+            let unit = self.reread_unit(index)?;
             let checked = self.read_at(unit.position).and_then(|entry| {
                 let h = entry.header;
                 if h.index != unit.index || h.term != unit.term || h.total_bytes != unit.total_bytes
@@ -368,9 +368,7 @@ impl<D: Disk> CommitLog<D> {
 
         // Phase 3: continue from the last valid entry through the data files, re-indexing.
         let (mut position, mut last_term) = if valid_next > self.first_index {
-            let unit = self
-                .read_unit(valid_next - 1)
-                .expect("unit was valid in phase 1");
+            let unit = self.reread_unit(valid_next - 1)?;
             (unit.position + u64::from(unit.total_bytes), unit.term)
         } else {
             (
@@ -464,6 +462,17 @@ impl<D: Disk> CommitLog<D> {
             }
         }
         low
+    }
+
+    /// Reads a unit that phase 1 of recovery found valid. Failing now means the disk returned
+    /// other bytes for the same place: that is an error, not a bug of ours.
+    fn reread_unit(&self, index: u64) -> Result<IndexUnit, StorageError> {
+        self.read_unit(index).ok_or_else(|| StorageError::Corrupt {
+            index,
+            path: self.index_dir.clone(),
+            position: index * u64::from(INDEX_UNIT_BYTES),
+            reason: "index unit read differently during recovery".into(),
+        })
     }
 
     /// Whether the segment after the one holding `position` starts with entry `next` (or a

@@ -280,6 +280,8 @@ pub struct DiskFaults {
     /// Most (virtual) time a sync or other blocking disk work takes; each takes a seeded random
     /// share of it, so a crash can land between a write and its sync.
     pub latency_max: std::time::Duration,
+    /// Chance that one read returns a flipped bit (the bytes on disk stay intact).
+    pub read_corrupt: f64,
 }
 
 #[derive(Debug)]
@@ -289,6 +291,9 @@ struct FaultState {
     syncs_failed: u64,
     sectors_torn: u64,
     full_refusals: u64,
+    reads_corrupted: u64,
+    /// Faults are off while set (a checker reading the disk from outside).
+    paused: bool,
 }
 
 /// What a [`MemDisk`]'s fault injection did so far.
@@ -300,6 +305,8 @@ pub struct FaultCounts {
     pub sectors_torn: u64,
     /// File creations refused for lack of space.
     pub full_refusals: u64,
+    /// Reads that returned a flipped bit.
+    pub reads_corrupted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -339,12 +346,24 @@ impl SegmentFile for MemFile {
         let file = self.bytes.lock().expect("mem file lock poisoned");
         let start = offset as usize;
         buf.copy_from_slice(&file.current[start..start + buf.len()]);
+        drop(file);
+        if let Some(faults) = self.faults.lock().expect("fault lock poisoned").as_mut()
+            && !faults.paused
+            && !buf.is_empty()
+        {
+            use rand::Rng;
+            if faults.rng.random_bool(faults.odds.read_corrupt) {
+                let bit = faults.rng.random_range(0..buf.len() * 8);
+                buf[bit / 8] ^= 1 << (bit % 8);
+                faults.reads_corrupted += 1;
+            }
+        }
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
         if let Some(faults) = self.faults.lock().expect("fault lock poisoned").as_mut() {
             use rand::Rng;
-            if faults.rng.random_bool(faults.odds.sync_fail) {
+            if !faults.paused && faults.rng.random_bool(faults.odds.sync_fail) {
                 faults.syncs_failed += 1;
                 return Err(io::Error::other("injected sync failure"));
             }
@@ -372,6 +391,8 @@ impl MemDisk {
             syncs_failed: 0,
             sectors_torn: 0,
             full_refusals: 0,
+            reads_corrupted: 0,
+            paused: false,
         };
         MemDisk {
             faults: Arc::new(Mutex::new(Some(state))),
@@ -385,6 +406,15 @@ impl MemDisk {
             faults.odds.sync_fail = 0.0;
             faults.odds.sector_survives_crash = 0.0;
             faults.odds.capacity_bytes = None;
+            faults.odds.read_corrupt = 0.0;
+        }
+    }
+
+    /// Turns fault injection off (`true`) or back on, without changing the odds: a checker
+    /// reading replicas' logs from outside must see what is on disk.
+    pub fn pause_faults(&self, paused: bool) {
+        if let Some(faults) = self.faults.lock().expect("fault lock poisoned").as_mut() {
+            faults.paused = paused;
         }
     }
 
@@ -395,6 +425,7 @@ impl MemDisk {
                 syncs_failed: f.syncs_failed,
                 sectors_torn: f.sectors_torn,
                 full_refusals: f.full_refusals,
+                reads_corrupted: f.reads_corrupted,
             },
             None => FaultCounts::default(),
         }
@@ -586,6 +617,7 @@ mod tests {
             sector_survives_crash: survive,
             capacity_bytes: capacity,
             latency_max: std::time::Duration::ZERO,
+            read_corrupt: 0.0,
         }
     }
 
@@ -638,7 +670,8 @@ mod tests {
             FaultCounts {
                 syncs_failed: 1,
                 sectors_torn: 0,
-                full_refusals: 1
+                full_refusals: 1,
+                reads_corrupted: 0,
             }
         );
         disk.heal();

@@ -69,6 +69,7 @@ impl Cluster {
                         .disk_segments_max
                         .map(|n| n * (SIM_SEGMENT_BYTES + 16 * 1024)),
                     latency_max: Duration::from_micros(config.disk_latency_max_us),
+                    read_corrupt: config.read_corrupt,
                 };
                 let slot = Slot {
                     disk: MemDisk::with_faults(faults),
@@ -131,13 +132,14 @@ impl Cluster {
             slot.start_io_error = None;
             (slot.disk.clone(), slot.incarnation)
         };
+        let corrupted_before = disk.fault_counts().reads_corrupted;
         let listener =
             RaftListener::bind(&TurmoilTransport, &format!("0.0.0.0:{RAFT_PORT}")).await?;
         let machine = RecordingStateMachine::new();
         let config = self.ledger_config(id, incarnation);
         let started = Ledger::start(
             config,
-            disk,
+            disk.clone(),
             TurmoilTransport,
             listener,
             Box::new(machine.clone()),
@@ -147,10 +149,14 @@ impl Cluster {
         let ledger = match started {
             Ok(ledger) => ledger,
             Err(err) => {
-                let io = matches!(
-                    err,
-                    dledger::StartError::Storage(dledger::StorageError::Io { .. })
-                );
+                // A read that returned corrupted bytes during recovery makes intact files look
+                // damaged: that start is retried like one that hit an I/O error.
+                let corrupted_during_start = disk.fault_counts().reads_corrupted > corrupted_before;
+                let io = corrupted_during_start
+                    || matches!(
+                        err,
+                        dledger::StartError::Storage(dledger::StorageError::Io { .. })
+                    );
                 {
                     let mut slots = self.slots.lock().expect("slots");
                     let slot = slots.get_mut(&id).expect("slot");

@@ -56,6 +56,8 @@ pub struct SimConfig {
     pub sector_survives_crash: f64,
     /// Disk capacity in segment files, if limited.
     pub disk_segments_max: Option<u64>,
+    /// Chance one disk read returns a flipped bit.
+    pub read_corrupt: f64,
     /// Most time one sync takes, in microseconds.
     pub disk_latency_max_us: u64,
     /// Concurrent proposers per replica.
@@ -96,6 +98,11 @@ impl SimConfig {
                 Some(r.random_range(1..=2))
             } else {
                 None
+            },
+            read_corrupt: if r.random_bool(0.3) {
+                r.random_range(0.000_01..0.000_2)
+            } else {
+                0.0
             },
             disk_latency_max_us: r.random_range(500..=8_000),
             clients_per_node: r.random_range(1..=6),

@@ -78,6 +78,7 @@ enum Event {
     RepairOneway(u64, u64),
     Release(u64, u64),
     LinkLossEnd(u64, u64),
+    DelayEnd(u64, u64),
     Restart(u64),
 }
 
@@ -92,6 +93,9 @@ struct Driver<'a> {
     step: u64,
     trace: u64,
 }
+
+/// Longest a message takes on a healthy link.
+const MESSAGE_LATENCY_MAX: Duration = Duration::from_millis(5);
 
 /// FNV-1a, 64 bits: a stable hash for the trace.
 fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -110,7 +114,8 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         .simulation_duration(Duration::from_secs(24 * 3600))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_micros(100))
-        .max_message_latency(Duration::from_millis(5))
+        .max_message_latency(MESSAGE_LATENCY_MAX)
+        .enable_random_order()
         .tcp_capacity(1 << 16)
         .build();
     let cluster = Cluster::new(config.clone(), options.mutant);
@@ -136,6 +141,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         *driver.faults.entry("sync_failures".into()).or_default() += counts.syncs_failed;
         *driver.faults.entry("torn_sectors".into()).or_default() += counts.sectors_torn;
         *driver.faults.entry("disk_full".into()).or_default() += counts.full_refusals;
+        *driver.faults.entry("corrupt_reads".into()).or_default() += counts.reads_corrupted;
     }
     RunReport {
         seed,
@@ -185,7 +191,7 @@ impl Driver<'_> {
         }
         let (a, b) = self.pair(config.nodes);
         let (ha, hb) = (host_name(a), host_name(b));
-        match self.rng.random_range(0..6) {
+        match self.rng.random_range(0..8) {
             0 => {
                 self.sim.partition(ha, hb);
                 let after = self.rng.random_range(100..3_000);
@@ -226,7 +232,31 @@ impl Driver<'_> {
                 self.schedule(after, Event::Restart(a));
                 self.count(if long { "crash_long" } else { "crash" });
             }
-            _ => unreachable!("range is 0..6"),
+            6 => {
+                let max = Duration::from_millis(self.rng.random_range(20..300));
+                self.sim.set_link_max_message_latency(ha, hb, max);
+                let after = self.rng.random_range(100..2_000);
+                self.schedule(after, Event::DelayEnd(a, b));
+                self.count("delay");
+            }
+            7 => {
+                // A power cut of several machines at once (one rack): only what each had synced
+                // survives, which is what acknowledging after a quorum's fsync must survive.
+                let count = self.rng.random_range(2..=config.nodes);
+                let mut victims: Vec<u64> =
+                    (1..=config.nodes).filter(|id| !self.down[id]).collect();
+                while victims.len() as u64 > count {
+                    let drop = self.rng.random_range(0..victims.len());
+                    victims.remove(drop);
+                }
+                let after = self.rng.random_range(config.short_outage.clone());
+                for id in victims {
+                    self.crash(id);
+                    self.schedule(after, Event::Restart(id));
+                }
+                self.count("power_cut");
+            }
+            _ => unreachable!("range is 0..8"),
         }
     }
 
@@ -259,6 +289,11 @@ impl Driver<'_> {
                 Event::LinkLossEnd(a, b) => {
                     self.sim.set_link_fail_rate(host_name(a), host_name(b), 0.0)
                 }
+                Event::DelayEnd(a, b) => self.sim.set_link_max_message_latency(
+                    host_name(a),
+                    host_name(b),
+                    MESSAGE_LATENCY_MAX,
+                ),
                 Event::Restart(id) => self.restart(id),
             }
         }
@@ -306,6 +341,20 @@ impl Driver<'_> {
     }
 
     fn check(&mut self) -> Result<(), Violation> {
+        self.pause_disk_faults(true);
+        let result = self.check_unpaused();
+        self.pause_disk_faults(false);
+        result
+    }
+
+    /// The checker reads logs from outside the replicas: it must see what is on disk.
+    fn pause_disk_faults(&self, paused: bool) {
+        for slot in self.cluster.slots.lock().expect("slots").values() {
+            slot.disk.pause_faults(paused);
+        }
+    }
+
+    fn check_unpaused(&mut self) -> Result<(), Violation> {
         let slots = self.cluster.slots.lock().expect("slots");
         for (id, slot) in slots.iter() {
             if let Some(err) = &slot.start_error {
@@ -356,6 +405,11 @@ impl Driver<'_> {
                     self.sim.repair(host_name(a), host_name(b));
                     self.sim.release(host_name(a), host_name(b));
                     self.sim.set_link_fail_rate(host_name(a), host_name(b), 0.0);
+                    self.sim.set_link_max_message_latency(
+                        host_name(a),
+                        host_name(b),
+                        MESSAGE_LATENCY_MAX,
+                    );
                 }
             }
         }
