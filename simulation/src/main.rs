@@ -1,6 +1,9 @@
 //! `cargo run --release -p simulation -- --seed N | --seeds A..B [--mutant NAME]`
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
@@ -19,6 +22,42 @@ struct Args {
     /// Put a deliberate bug back into the code under test.
     #[arg(long, value_enum)]
     mutant: Option<Mutant>,
+    /// Wall-clock seconds one simulated step may take before the run is reported as hung (a
+    /// task spinning without yielding stops simulated time).
+    #[arg(long, default_value_t = 30)]
+    hang_secs: u64,
+}
+
+/// Watches `progress` from a thread of its own; if no step finishes for `limit`, prints the
+/// report of a hung run and exits, since the simulation thread will never return.
+fn watchdog(seed: u64, mutant: Option<Mutant>, progress: Arc<AtomicU64>, limit: Duration) {
+    std::thread::spawn(move || {
+        let mut last = progress.load(Ordering::Relaxed);
+        let mut since = Instant::now();
+        loop {
+            std::thread::park_timeout(Duration::from_millis(200));
+            let now = progress.load(Ordering::Relaxed);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= limit {
+                let mut report = simulation::RunReport::panicked(seed, String::new());
+                report.steps = now;
+                report.violation = Some(format!(
+                    "hang: simulated step {} did not finish within {}s of wall-clock time \
+                     (a task busy without yielding)",
+                    now + 1,
+                    limit.as_secs()
+                ));
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                eprintln!(
+                    "seed {seed} FAILED: {}",
+                    report.violation.unwrap_or_default()
+                );
+                eprintln!("{}", reproduce(seed, mutant));
+                std::process::exit(1);
+            }
+        }
+    });
 }
 
 fn reproduce(seed: u64, mutant: Option<Mutant>) -> String {
@@ -47,8 +86,16 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     if let Some(seed) = args.seed {
+        let progress = Arc::new(AtomicU64::new(0));
+        watchdog(
+            seed,
+            args.mutant,
+            progress.clone(),
+            Duration::from_secs(args.hang_secs),
+        );
         let options = RunOptions {
             mutant: args.mutant,
+            progress: Some(progress),
         };
         // A panic inside the code under test (an assertion of ours firing) is a finding too.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -83,7 +130,12 @@ fn main() -> anyhow::Result<()> {
     let mut faults = std::collections::BTreeMap::<String, u64>::new();
     for seed in from..to {
         let mut command = Command::new(&exe);
-        command.args(["--seed", &seed.to_string()]);
+        command.args([
+            "--seed",
+            &seed.to_string(),
+            "--hang-secs",
+            &args.hang_secs.to_string(),
+        ]);
         if let Some(mutant) = args.mutant {
             command.args([
                 "--mutant",

@@ -2,7 +2,8 @@
 //! healing and a liveness phase that must converge.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dledger::Role;
@@ -71,6 +72,10 @@ impl RunReport {
 pub struct RunOptions {
     /// A deliberate bug to switch on.
     pub mutant: Option<Mutant>,
+    /// Set to the number of steps finished after each one, for a watchdog outside the run: a
+    /// task that never yields keeps one step from ever finishing, which nothing inside the
+    /// simulation can see.
+    pub progress: Option<Arc<AtomicU64>>,
 }
 
 enum Event {
@@ -92,6 +97,7 @@ struct Driver<'a> {
     faults: BTreeMap<String, u64>,
     step: u64,
     trace: u64,
+    progress: Option<Arc<AtomicU64>>,
 }
 
 /// Longest a message takes on a healthy link.
@@ -133,6 +139,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         faults: BTreeMap::new(),
         step: 0,
         trace: 0xcbf2_9ce4_8422_2325,
+        progress: options.progress.clone(),
     };
     let violation = driver.run(&config).err();
     let acked = driver.cluster.oracle.lock().expect("oracle").acked.len();
@@ -333,6 +340,9 @@ impl Driver<'_> {
             });
         }
         self.step += 1;
+        if let Some(progress) = &self.progress {
+            progress.store(self.step, Ordering::Relaxed);
+        }
         if self.step.is_multiple_of(1000) {
             tracing::info!(step = self.step, "simulation progress");
         }

@@ -31,8 +31,17 @@ pub(super) fn check(checker: &mut Checker, nodes: &[NodeView<'_>]) -> Result<(),
                     return violation(
                         "committed_identical",
                         format!(
-                            "node {} has entry {index} of term {} but the committed log has term {} there",
-                            node.id, seen.0, canonical.0
+                            "node {} has entry {index} (term {}, {} body bytes) but the committed log has (term {}, {} body bytes) there{}",
+                            node.id,
+                            seen.0,
+                            seen.1.as_ref().map_or(0, Vec::len),
+                            canonical.0,
+                            canonical.1.as_ref().map_or(0, Vec::len),
+                            if seen.0 == canonical.0 {
+                                ": same term, different body"
+                            } else {
+                                ""
+                            }
                         ),
                     );
                 }
