@@ -3,6 +3,8 @@
 mod bench;
 mod dev;
 mod local_group;
+mod namesrv;
+mod signal;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run a whole replica group in one process on 127.0.0.1, until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Run a name server.
+    Namesrv(namesrv::NamesrvArgs),
     /// Drive load and print throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -41,6 +45,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
+            Command::Namesrv(args) => namesrv::run(args).await,
             Command::Bench(command) => bench::run(command).await,
         }
     })

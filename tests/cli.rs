@@ -130,3 +130,101 @@ fn bench_ledger_ends_with_a_json_summary() {
     }
     assert!(summary["entries"].as_u64().expect("entries") > 0);
 }
+
+/// Reads lines of `child`'s stdout on a thread.
+fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits up to 30 s for `child` to exit.
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(exit) = child.try_wait().expect("wait works") {
+            return exit;
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `raftmq namesrv` prints `READY {"namesrv":addr}`, answers requests there, and stops with
+/// exit code 0 on SIGTERM.
+#[test]
+fn namesrv_serves_and_stops_on_sigterm() {
+    use std::io::{Read, Write};
+
+    let child = raftmq()
+        .args(["namesrv", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("raftmq starts");
+    let mut child = Guard(child);
+    let lines = stdout_lines(&mut child.0);
+    let line = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a READY line");
+    let ready: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("READY ").expect("READY line")).expect("JSON");
+    let addr = ready["namesrv"].as_str().expect("namesrv address");
+    assert!(addr.starts_with("127.0.0.1:"));
+
+    let request = protocol::RemotingCommand::request(
+        protocol::code::request::GET_BROKER_CLUSTER_INFO,
+        Default::default(),
+    )
+    .to_bytes()
+    .expect("encodes");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout set");
+    stream.write_all(&request).expect("sends");
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).expect("an answer");
+    let mut frame = vec![0u8; u32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut frame).expect("the whole answer");
+    let answer = protocol::RemotingCommand::decode(&frame.into()).expect("decodes");
+    assert_eq!(answer.code, protocol::code::response::SUCCESS);
+    assert!(answer.is_response());
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    assert!(wait_exit(&mut child.0).success());
+}
+
+/// Bad flags stop `raftmq namesrv` with a message naming the problem.
+#[test]
+fn namesrv_rejects_bad_flags() {
+    let out = raftmq()
+        .args([
+            "namesrv",
+            "--listen",
+            "127.0.0.1:0",
+            "--broker-timeout-secs",
+            "0",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--broker-timeout-secs"));
+    let out = raftmq()
+        .args(["namesrv", "--listen", "not-an-address"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
+}

@@ -137,7 +137,8 @@ fn openraft_config(config: &LedgerConfig) -> Result<Arc<Config>, StartError> {
         // A leader acknowledges entries that a quorum of *followers* synced before its own sync
         // finished, so a crashed leader can come back missing committed entries. Restored as
         // leader in its old term it would write different entries at those indexes in the same
-        // term (found by the simulation, seeds 9, 15 and 37): it must stand for election again.
+        // term (found by the simulation; regression seed 1 in simulation/tests/sweep.rs): it
+        // must stand for election again.
         enable_leader_restore: Some(false),
         ..Default::default()
     };
