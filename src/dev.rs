@@ -1,11 +1,9 @@
-//! `raftmq dev`: one command, one process, a whole replica group on 127.0.0.1.
+//! `raftmq dev`: one command, one process: a name server and a broker group on 127.0.0.1.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dledger::testing::CountingStateMachine;
-
-use crate::local_group::LocalGroup;
+use crate::cluster::{ClusterSpec, LocalCluster};
 
 /// Flags of `raftmq dev`.
 #[derive(clap::Args)]
@@ -16,29 +14,40 @@ pub struct DevArgs {
     /// Number of replicas (1 to 5).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
     replicas: u64,
+    /// Name server port. 0 picks a free port.
+    #[arg(long, default_value_t = 9876)]
+    namesrv_port: u16,
+    /// Client port of the first replica; the others follow. 0 picks free ports.
+    #[arg(long, default_value_t = 10911)]
+    broker_port: u16,
     /// Raft port of the first replica; the others follow. 0 picks free ports.
     #[arg(long, default_value_t = 0)]
     raft_port: u16,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let group = LocalGroup::start(
-        args.replicas,
-        &args.data_dir,
-        args.raft_port,
-        |_| {},
-        |_| Box::new(CountingStateMachine::new()),
-    )
-    .await?;
-    let leader = group.wait_leader(Duration::from_secs(30)).await?;
+    let spec = ClusterSpec {
+        replicas: args.replicas,
+        namesrv_port: args.namesrv_port,
+        broker_port: args.broker_port,
+        raft_port: args.raft_port,
+        broker_name: "broker-a".into(),
+    };
+    let cluster = LocalCluster::start(&spec, &args.data_dir).await?;
+    let leader = cluster.wait_ready(Duration::from_secs(60)).await?;
     let ready = serde_json::json!({
+        "namesrv": cluster.namesrv.local_addr().to_string(),
         "data_dir": args.data_dir,
         "leader": leader,
-        "replicas": group.addrs.iter().map(|(id, addr)| serde_json::json!({"node_id": id, "raft_addr": addr})).collect::<Vec<_>>(),
+        "replicas": cluster.replicas.iter().map(|(id, r)| serde_json::json!({
+            "node_id": id,
+            "broker_addr": r.broker.local_addr().to_string(),
+            "raft_addr": r.raft_addr,
+        })).collect::<Vec<_>>(),
     });
     println!("READY {ready}");
-    tokio::signal::ctrl_c().await?;
+    crate::signal::shutdown_signal().await;
     eprintln!("shutting down");
-    group.shutdown().await;
+    cluster.shutdown().await;
     Ok(())
 }

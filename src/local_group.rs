@@ -12,7 +12,6 @@ use dledger::{
 /// The replicas, by id.
 pub struct LocalGroup {
     pub nodes: BTreeMap<NodeId, Ledger>,
-    pub addrs: BTreeMap<NodeId, String>,
 }
 
 impl LocalGroup {
@@ -50,7 +49,7 @@ impl LocalGroup {
                 .with_context(|| format!("starting replica {id}"))?;
             nodes.insert(id, ledger);
         }
-        Ok(LocalGroup { nodes, addrs })
+        Ok(LocalGroup { nodes })
     }
 
     /// Waits until one replica leads and every replica agrees.

@@ -24,7 +24,14 @@ fn raftmq() -> Command {
 fn dev_prints_ready_and_stops_cleanly_on_sigint() {
     let dir = tempfile::tempdir().expect("temp dir");
     let child = raftmq()
-        .args(["dev", "--data-dir"])
+        .args([
+            "dev",
+            "--namesrv-port",
+            "0",
+            "--broker-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -58,6 +65,20 @@ fn dev_prints_ready_and_stops_cleanly_on_sigint() {
         );
     }
     assert!((1..=3).contains(&ready["leader"].as_u64().expect("leader id")));
+    assert!(
+        ready["namesrv"]
+            .as_str()
+            .expect("namesrv")
+            .starts_with("127.0.0.1:")
+    );
+    for replica in replicas {
+        assert!(
+            replica["broker_addr"]
+                .as_str()
+                .expect("broker_addr")
+                .starts_with("127.0.0.1:")
+        );
+    }
     for id in 1..=3 {
         assert!(dir.path().join(format!("node-{id}/commitlog")).is_dir());
     }

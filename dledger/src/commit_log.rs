@@ -911,6 +911,26 @@ impl<D: Disk> CommitLog<D> {
         Ok(Some(entry))
     }
 
+    /// Copies `len` raw bytes at global `position`, within one entry's body: the layer above
+    /// reads one record of a committed entry without decoding the whole entry. `None` if the
+    /// range is not entirely written or crosses a segment end. No CRC is checked here: the
+    /// caller checks the record's own checksum.
+    pub fn read_bytes(&self, position: u64, len: usize) -> Option<Vec<u8>> {
+        let end = position.checked_add(len as u64)?;
+        if end > self.write_position {
+            return None;
+        }
+        let start = self.segment_start(position);
+        let file = self.segments.get(&start)?;
+        let offset = position - start;
+        if offset + len as u64 > file.len() {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        file.read_at(offset, &mut buf);
+        Some(buf)
+    }
+
     /// Reads the entry that starts at `position`, verifying its CRCs. `None` if no entry of the
     /// log starts there.
     ///

@@ -153,6 +153,11 @@ impl<D: Disk> LogShared<D> {
         self.read_log().read_at_position(position)
     }
 
+    /// Raw bytes of the log, see [`CommitLog::read_bytes`].
+    pub fn read_bytes(&self, position: u64, len: usize) -> Option<Vec<u8>> {
+        self.read_log().read_bytes(position, len)
+    }
+
     /// Where entry `index` is.
     pub fn locate(&self, index: u64) -> Option<IndexUnit> {
         self.read_log().locate(index)

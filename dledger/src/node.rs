@@ -30,6 +30,7 @@ trait LogAccess: Send + Sync + 'static {
         &self,
         position: u64,
     ) -> Result<Option<crate::commit_log::StoredEntry>, StorageError>;
+    fn read_bytes(&self, position: u64, len: usize) -> Option<Vec<u8>>;
     fn fatal(&self) -> Option<String>;
     fn first_index(&self) -> u64;
     fn stop(&self);
@@ -45,6 +46,10 @@ impl<D: Disk> LogAccess for LogShared<D> {
         position: u64,
     ) -> Result<Option<crate::commit_log::StoredEntry>, StorageError> {
         LogShared::read_at_position(self, position)
+    }
+
+    fn read_bytes(&self, position: u64, len: usize) -> Option<Vec<u8>> {
+        LogShared::read_bytes(self, position, len)
     }
 
     fn fatal(&self) -> Option<String> {
@@ -418,6 +423,20 @@ impl Ledger {
             });
         }
         Ok(to_committed(stored))
+    }
+
+    /// Copies `len` bytes at global `position` of the log, all inside one entry's body. For the
+    /// layer above to read one record of an entry it has applied: nothing checks here that the
+    /// bytes are committed, and no CRC is verified (the record carries its own).
+    ///
+    /// # Errors
+    /// [`ReadError::NoEntryAtPosition`] if the range is not written or crosses a segment.
+    pub fn read_bytes(&self, position: u64, len: usize) -> Result<bytes::Bytes, ReadError> {
+        self.inner
+            .log
+            .read_bytes(position, len)
+            .map(bytes::Bytes::from)
+            .ok_or(ReadError::NoEntryAtPosition { position })
     }
 
     fn committed_index(&self) -> Option<u64> {

@@ -253,6 +253,53 @@ pub struct RegisterBrokerBody {
     pub topic_config_serialize_wrapper: TopicConfigSerializeWrapper,
 }
 
+/// Reads an enum that clients send by name (Java) or by ordinal (the C++ client).
+fn enum_name<'de, D: serde::Deserializer<'de>>(d: D, names: &[&str]) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n
+            .as_u64()
+            .and_then(|i| names.get(i as usize))
+            .map_or_else(|| n.to_string(), |name| (*name).to_string())),
+        serde_json::Value::Null => Ok(String::new()),
+        other => Ok(other.to_string()),
+    }
+}
+
+fn consume_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    enum_name(d, &["CONSUME_ACTIVELY", "CONSUME_PASSIVELY", "CONSUME_POP"])
+}
+
+fn message_model<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    enum_name(d, &["BROADCASTING", "CLUSTERING"])
+}
+
+fn consume_from_where<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    enum_name(
+        d,
+        &[
+            "CONSUME_FROM_LAST_OFFSET",
+            "CONSUME_FROM_LAST_OFFSET_AND_FROM_MIN_WHEN_BOOT_FIRST",
+            "CONSUME_FROM_MIN_OFFSET",
+            "CONSUME_FROM_MAX_OFFSET",
+            "CONSUME_FROM_FIRST_OFFSET",
+            "CONSUME_FROM_TIMESTAMP",
+        ],
+    )
+}
+
+/// An integer sent as a number (Java) or as text (the C++ client's `subVersion`).
+fn lenient_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => Ok(n.as_i64().unwrap_or(0)),
+        serde_json::Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an integer"))),
+        _ => Ok(0),
+    }
+}
+
 /// A subscription of a consumer group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -270,7 +317,7 @@ pub struct SubscriptionData {
     #[serde(default)]
     pub sub_string: String,
     /// Version.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_i64")]
     pub sub_version: i64,
     /// Tags.
     #[serde(default)]
@@ -288,15 +335,15 @@ fn tag() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerData {
     /// Where a new group starts.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "consume_from_where")]
     pub consume_from_where: String,
     /// CONSUME_ACTIVELY (pull) or CONSUME_PASSIVELY (push).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "consume_type")]
     pub consume_type: String,
     /// Group.
     pub group_name: String,
     /// CLUSTERING or BROADCASTING.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "message_model")]
     pub message_model: String,
     /// Subscriptions.
     #[serde(default)]
@@ -444,6 +491,24 @@ mod tests {
             hb.consumer_data_set[0].subscription_data_set[0].expression_type,
             "TAG"
         );
+    }
+
+    /// The C++ client's heartbeat: enum ordinals, a text subVersion, no expressionType.
+    #[test]
+    fn cpp_client_heartbeat() {
+        let body = br#"{"clientID":"26374-127.0.0.1@DEFAULT","consumerDataSet":[{"consumeFromWhere":0,"consumeType":1,"groupName":"ConsumerGroupPush","messageModel":1,"subscriptionDataSet":[{"subString":"*","subVersion":"1795372084091","topic":"%RETRY%ConsumerGroupPush"},{"codeSet":[0,0],"subString":"TagA || TagB","subVersion":"1795372084091","tagsSet":["TagA","TagB"],"topic":"TopicTest"}]}]}"#;
+        let hb: HeartbeatData = parse(body, "heartbeat").unwrap();
+        let consumer = &hb.consumer_data_set[0];
+        assert_eq!(consumer.message_model, "CLUSTERING");
+        assert_eq!(consumer.consume_type, "CONSUME_PASSIVELY");
+        assert_eq!(consumer.consume_from_where, "CONSUME_FROM_LAST_OFFSET");
+        assert_eq!(
+            consumer.subscription_data_set[1].sub_version,
+            1_795_372_084_091
+        );
+        let broadcast = br#"{"clientID":"c","consumerDataSet":[{"consumeFromWhere":0,"consumeType":1,"groupName":"g","messageModel":0}]}"#;
+        let hb: HeartbeatData = parse(broadcast, "heartbeat").unwrap();
+        assert_eq!(hb.consumer_data_set[0].message_model, "BROADCASTING");
     }
 
     #[test]

@@ -79,9 +79,11 @@ integer_scalar!(i32 => "a 32-bit integer", i64 => "a 64-bit integer");
 
 impl Scalar for bool {
     const EXPECTED: &'static str = "true or false";
-    /// Java's `Boolean.parseBoolean`: "true" in any case is true, anything else false.
+    /// Java's `Boolean.parseBoolean` ("true" in any case is true, anything else false), and
+    /// "1", which the C++ client sends for true.
     fn parse(text: &str) -> Option<Self> {
-        Some(text.trim().eq_ignore_ascii_case("true"))
+        let text = text.trim();
+        Some(text.eq_ignore_ascii_case("true") || text == "1")
     }
     fn text(&self) -> String {
         self.to_string()
@@ -602,7 +604,14 @@ mod tests {
 
     #[test]
     fn booleans_parse_like_java() {
-        for (text, want) in [("true", true), ("TRUE", true), ("yes", false), ("", false)] {
+        for (text, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("0", false),
+            ("yes", false),
+            ("", false),
+        ] {
             let header = QueryConsumerOffsetRequestHeader::from_ext(&ext(&[
                 ("consumerGroup", "g"),
                 ("topic", "t"),

@@ -303,6 +303,89 @@ impl StoredMessage {
     /// # Errors
     /// [`MessageError`] naming the field and position; never panics.
     pub fn decode(bytes: &[u8]) -> Result<(StoredMessage, usize), MessageError> {
+        let view = RecordView::parse(bytes)?;
+        Ok((
+            StoredMessage {
+                topic: view.topic.to_string(),
+                queue_id: view.queue_id,
+                flag: view.flag,
+                queue_offset: view.queue_offset,
+                physical_offset: view.physical_offset,
+                sys_flag: view.sys_flag,
+                born_timestamp: view.born_timestamp,
+                born_host: view.born_host,
+                store_timestamp: view.store_timestamp,
+                store_host: view.store_host,
+                reconsume_times: view.reconsume_times,
+                prepared_transaction_offset: view.prepared_transaction_offset,
+                body: Bytes::copy_from_slice(view.body),
+                properties: view.properties(),
+            },
+            view.size,
+        ))
+    }
+
+    /// Decodes concatenated records (a pull or query body).
+    ///
+    /// # Errors
+    /// The first malformed record.
+    pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<StoredMessage>, MessageError> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while !bytes.is_empty() {
+            let (message, size) = StoredMessage::decode(bytes).map_err(|e| MessageError {
+                at: at + e.at,
+                reason: e.reason,
+            })?;
+            out.push(message);
+            bytes = &bytes[size..];
+            at += size;
+        }
+        Ok(out)
+    }
+}
+
+/// A record read in place, without copying its body: what applying a message needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Size of the record.
+    pub size: usize,
+    /// Queue.
+    pub queue_id: i32,
+    /// User flag.
+    pub flag: i32,
+    /// Logical offset in the queue.
+    pub queue_offset: i64,
+    /// Commit-log offset.
+    pub physical_offset: i64,
+    /// `MessageSysFlag`.
+    pub sys_flag: i32,
+    /// When the producer made it (ms).
+    pub born_timestamp: i64,
+    /// The producer's address.
+    pub born_host: SocketAddr,
+    /// When the broker stored it (ms).
+    pub store_timestamp: i64,
+    /// The storing broker.
+    pub store_host: SocketAddr,
+    /// Times consumed before.
+    pub reconsume_times: i32,
+    /// Half-message offset.
+    pub prepared_transaction_offset: i64,
+    /// Body.
+    pub body: &'a [u8],
+    /// Topic.
+    pub topic: &'a str,
+    /// Properties text.
+    pub properties_text: &'a str,
+}
+
+impl<'a> RecordView<'a> {
+    /// Reads the record at the start of `bytes`.
+    ///
+    /// # Errors
+    /// [`MessageError`] naming the field and position; never panics.
+    pub fn parse(bytes: &'a [u8]) -> Result<RecordView<'a>, MessageError> {
         let mut r = Reader { bytes, at: 0 };
         let total = r.i32("TOTALSIZE")?;
         if total < 0 || total as usize > bytes.len() {
@@ -333,19 +416,19 @@ impl StoredMessage {
         let reconsume_times = r.i32("RECONSUMETIMES")?;
         let prepared_transaction_offset = r.i64("PREPARED TRANSACTION OFFSET")?;
         let body_len = r.i32("BODYLENGTH")?;
-        let body = Bytes::copy_from_slice(r.take(len(body_len, r.at, "BODYLENGTH")?, "BODY")?);
+        let body = r.take(len(body_len, r.at, "BODYLENGTH")?, "BODY")?;
         let topic_len = if magic == MAGIC_V2 {
             len(i32::from(r.i16("TOPICLENGTH")?), r.at, "TOPICLENGTH")?
         } else {
             usize::from(r.take(1, "TOPICLENGTH")?[0])
         };
-        let topic = r.text(topic_len, "TOPIC")?;
+        let topic = r.str(topic_len, "TOPIC")?;
         let props_len = len(
             i32::from(r.i16("PROPERTIESLENGTH")?),
             r.at,
             "PROPERTIESLENGTH",
         )?;
-        let properties = Properties::parse(&r.text(props_len, "PROPERTIES")?);
+        let properties_text = r.str(props_len, "PROPERTIES")?;
         if r.at != total {
             return Err(err(
                 r.at,
@@ -355,44 +438,35 @@ impl StoredMessage {
                 ),
             ));
         }
-        Ok((
-            StoredMessage {
-                topic,
-                queue_id,
-                flag,
-                queue_offset,
-                physical_offset,
-                sys_flag,
-                born_timestamp,
-                born_host,
-                store_timestamp,
-                store_host,
-                reconsume_times,
-                prepared_transaction_offset,
-                body,
-                properties,
-            },
-            total,
-        ))
+        Ok(RecordView {
+            size: total,
+            queue_id,
+            flag,
+            queue_offset,
+            physical_offset,
+            sys_flag,
+            born_timestamp,
+            born_host,
+            store_timestamp,
+            store_host,
+            reconsume_times,
+            prepared_transaction_offset,
+            body,
+            topic,
+            properties_text,
+        })
     }
 
-    /// Decodes concatenated records (a pull or query body).
-    ///
-    /// # Errors
-    /// The first malformed record.
-    pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<StoredMessage>, MessageError> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while !bytes.is_empty() {
-            let (message, size) = StoredMessage::decode(bytes).map_err(|e| MessageError {
-                at: at + e.at,
-                reason: e.reason,
-            })?;
-            out.push(message);
-            bytes = &bytes[size..];
-            at += size;
-        }
-        Ok(out)
+    /// The parsed properties.
+    pub fn properties(&self) -> Properties {
+        Properties::parse(self.properties_text)
+    }
+
+    /// Whether the stored body CRC matches the body.
+    pub fn body_crc_ok(&self, record: &[u8]) -> bool {
+        record.len() >= 12
+            && i32::from_be_bytes([record[8], record[9], record[10], record[11]])
+                == body_crc(self.body)
     }
 }
 
@@ -452,9 +526,12 @@ impl<'a> Reader<'a> {
         Ok(SocketAddr::new(ip, port as u16))
     }
     fn text(&mut self, n: usize, what: &str) -> Result<String, MessageError> {
+        self.str(n, what).map(str::to_string)
+    }
+    fn str(&mut self, n: usize, what: &str) -> Result<&'a str, MessageError> {
         let at = self.at;
         let bytes = self.take(n, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| err(at, format!("{what} is not UTF-8")))
+        std::str::from_utf8(bytes).map_err(|_| err(at, format!("{what} is not UTF-8")))
     }
 }
 

@@ -1,0 +1,1411 @@
+//! RocketMQ's ConsumeQueue: for each (topic, `queue_id`), the dense sequence of fixed-size units
+//! that say where the queue's messages sit in the CommitLog.
+//!
+//! Layout (RocketMQ's): unit `i` of a queue is the 20 bytes at byte `i * 20` of the logical queue,
+//! big-endian `commit_log_offset` (i64), `size` (i32) and `tags_code` (i64). The logical queue is
+//! cut into files of `units_per_file` units, each named by its 20-digit starting byte offset, in
+//! `<root>/<topic>/<queue_id>/`. Files are zero-filled when created, so an all-zero unit is one
+//! never written: it ends the queue.
+//!
+//! Durability: `append` only copies a unit into its file and records the dirty range; `flush`
+//! syncs the dirty ranges. Rare paths sync on their own, so that recovery only ever has to look
+//! at the last file: moving into a new file first syncs the previous one; truncation, and opening
+//! (which may cut a torn tail), sync before they return. Opening also syncs the last file's units,
+//! which the process before may have written but not synced: what recovery found stays found.
+//!
+//! Recovery scans the last file forward from its start (and earlier files while the later ones
+//! are empty): the first all-zero unit ends the queue, and everything after it is zeroed, so stale
+//! bytes can never pass for units once the queue grows over them. A non-zero unit that is invalid
+//! (size not above 0, or a negative offset) followed by a zero unit is a write torn by a crash,
+//! and is cut the same way; followed by a written unit, it is corruption, and opening fails naming
+//! the file and byte. Units below the end are checked again on every read.
+//!
+//! The directory listing of `<root>` is not part of the storage seam ([`Disk::list`] lists files
+//! only), so [`ConsumeQueueSet`] keeps the list of queues in a metadata file, written atomically
+//! before a new queue's first file is created. The set opens (and so recovers) every queue when it
+//! opens, as RocketMQ does at start: reads then need only `&self`, and a queue that exists can
+//! never pass for an empty one because nobody opened it yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dledger::{Disk, SegmentFile};
+
+use crate::error::{StoreError, Subject, Verb};
+
+/// `commit_log_offset` (8) + `size` (4) + `tags_code` (8), as in RocketMQ's
+/// `CQ_STORE_UNIT_SIZE`.
+pub const CONSUME_QUEUE_UNIT_BYTES: u32 = 20;
+const _: () = assert!(CONSUME_QUEUE_UNIT_BYTES == 8 + 4 + 8);
+
+/// RocketMQ's default `mappedFileSizeConsumeQueue`: 300,000 units, 6,000,000 bytes per file.
+pub const UNITS_PER_FILE_DEFAULT: u64 = 300_000;
+
+/// Largest `units_per_file` accepted: 640 MiB files. Recovery reads the whole last file of every
+/// queue, so files much larger than RocketMQ's would make starts slow.
+pub const UNITS_PER_FILE_MAX: u64 = 32 * 1024 * 1024;
+const _: () = assert!(UNITS_PER_FILE_DEFAULT <= UNITS_PER_FILE_MAX);
+
+/// Most units one [`ConsumeQueue::read`] returns, whatever the caller asks. RocketMQ's pull scans
+/// at most `maxFilterMessageCount` (16,000) units to find matches for a tag filter.
+pub const READ_UNITS_MAX: u64 = 16_000;
+
+/// Longest topic name (RocketMQ's `TopicValidator.TOPIC_MAX_LENGTH`).
+pub const TOPIC_BYTES_MAX: usize = protocol::message::TOPIC_MAX_BYTES;
+
+/// Name of the file listing the queues under a [`ConsumeQueueSet`]'s root. It holds a `.`, which
+/// no topic name may, so it can never clash with a topic's directory.
+pub const MANIFEST_FILE_NAME: &str = "consume_queues.meta";
+
+/// Largest manifest accepted. 100,000 topics of 16 queues take about 50 MiB.
+pub const MANIFEST_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+const MANIFEST_FIRST_LINE: &str = "raftmq consume queues v1";
+const MANIFEST_CRC_PREFIX: &str = "crc32c ";
+
+const UNIT_BYTES: u64 = CONSUME_QUEUE_UNIT_BYTES as u64;
+
+/// Bytes read or zeroed at a time during recovery and truncation (64 KiB less 16), so no buffer
+/// grows with a file. A multiple of the unit size, so a chunk holds whole units.
+const SCAN_CHUNK_BYTES: u64 = 3276 * UNIT_BYTES;
+const _: () = assert!(SCAN_CHUNK_BYTES.is_multiple_of(UNIT_BYTES));
+
+/// One ConsumeQueue unit: where a message sits in the CommitLog, and its tag's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumeQueueUnit {
+    /// Byte position of the stored message record in the CommitLog. At most `i64::MAX`.
+    pub commit_log_offset: u64,
+    /// Bytes of the stored message record. In `1..=i32::MAX`.
+    pub size: u32,
+    /// Java `String.hashCode` of the message's tags (0 without tags), or, in RocketMQ's delay
+    /// topic, the time the message is due.
+    pub tags_code: i64,
+}
+
+impl ConsumeQueueUnit {
+    /// Why this unit cannot be stored, if it cannot: it would read back as invalid.
+    fn problem(&self) -> Option<&'static str> {
+        if self.size == 0 {
+            Some("size is 0")
+        } else if i32::try_from(self.size).is_err() {
+            Some("size exceeds i32::MAX")
+        } else if i64::try_from(self.commit_log_offset).is_err() {
+            Some("commit_log_offset exceeds i64::MAX")
+        } else {
+            None
+        }
+    }
+
+    fn encode(&self) -> [u8; UNIT_BYTES as usize] {
+        assert!(self.problem().is_none(), "only valid units are encoded");
+        let mut bytes = [0u8; UNIT_BYTES as usize];
+        bytes[0..8].copy_from_slice(&self.commit_log_offset.to_be_bytes());
+        bytes[8..12].copy_from_slice(&self.size.to_be_bytes());
+        bytes[12..20].copy_from_slice(&self.tags_code.to_be_bytes());
+        bytes
+    }
+
+    /// The unit in `bytes`: `Ok(None)` for all zeros (never written), `Err` for bytes no valid
+    /// unit encodes to.
+    fn decode(bytes: &[u8]) -> Result<Option<Self>, &'static str> {
+        let bytes: &[u8; UNIT_BYTES as usize] =
+            bytes.try_into().expect("callers pass unit-sized slices");
+        if bytes.iter().all(|&b| b == 0) {
+            return Ok(None);
+        }
+        let commit_log_offset = i64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes"));
+        let size = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        let tags_code = i64::from_be_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        let commit_log_offset =
+            u64::try_from(commit_log_offset).map_err(|_| "negative commit_log_offset")?;
+        let size = match u32::try_from(size) {
+            Ok(0) | Err(_) => return Err("size is not above 0"),
+            Ok(size) => size,
+        };
+        Ok(Some(ConsumeQueueUnit {
+            commit_log_offset,
+            size,
+            tags_code,
+        }))
+    }
+}
+
+/// Checks a topic name against RocketMQ's rule: 1 to 127 characters of `[A-Za-z0-9_%|-]`. Such
+/// a name is also a safe directory name (no `/`, no `.`, so never `..`).
+///
+/// # Errors
+/// [`StoreError::InvalidTopic`] saying which part of the rule the name breaks.
+pub fn validate_topic(topic: &str) -> Result<(), StoreError> {
+    let reason = if topic.is_empty() {
+        "empty"
+    } else if topic.len() > TOPIC_BYTES_MAX {
+        "longer than 127 bytes"
+    } else if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'%' | b'|' | b'-'))
+    {
+        "only A-Z, a-z, 0-9, '_', '%', '|' and '-' are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidTopic {
+        topic: topic.to_owned(),
+        reason,
+    })
+}
+
+fn validate_queue_id(queue_id: i32) -> Result<(), StoreError> {
+    if queue_id < 0 {
+        return Err(StoreError::InvalidQueueId { queue_id });
+    }
+    Ok(())
+}
+
+fn validate_units_per_file(units_per_file: u64) -> Result<(), StoreError> {
+    if !(1..=UNITS_PER_FILE_MAX).contains(&units_per_file) {
+        return Err(StoreError::InvalidConfig {
+            name: "units_per_file",
+            value: units_per_file,
+            reason: "must be in 1..=UNITS_PER_FILE_MAX (33554432)",
+        });
+    }
+    Ok(())
+}
+
+/// The directory of one queue: `<root>/<topic>/<queue_id>/`, as RocketMQ lays it out.
+pub fn queue_dir(root: &Path, topic: &str, queue_id: i32) -> PathBuf {
+    root.join(topic).join(queue_id.to_string())
+}
+
+fn file_name(file_start: u64) -> String {
+    format!("{file_start:020}")
+}
+
+fn parse_file_name(name: &str) -> Option<u64> {
+    if name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()) {
+        name.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn extend(dirty: &mut BTreeMap<u64, (u64, u64)>, file_start: u64, from: u64, to: u64) {
+    let range = dirty.entry(file_start).or_insert((from, to));
+    range.0 = range.0.min(from);
+    range.1 = range.1.max(to);
+}
+
+/// One ConsumeQueue over its files.
+///
+/// Every method is blocking (file creation, reads, syncs): call from a blocking context.
+pub struct ConsumeQueue<D: Disk> {
+    disk: D,
+    dir: PathBuf,
+    units_per_file: u64,
+    /// Files by starting byte offset; contiguous.
+    files: BTreeMap<u64, Arc<D::File>>,
+    /// The next queue offset to be written.
+    queue_offset_max: u64,
+    /// Unsynced byte range per file, by starting byte offset.
+    dirty: BTreeMap<u64, (u64, u64)>,
+}
+
+impl<D: Disk> std::fmt::Debug for ConsumeQueue<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumeQueue")
+            .field("dir", &self.dir)
+            .field("units_per_file", &self.units_per_file)
+            .field("queue_offset_min", &self.queue_offset_min())
+            .field("queue_offset_max", &self.queue_offset_max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Disk> ConsumeQueue<D> {
+    /// Opens the queue in `dir` (creating nothing until the first append), recovering its end as
+    /// the module doc describes. Zeroes a torn tail and syncs that before returning.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidConfig`] for `units_per_file` outside `1..=UNITS_PER_FILE_MAX`;
+    /// [`StoreError::UnexpectedFile`] for a name that is not a 20-digit multiple of the file
+    /// size; [`StoreError::MissingFile`] for a hole between files; [`StoreError::Io`] (kind
+    /// `InvalidData` for a file of the wrong size); [`StoreError::Corrupt`] for an invalid unit
+    /// followed by valid ones.
+    pub fn open(disk: D, dir: &Path, units_per_file: u64) -> Result<Self, StoreError> {
+        validate_units_per_file(units_per_file)?;
+        let mut queue = ConsumeQueue {
+            disk,
+            dir: dir.to_path_buf(),
+            units_per_file,
+            files: BTreeMap::new(),
+            queue_offset_max: 0,
+            dirty: BTreeMap::new(),
+        };
+        queue.open_files()?;
+        queue.recover()?;
+        queue.check_invariants();
+        Ok(queue)
+    }
+
+    fn file_bytes(&self) -> u64 {
+        self.units_per_file * UNIT_BYTES
+    }
+
+    fn path(&self, file_start: u64) -> PathBuf {
+        self.dir.join(file_name(file_start))
+    }
+
+    fn subject(&self, file_start: u64) -> Subject {
+        Subject::ConsumeQueueFile {
+            path: self.path(file_start),
+        }
+    }
+
+    fn open_files(&mut self) -> Result<(), StoreError> {
+        let names = self.disk.list(&self.dir).map_err(|source| {
+            let path = self.dir.clone();
+            StoreError::io(Verb::List, Subject::Dir { path }, source)
+        })?;
+        let file_bytes = self.file_bytes();
+        for name in names {
+            let path = self.dir.join(&name);
+            let Some(file_start) = parse_file_name(&name) else {
+                return Err(StoreError::UnexpectedFile {
+                    path,
+                    reason: "name is not a 20-digit byte offset".into(),
+                });
+            };
+            if file_start % file_bytes != 0 {
+                return Err(StoreError::UnexpectedFile {
+                    path,
+                    reason: format!(
+                        "start {file_start} is not a multiple of the file size {file_bytes}"
+                    ),
+                });
+            }
+            let file = self
+                .disk
+                .open_segment(&path, file_bytes)
+                .map_err(|source| StoreError::io(Verb::Open, self.subject(file_start), source))?;
+            self.files.insert(file_start, file);
+        }
+        let mut expected = None;
+        for &file_start in self.files.keys() {
+            if let Some(expected) = expected
+                && file_start != expected
+            {
+                return Err(StoreError::MissingFile {
+                    path: self.path(expected),
+                });
+            }
+            expected = Some(file_start + file_bytes);
+        }
+        Ok(())
+    }
+
+    fn recover(&mut self) -> Result<(), StoreError> {
+        let mut end = self
+            .files
+            .keys()
+            .next()
+            .map_or(0, |start| start / UNIT_BYTES);
+        for (&file_start, file) in self.files.iter().rev() {
+            let units = self.scan(file_start, file)?;
+            if units > 0 {
+                end = file_start / UNIT_BYTES + units;
+                break;
+            }
+        }
+        // Units the previous process wrote but never synced may still be in the page cache: sync
+        // the last file holding units too, so that what recovery found stays found.
+        if end > 0
+            && let Some(&first) = self.files.keys().next()
+            && end > first / UNIT_BYTES
+        {
+            let last_byte = (end - 1) * UNIT_BYTES;
+            let file_start = last_byte - last_byte % self.file_bytes();
+            extend(
+                &mut self.dirty,
+                file_start,
+                0,
+                last_byte - file_start + UNIT_BYTES,
+            );
+        }
+        self.cut_tail(end)?;
+        self.queue_offset_max = end;
+        Ok(())
+    }
+
+    /// Units at the start of a file before the first all-zero one, or the torn one at the tail.
+    fn scan(&self, file_start: u64, file: &Arc<D::File>) -> Result<u64, StoreError> {
+        let mut buf = vec![0u8; SCAN_CHUNK_BYTES as usize];
+        let mut at = 0;
+        while at < self.file_bytes() {
+            let len = SCAN_CHUNK_BYTES.min(self.file_bytes() - at);
+            let chunk = &mut buf[..len as usize];
+            file.read_at(at, chunk);
+            for (i, raw) in chunk.chunks_exact(UNIT_BYTES as usize).enumerate() {
+                let unit_at = at + i as u64 * UNIT_BYTES;
+                match ConsumeQueueUnit::decode(raw) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Ok(unit_at / UNIT_BYTES),
+                    Err(reason) => {
+                        return self.torn_or_corrupt(file_start, file, unit_at, reason);
+                    }
+                }
+            }
+            at += len;
+        }
+        Ok(self.units_per_file)
+    }
+
+    /// An invalid unit at `unit_at`: the torn tail of a crash if the next unit is zero (or there
+    /// is none), else corruption. A write torn at a 512-byte sector boundary damages at most the
+    /// unit across the boundary; the next unit lies wholly in the lost sector.
+    fn torn_or_corrupt(
+        &self,
+        file_start: u64,
+        file: &Arc<D::File>,
+        unit_at: u64,
+        reason: &'static str,
+    ) -> Result<u64, StoreError> {
+        let path = self.path(file_start);
+        let next_at = unit_at + UNIT_BYTES;
+        if next_at < file.len() {
+            let mut next = [0u8; UNIT_BYTES as usize];
+            file.read_at(next_at, &mut next);
+            if next.iter().any(|&b| b != 0) {
+                return Err(StoreError::Corrupt {
+                    path,
+                    file_offset: unit_at,
+                    reason: format!("invalid unit ({reason}) followed by a written unit"),
+                });
+            }
+        }
+        tracing::warn!(path = %path.display(), file_offset = unit_at, reason, "ConsumeQueue tail unit torn; cutting it");
+        Ok(unit_at / UNIT_BYTES)
+    }
+
+    /// Makes `end` the queue's end on disk: removes later files (newest first, so a crash in
+    /// between never leaves a hole), zeroes the rest of the file holding `end`, and syncs.
+    fn cut_tail(&mut self, end: u64) -> Result<(), StoreError> {
+        let byte = end * UNIT_BYTES;
+        let head = byte - byte % self.file_bytes();
+        let later: Vec<u64> = self
+            .files
+            .range(head + 1..)
+            .rev()
+            .map(|(s, _)| *s)
+            .collect();
+        for file_start in later {
+            self.remove_file(file_start)?;
+        }
+        if let Some(file) = self.files.get(&head).cloned() {
+            let mut buf = vec![0u8; SCAN_CHUNK_BYTES as usize];
+            let mut at = byte - head;
+            while at < file.len() {
+                let len = SCAN_CHUNK_BYTES.min(file.len() - at);
+                let chunk = &mut buf[..len as usize];
+                file.read_at(at, chunk);
+                if chunk.iter().any(|&b| b != 0) {
+                    chunk.fill(0);
+                    file.write_at(at, chunk).map_err(|source| {
+                        StoreError::io(Verb::Write, self.subject(head), source)
+                    })?;
+                    extend(&mut self.dirty, head, at, at + len);
+                }
+                at += len;
+            }
+        }
+        self.flush()
+    }
+
+    fn remove_file(&mut self, file_start: u64) -> Result<(), StoreError> {
+        self.files.remove(&file_start);
+        self.dirty.remove(&file_start);
+        self.disk
+            .remove(&self.path(file_start))
+            .map_err(|source| StoreError::io(Verb::Remove, self.subject(file_start), source))?;
+        tracing::info!(dir = %self.dir.display(), file_start, "ConsumeQueue file removed");
+        Ok(())
+    }
+
+    /// The file starting at `file_start`, created if it is the next one. Before the queue moves
+    /// into a new file, the previous one is synced, so recovery only needs the last file.
+    fn file_for(&mut self, file_start: u64) -> Result<Arc<D::File>, StoreError> {
+        if let Some(file) = self.files.get(&file_start) {
+            return Ok(file.clone());
+        }
+        if let Some((&last, _)) = self.files.last_key_value() {
+            assert_eq!(
+                last + self.file_bytes(),
+                file_start,
+                "a queue grows into the file after its last"
+            );
+            self.sync_file(last)?;
+        }
+        let path = self.path(file_start);
+        let file = self
+            .disk
+            .open_segment(&path, self.file_bytes())
+            .map_err(|source| StoreError::io(Verb::Open, self.subject(file_start), source))?;
+        tracing::info!(dir = %self.dir.display(), file_start, "ConsumeQueue file created");
+        self.files.insert(file_start, file.clone());
+        Ok(file)
+    }
+
+    fn sync_file(&mut self, file_start: u64) -> Result<(), StoreError> {
+        let Some(&(from, to)) = self.dirty.get(&file_start) else {
+            return Ok(());
+        };
+        let file = self.files.get(&file_start).expect("dirty files are open");
+        file.sync_range(from, to - from)
+            .map_err(|source| StoreError::io(Verb::Flush, self.subject(file_start), source))?;
+        self.dirty.remove(&file_start);
+        Ok(())
+    }
+
+    /// The queue's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The first queue offset still held (the start of the first file; 0 for a queue never
+    /// written).
+    pub fn queue_offset_min(&self) -> u64 {
+        self.files
+            .keys()
+            .next()
+            .map_or(self.queue_offset_max, |start| start / UNIT_BYTES)
+    }
+
+    /// The next queue offset to be written: one past the last unit.
+    pub fn queue_offset_max(&self) -> u64 {
+        self.queue_offset_max
+    }
+
+    /// Appends the unit for `queue_offset`, which must be [`Self::queue_offset_max`]. The unit is
+    /// readable on return and durable after the next [`Self::flush`]. On an error the queue is as
+    /// it was (a failed write may leave bytes past the end, which the next append overwrites).
+    ///
+    /// # Errors
+    /// [`StoreError::QueueOffsetGap`] for any other offset; [`StoreError::InvalidUnit`] for a
+    /// unit of size 0 or an offset or size past the on-disk field; [`StoreError::OutOfRange`] for
+    /// a queue offset whose byte position overflows; [`StoreError::Io`] if the file cannot be
+    /// created, synced (when moving into a new file) or written.
+    pub fn append(&mut self, queue_offset: u64, unit: ConsumeQueueUnit) -> Result<(), StoreError> {
+        if queue_offset != self.queue_offset_max {
+            return Err(StoreError::QueueOffsetGap {
+                dir: self.dir.clone(),
+                queue_offset,
+                expected: self.queue_offset_max,
+            });
+        }
+        if let Some(reason) = unit.problem() {
+            return Err(StoreError::InvalidUnit {
+                queue_offset,
+                reason,
+            });
+        }
+        let byte = queue_offset
+            .checked_mul(UNIT_BYTES)
+            .filter(|byte| byte.checked_add(self.file_bytes()).is_some())
+            .ok_or(StoreError::OutOfRange {
+                field: "queue_offset",
+                value: queue_offset,
+                max: (u64::MAX - self.file_bytes()) / UNIT_BYTES,
+            })?;
+        let file_start = byte - byte % self.file_bytes();
+        let file = self.file_for(file_start)?;
+        let offset = byte - file_start;
+        file.write_at(offset, &unit.encode())
+            .map_err(|source| StoreError::io(Verb::Write, self.subject(file_start), source))?;
+        extend(&mut self.dirty, file_start, offset, offset + UNIT_BYTES);
+        self.queue_offset_max += 1;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// The unit at `queue_offset`, or `None` outside `queue_offset_min..queue_offset_max`.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`], naming the file and byte, if the unit reads as zero or invalid.
+    pub fn get(&self, queue_offset: u64) -> Result<Option<ConsumeQueueUnit>, StoreError> {
+        Ok(self.read(queue_offset, 1)?.into_iter().next())
+    }
+
+    /// Up to `max` units from `from` on (and at most [`READ_UNITS_MAX`]), across files; empty if
+    /// `from` is outside `queue_offset_min..queue_offset_max`.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`], naming the file and byte, for a unit that reads as zero or
+    /// invalid.
+    pub fn read(&self, from: u64, max: u64) -> Result<Vec<ConsumeQueueUnit>, StoreError> {
+        if from < self.queue_offset_min() || from >= self.queue_offset_max {
+            return Ok(Vec::new());
+        }
+        let count = max.min(READ_UNITS_MAX).min(self.queue_offset_max - from);
+        let mut units = Vec::with_capacity(count as usize);
+        let mut next = from;
+        let mut buf = Vec::new();
+        while (units.len() as u64) < count {
+            let byte = next * UNIT_BYTES;
+            let file_start = byte - byte % self.file_bytes();
+            let file = self
+                .files
+                .get(&file_start)
+                .expect("files cover queue_offset_min..queue_offset_max");
+            let in_file = (file_start + self.file_bytes() - byte) / UNIT_BYTES;
+            let run = in_file.min(count - units.len() as u64);
+            buf.resize((run * UNIT_BYTES) as usize, 0);
+            file.read_at(byte - file_start, &mut buf);
+            for (i, raw) in buf.chunks_exact(UNIT_BYTES as usize).enumerate() {
+                let file_offset = byte - file_start + i as u64 * UNIT_BYTES;
+                let reason = match ConsumeQueueUnit::decode(raw) {
+                    Ok(Some(unit)) => {
+                        units.push(unit);
+                        continue;
+                    }
+                    Ok(None) => "unit is zero below the queue's end",
+                    Err(reason) => reason,
+                };
+                return Err(StoreError::Corrupt {
+                    path: self.path(file_start),
+                    file_offset,
+                    reason: reason.into(),
+                });
+            }
+            next += run;
+        }
+        Ok(units)
+    }
+
+    /// Removes the units at `queue_offset` and after, when recovery finds the queue ahead of
+    /// what the store's checkpoint covers. Zeroes them, removes the files past the one holding
+    /// `queue_offset`, and syncs before it returns. A no-op at or past the end.
+    ///
+    /// # Errors
+    /// [`StoreError::TruncateBelowMin`] below [`Self::queue_offset_min`]; [`StoreError::Io`].
+    pub fn truncate_from(&mut self, queue_offset: u64) -> Result<(), StoreError> {
+        if queue_offset >= self.queue_offset_max {
+            return Ok(());
+        }
+        let queue_offset_min = self.queue_offset_min();
+        if queue_offset < queue_offset_min {
+            return Err(StoreError::TruncateBelowMin {
+                dir: self.dir.clone(),
+                queue_offset,
+                queue_offset_min,
+            });
+        }
+        tracing::info!(dir = %self.dir.display(), queue_offset, queue_offset_max = self.queue_offset_max, "ConsumeQueue truncated");
+        self.cut_tail(queue_offset)?;
+        self.queue_offset_max = queue_offset;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Removes the files whose units are all below `queue_offset` (RocketMQ deletes a
+    /// ConsumeQueue file once the CommitLog under it is gone), never the last file. Returns how
+    /// many files were removed.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if a file cannot be removed; those before it are gone.
+    pub fn purge_before(&mut self, queue_offset: u64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        while self.files.len() > 1
+            && let Some((&file_start, _)) = self.files.first_key_value()
+        {
+            let file_end = file_start / UNIT_BYTES + self.units_per_file;
+            if file_end > queue_offset.min(self.queue_offset_max) {
+                break;
+            }
+            self.remove_file(file_start)?;
+            removed += 1;
+        }
+        self.check_invariants();
+        Ok(removed)
+    }
+
+    /// Makes every appended unit durable, syncing the dirty ranges in file order.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] with [`Verb::Flush`]. A failed sync is not retried: stop the replica.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let starts: Vec<u64> = self.dirty.keys().copied().collect();
+        for file_start in starts {
+            self.sync_file(file_start)?;
+        }
+        Ok(())
+    }
+
+    fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let file_bytes = self.file_bytes();
+        for (a, b) in self.files.keys().zip(self.files.keys().skip(1)) {
+            assert_eq!(a + file_bytes, *b, "ConsumeQueue files are contiguous");
+        }
+        if let (Some(first), Some(last)) = (self.files.keys().next(), self.files.keys().last()) {
+            assert!(
+                self.queue_offset_max >= first / UNIT_BYTES,
+                "queue end {} is not before the first file {first}",
+                self.queue_offset_max
+            );
+            assert!(
+                self.queue_offset_max <= last / UNIT_BYTES + self.units_per_file,
+                "queue end {} is within the last file {last}",
+                self.queue_offset_max
+            );
+        } else {
+            assert_eq!(self.queue_offset_max, 0, "a queue without files is empty");
+        }
+        for file_start in self.dirty.keys() {
+            assert!(self.files.contains_key(file_start), "dirty files are open");
+        }
+    }
+}
+
+/// Every ConsumeQueue under one root, by topic and queue id.
+///
+/// The queues that exist are listed in `<root>/consume_queues.meta` (see the module doc). Every
+/// method is blocking.
+pub struct ConsumeQueueSet<D: Disk> {
+    disk: D,
+    root: PathBuf,
+    units_per_file: u64,
+    /// Every queue, open.
+    queues: BTreeMap<String, BTreeMap<i32, ConsumeQueue<D>>>,
+}
+
+impl<D: Disk> std::fmt::Debug for ConsumeQueueSet<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumeQueueSet")
+            .field("root", &self.root)
+            .field("units_per_file", &self.units_per_file)
+            .field("queues", &self.queues().count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Disk> ConsumeQueueSet<D> {
+    /// Opens the set under `root`: reads its list of queues and opens (recovers) each of them.
+    /// Recovery reads the last file of every queue.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidConfig`] for a bad `units_per_file`; [`StoreError::Io`] reading the
+    /// manifest; [`StoreError::Corrupt`] for a manifest that fails its checksum or lists a name
+    /// that is not a valid topic or queue id; those of [`ConsumeQueue::open`], for the first
+    /// queue that fails.
+    pub fn open(disk: D, root: &Path, units_per_file: u64) -> Result<Self, StoreError> {
+        validate_units_per_file(units_per_file)?;
+        let path = root.join(MANIFEST_FILE_NAME);
+        let bytes = disk.read_meta(&path).map_err(|source| {
+            let subject = Subject::Meta { path: path.clone() };
+            StoreError::io(Verb::Read, subject, source)
+        })?;
+        let listed = match bytes {
+            Some(bytes) => decode_manifest(&path, &bytes)?,
+            None => Vec::new(),
+        };
+        let mut queues: BTreeMap<String, BTreeMap<i32, ConsumeQueue<D>>> = BTreeMap::new();
+        for (topic, queue_id) in listed {
+            let dir = queue_dir(root, &topic, queue_id);
+            let queue = ConsumeQueue::open(disk.clone(), &dir, units_per_file)?;
+            queues.entry(topic).or_default().insert(queue_id, queue);
+        }
+        Ok(ConsumeQueueSet {
+            disk,
+            root: root.to_path_buf(),
+            units_per_file,
+            queues,
+        })
+    }
+
+    /// Every queue, in (topic, queue id) order.
+    pub fn queues(&self) -> impl Iterator<Item = (&str, i32)> {
+        self.queues
+            .iter()
+            .flat_map(|(topic, ids)| ids.keys().map(move |&id| (topic.as_str(), id)))
+    }
+
+    /// The queue, if it exists.
+    pub fn get(&self, topic: &str, queue_id: i32) -> Option<&ConsumeQueue<D>> {
+        self.queues.get(topic)?.get(&queue_id)
+    }
+
+    /// The queue, if it exists, to append to or truncate.
+    pub fn get_mut(&mut self, topic: &str, queue_id: i32) -> Option<&mut ConsumeQueue<D>> {
+        self.queues.get_mut(topic)?.get_mut(&queue_id)
+    }
+
+    /// The queue, created if it does not exist. A new queue is added to the manifest (durably)
+    /// before any of its files is created, so a restart always finds it.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidTopic`], [`StoreError::InvalidQueueId`]; [`StoreError::OutOfRange`]
+    /// if the manifest would pass [`MANIFEST_BYTES_MAX`]; [`StoreError::Io`] writing it; those of
+    /// [`ConsumeQueue::open`].
+    pub fn get_or_create(
+        &mut self,
+        topic: &str,
+        queue_id: i32,
+    ) -> Result<&mut ConsumeQueue<D>, StoreError> {
+        if self.get(topic, queue_id).is_none() {
+            validate_topic(topic)?;
+            validate_queue_id(queue_id)?;
+            let mut listed: Vec<(&str, i32)> = self.queues().collect();
+            listed.push((topic, queue_id));
+            listed.sort_unstable();
+            let bytes = encode_manifest(&listed);
+            if bytes.len() > MANIFEST_BYTES_MAX {
+                return Err(StoreError::OutOfRange {
+                    field: "ConsumeQueue manifest bytes",
+                    value: bytes.len() as u64,
+                    max: MANIFEST_BYTES_MAX as u64,
+                });
+            }
+            let path = self.root.join(MANIFEST_FILE_NAME);
+            self.disk.write_meta(&path, &bytes).map_err(|source| {
+                StoreError::io(Verb::Write, Subject::Meta { path: path.clone() }, source)
+            })?;
+            let dir = queue_dir(&self.root, topic, queue_id);
+            let queue = ConsumeQueue::open(self.disk.clone(), &dir, self.units_per_file)?;
+            let queues = self.queues.entry(topic.to_owned()).or_default();
+            queues.insert(queue_id, queue);
+            tracing::info!(topic, queue_id, "ConsumeQueue created");
+        }
+        Ok(self
+            .get_mut(topic, queue_id)
+            .expect("the queue exists or was created above"))
+    }
+
+    /// Flushes every queue, in (topic, queue id) order.
+    ///
+    /// # Errors
+    /// The first [`ConsumeQueue::flush`] error.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        for queue in self.queues.values_mut().flat_map(BTreeMap::values_mut) {
+            queue.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_manifest(queues: &[(&str, i32)]) -> Vec<u8> {
+    let mut text = format!("{MANIFEST_FIRST_LINE}\n");
+    for (topic, queue_id) in queues {
+        writeln!(text, "{topic} {queue_id}").expect("writing to a String cannot fail");
+    }
+    let crc = crc32c::crc32c(text.as_bytes());
+    writeln!(text, "{MANIFEST_CRC_PREFIX}{crc:08x}").expect("writing to a String cannot fail");
+    text.into_bytes()
+}
+
+fn decode_manifest(path: &Path, bytes: &[u8]) -> Result<Vec<(String, i32)>, StoreError> {
+    let corrupt = |file_offset: usize, reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        file_offset: file_offset as u64,
+        reason,
+    };
+    if bytes.len() > MANIFEST_BYTES_MAX {
+        return Err(corrupt(
+            0,
+            format!("{} bytes, more than {MANIFEST_BYTES_MAX}", bytes.len()),
+        ));
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|err| corrupt(err.valid_up_to(), "not UTF-8".into()))?;
+    let body_end = text
+        .trim_end_matches('\n')
+        .rfind('\n')
+        .map_or(0, |at| at + 1);
+    let (body, trailer) = text.split_at(body_end);
+    let stored = trailer
+        .trim_end_matches('\n')
+        .strip_prefix(MANIFEST_CRC_PREFIX)
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| corrupt(body_end, "no checksum line".into()))?;
+    let computed = crc32c::crc32c(body.as_bytes());
+    if stored != computed {
+        return Err(corrupt(
+            body_end,
+            format!("checksum mismatch: stored {stored:08x}, computed {computed:08x}"),
+        ));
+    }
+    let mut listed = BTreeSet::new();
+    let mut at = 0;
+    for (number, line) in body.lines().enumerate() {
+        let line_at = at;
+        at += line.len() + 1;
+        if number == 0 {
+            if line != MANIFEST_FIRST_LINE {
+                return Err(corrupt(line_at, format!("first line is {line:?}")));
+            }
+            continue;
+        }
+        let parsed = line.split_once(' ').and_then(|(topic, id)| {
+            let id: i32 = id.parse().ok()?;
+            validate_topic(topic).ok()?;
+            validate_queue_id(id).ok()?;
+            Some((topic, id))
+        });
+        let Some((topic, id)) = parsed else {
+            return Err(corrupt(
+                line_at,
+                format!("line {line:?} is not `<topic> <queue id>`"),
+            ));
+        };
+        listed.insert((topic.to_owned(), id));
+    }
+    Ok(listed.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dledger::{MemDisk, MmapDisk};
+
+    fn unit(n: u64) -> ConsumeQueueUnit {
+        ConsumeQueueUnit {
+            commit_log_offset: n * 100,
+            size: 100 + n as u32,
+            tags_code: n as i64 - 3,
+        }
+    }
+
+    fn dir() -> PathBuf {
+        PathBuf::from("/store/consumequeue/TopicA/0")
+    }
+
+    fn fill<D: Disk>(queue: &mut ConsumeQueue<D>, to: u64) {
+        for n in queue.queue_offset_max()..to {
+            queue.append(n, unit(n)).unwrap();
+        }
+    }
+
+    fn all<D: Disk>(queue: &ConsumeQueue<D>) -> Vec<ConsumeQueueUnit> {
+        queue.read(queue.queue_offset_min(), u64::MAX).unwrap()
+    }
+
+    fn expected(range: std::ops::Range<u64>) -> Vec<ConsumeQueueUnit> {
+        range.map(unit).collect()
+    }
+
+    /// Units round-trip through the 20-byte big-endian layout; an all-zero unit is "none", and
+    /// bytes no valid unit encodes to are rejected.
+    #[test]
+    fn units_encode_big_endian_and_reject_invalid_bytes() {
+        let u = ConsumeQueueUnit {
+            commit_log_offset: 0x0102_0304_0506_0708,
+            size: 0x0A0B_0C0D,
+            tags_code: -2,
+        };
+        let bytes = u.encode();
+        assert_eq!(
+            &bytes[..12],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 0x0A, 0x0B, 0x0C, 0x0D]
+        );
+        assert_eq!(
+            &bytes[12..],
+            &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE]
+        );
+        assert_eq!(ConsumeQueueUnit::decode(&bytes), Ok(Some(u)));
+        assert_eq!(ConsumeQueueUnit::decode(&[0; 20]), Ok(None));
+        let mut zero_size = bytes;
+        zero_size[8..12].fill(0);
+        assert!(ConsumeQueueUnit::decode(&zero_size).is_err());
+        let mut negative = bytes;
+        negative[0] = 0x80;
+        assert!(ConsumeQueueUnit::decode(&negative).is_err());
+    }
+
+    /// Appends cross two file boundaries; reads return the units whichever files they span, and
+    /// the files are named by their 20-digit starting byte offset.
+    #[test]
+    fn append_and_read_across_file_rollover() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        assert_eq!((queue.queue_offset_min(), queue.queue_offset_max()), (0, 0));
+        assert_eq!(queue.get(0).unwrap(), None);
+        fill(&mut queue, 10);
+        assert_eq!(queue.queue_offset_max(), 10);
+        assert_eq!(all(&queue), expected(0..10));
+        assert_eq!(queue.read(3, 6).unwrap(), expected(3..9));
+        assert_eq!(queue.read(8, 100).unwrap(), expected(8..10));
+        assert_eq!(queue.read(10, 5).unwrap(), vec![]);
+        assert_eq!(queue.get(7).unwrap(), Some(unit(7)));
+        assert_eq!(queue.get(10).unwrap(), None);
+        let names: Vec<String> = disk.list(&dir()).unwrap();
+        assert_eq!(
+            names,
+            vec![
+                "00000000000000000000",
+                "00000000000000000080",
+                "00000000000000000160"
+            ]
+        );
+    }
+
+    /// Closing and opening again (no crash: the bytes are still there) gives the same queue, and
+    /// appends continue densely.
+    #[test]
+    fn reopen_recovers_the_same_state() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 9);
+        drop(queue);
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        assert_eq!(queue.queue_offset_max(), 9);
+        assert_eq!(all(&queue), expected(0..9));
+        fill(&mut queue, 12);
+        queue.flush().unwrap();
+        let queue = ConsumeQueue::open(disk, &dir(), 4).unwrap();
+        assert_eq!(all(&queue), expected(0..12));
+    }
+
+    /// A crash loses the units not flushed and keeps the flushed ones; moving into a new file
+    /// synced the previous one, so only the unit in the new file is lost there.
+    #[test]
+    fn crash_keeps_synced_units_and_loses_the_rest() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 6);
+        queue.flush().unwrap();
+        fill(&mut queue, 7);
+        let disk = disk.crash();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        assert_eq!(all(&queue), expected(0..6));
+
+        fill(&mut queue, 9);
+        let disk = disk.crash();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        assert_eq!(
+            queue.queue_offset_max(),
+            8,
+            "the roll into file 2 synced file 1"
+        );
+        assert_eq!(all(&queue), expected(0..8));
+        fill(&mut queue, 10);
+        queue.flush().unwrap();
+        let queue = ConsumeQueue::open(disk.crash(), &dir(), 4).unwrap();
+        assert_eq!(all(&queue), expected(0..10));
+    }
+
+    /// Offsets are dense: an append anywhere but at the end is rejected and changes nothing.
+    #[test]
+    fn append_rejects_a_gap_or_a_repeat() {
+        let mut queue = ConsumeQueue::open(MemDisk::new(), &dir(), 4).unwrap();
+        let err = queue.append(1, unit(1)).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::QueueOffsetGap {
+                queue_offset: 1,
+                expected: 0,
+                ..
+            }
+        ));
+        assert!(!err.is_fatal());
+        fill(&mut queue, 3);
+        assert!(queue.append(2, unit(2)).is_err());
+        assert!(queue.append(4, unit(4)).is_err());
+        assert_eq!(all(&queue), expected(0..3));
+    }
+
+    /// Units that would read back as invalid are refused before anything is written.
+    #[test]
+    fn append_rejects_invalid_units() {
+        let mut queue = ConsumeQueue::open(MemDisk::new(), &dir(), 4).unwrap();
+        let bad = [
+            ConsumeQueueUnit { size: 0, ..unit(0) },
+            ConsumeQueueUnit {
+                size: 1 << 31,
+                ..unit(0)
+            },
+            ConsumeQueueUnit {
+                commit_log_offset: 1 << 63,
+                ..unit(0)
+            },
+        ];
+        for unit in bad {
+            let err = queue.append(0, unit).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::InvalidUnit {
+                        queue_offset: 0,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(queue.queue_offset_max(), 0);
+    }
+
+    /// Truncation removes the units from an offset on, across files, durably; the queue then
+    /// continues from there. Below the first held offset it is refused.
+    #[test]
+    fn truncate_from_removes_the_tail_durably() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 10);
+        queue.truncate_from(12).unwrap();
+        assert_eq!(queue.queue_offset_max(), 10);
+        queue.truncate_from(5).unwrap();
+        assert_eq!(queue.queue_offset_max(), 5);
+        assert_eq!(queue.get(5).unwrap(), None);
+        assert_eq!(disk.list(&dir()).unwrap().len(), 2);
+        let disk = disk.crash();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        assert_eq!(all(&queue), expected(0..5), "the truncation was synced");
+        fill(&mut queue, 9);
+        queue.truncate_from(8).unwrap();
+        assert_eq!(all(&queue), expected(0..8));
+        assert_eq!(disk.list(&dir()).unwrap().len(), 3, "file 2 is kept, empty");
+        assert_eq!(queue.purge_before(4).unwrap(), 1);
+        let err = queue.truncate_from(2).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::TruncateBelowMin {
+                queue_offset: 2,
+                queue_offset_min: 4,
+                ..
+            }
+        ));
+    }
+
+    /// Purging removes whole files below the offset, never the last file, and survives reopening.
+    #[test]
+    fn purge_before_removes_whole_files_only() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 10);
+        assert_eq!(queue.purge_before(3).unwrap(), 0);
+        assert_eq!(queue.purge_before(9).unwrap(), 2);
+        assert_eq!(queue.queue_offset_min(), 8);
+        assert_eq!(queue.get(7).unwrap(), None);
+        assert_eq!(all(&queue), expected(8..10));
+        assert_eq!(queue.purge_before(100).unwrap(), 0, "the last file stays");
+        let queue = ConsumeQueue::open(disk, &dir(), 4).unwrap();
+        assert_eq!(
+            (queue.queue_offset_min(), queue.queue_offset_max()),
+            (8, 10)
+        );
+    }
+
+    /// A torn last unit (non-zero but invalid, only zeros after it) is cut at recovery.
+    #[test]
+    fn recovery_cuts_a_torn_tail_unit() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 7);
+        queue.flush().unwrap();
+        let path = dir().join(file_name(80));
+        assert!(disk.edit(&path, |bytes| bytes[2 * 20 + 8..2 * 20 + 20].fill(0)));
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        assert_eq!(all(&queue), expected(0..6));
+        fill(&mut queue, 8);
+        assert_eq!(all(&queue), expected(0..8));
+    }
+
+    /// Stale units after a hole in the last file are zeroed at recovery, so they cannot come
+    /// back as units once the queue grows over the hole.
+    #[test]
+    fn recovery_zeroes_units_after_a_hole() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 8).unwrap();
+        fill(&mut queue, 6);
+        queue.flush().unwrap();
+        let path = dir().join(file_name(0));
+        assert!(disk.edit(&path, |bytes| bytes[3 * 20..4 * 20].fill(0)));
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 8).unwrap();
+        assert_eq!(queue.queue_offset_max(), 3);
+        queue.append(3, unit(3)).unwrap();
+        queue.flush().unwrap();
+        let queue = ConsumeQueue::open(disk.crash(), &dir(), 8).unwrap();
+        assert_eq!(all(&queue), expected(0..4));
+    }
+
+    /// An invalid unit with valid units after it is corruption, not a torn tail: opening fails
+    /// naming the file and the byte, and leaves the file as it was.
+    #[test]
+    fn recovery_rejects_an_invalid_unit_before_valid_ones() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 7);
+        queue.flush().unwrap();
+        let path = dir().join(file_name(80));
+        assert!(disk.edit(&path, |bytes| bytes[20] = 0x80));
+        let err = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap_err();
+        assert!(err.is_fatal());
+        let text = err.to_string();
+        assert!(text.contains("00000000000000000080"), "{text}");
+        assert!(text.contains("at byte 20"), "{text}");
+        assert!(disk.edit(&path, |bytes| bytes[20] = 0));
+        let queue = ConsumeQueue::open(disk, &dir(), 4).unwrap();
+        assert_eq!(all(&queue), expected(0..7), "nothing was cut");
+    }
+
+    /// A unit below the end that reads as zero or invalid (a unit pointing nowhere) is an error
+    /// naming the file and byte, not a panic and not a silent skip.
+    #[test]
+    fn read_rejects_a_unit_pointing_nowhere() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 6);
+        let path = dir().join(file_name(0));
+        assert!(disk.edit(&path, |bytes| {
+            bytes[20..40].fill(0);
+            bytes[2 * 20 + 8..2 * 20 + 12].fill(0);
+        }));
+        let err = queue.get(1).unwrap_err().to_string();
+        assert!(err.contains("00000000000000000000 at byte 20"), "{err}");
+        let err = queue.read(2, 3).unwrap_err().to_string();
+        assert!(err.contains("at byte 40: size is not above 0"), "{err}");
+        assert_eq!(queue.get(0).unwrap(), Some(unit(0)));
+        assert_eq!(queue.read(3, 3).unwrap(), expected(3..6));
+    }
+
+    /// Files that do not belong are refused with their path: a wrong size, a name that is not an
+    /// offset, a start that is not a multiple of the file size, and a hole between files.
+    #[test]
+    fn open_rejects_files_that_do_not_belong() {
+        let disk = MemDisk::new();
+        disk.open_segment(&dir().join(file_name(0)), 60).unwrap();
+        let err = ConsumeQueue::open(disk.clone(), &dir(), 4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ConsumeQueue(/store/consumequeue/TopicA/0/00000000000000000000)"),
+            "{err}"
+        );
+        assert!(err.contains("expected 80"), "{err}");
+
+        let disk = MemDisk::new();
+        disk.open_segment(&dir().join("junk"), 80).unwrap();
+        let err = ConsumeQueue::open(disk, &dir(), 4).unwrap_err();
+        assert!(matches!(err, StoreError::UnexpectedFile { .. }), "{err}");
+
+        let disk = MemDisk::new();
+        disk.open_segment(&dir().join(file_name(40)), 80).unwrap();
+        let err = ConsumeQueue::open(disk, &dir(), 4).unwrap_err();
+        assert!(err.to_string().contains("not a multiple"), "{err}");
+
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 10);
+        disk.remove(&dir().join(file_name(80))).unwrap();
+        let err = ConsumeQueue::open(disk, &dir(), 4).unwrap_err();
+        assert!(matches!(err, StoreError::MissingFile { .. }), "{err}");
+        assert!(err.to_string().contains("00000000000000000080"), "{err}");
+        let err = ConsumeQueue::open(MemDisk::new(), &dir(), 0).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidConfig { .. }), "{err}");
+    }
+
+    /// The production disk: append across files, flush, reopen from the real files.
+    #[test]
+    fn mmap_disk_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = queue_dir(tmp.path(), "%RETRY%group", 3);
+        let mut queue = ConsumeQueue::open(MmapDisk, &dir, 4).unwrap();
+        fill(&mut queue, 11);
+        queue.flush().unwrap();
+        drop(queue);
+        let mut queue = ConsumeQueue::open(MmapDisk, &dir, 4).unwrap();
+        assert_eq!(all(&queue), expected(0..11));
+        queue.truncate_from(6).unwrap();
+        drop(queue);
+        let queue = ConsumeQueue::open(MmapDisk, &dir, 4).unwrap();
+        assert_eq!(all(&queue), expected(0..6));
+        let len = std::fs::metadata(dir.join(file_name(80))).unwrap().len();
+        assert_eq!(len, 80);
+    }
+
+    /// RocketMQ's topic rule: retry and DLQ names pass, path tricks and other characters fail.
+    #[test]
+    fn topic_names_follow_rocketmq_rule() {
+        for good in [
+            "TopicA",
+            "%RETRY%group",
+            "%DLQ%g-1",
+            "a|b",
+            "_",
+            &"x".repeat(127),
+        ] {
+            validate_topic(good).unwrap();
+        }
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            ".",
+            "a b",
+            "tópico",
+            "a\nb",
+            &"x".repeat(128),
+        ] {
+            let err = validate_topic(bad).unwrap_err();
+            assert!(matches!(err, StoreError::InvalidTopic { .. }), "{bad:?}");
+        }
+    }
+
+    /// The set lists its queues after a restart (a crash even) with their recovered state, and
+    /// creates new ones on first use; names RocketMQ would refuse are refused.
+    #[test]
+    fn set_lists_and_recovers_queues_after_restart() {
+        let disk = MemDisk::new();
+        let root = PathBuf::from("/store/consumequeue");
+        let mut set = ConsumeQueueSet::open(disk.clone(), &root, 4).unwrap();
+        assert!(set.get("TopicA", 0).is_none());
+        for (topic, id, count) in [("TopicA", 3, 5), ("%RETRY%g", 0, 2), ("TopicA", 1, 0)] {
+            let queue = set.get_or_create(topic, id).unwrap();
+            fill(queue, count);
+        }
+        set.flush().unwrap();
+        let err = set.get_or_create("bad/topic", 0).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidTopic { .. }), "{err}");
+        let err = set.get_or_create("TopicA", -1).unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidQueueId { queue_id: -1 }),
+            "{err}"
+        );
+        drop(set);
+
+        let mut set = ConsumeQueueSet::open(disk.crash(), &root, 4).unwrap();
+        let listed: Vec<(&str, i32)> = set.queues().collect();
+        assert_eq!(listed, vec![("%RETRY%g", 0), ("TopicA", 1), ("TopicA", 3)]);
+        assert_eq!(all(set.get("TopicA", 3).unwrap()), expected(0..5));
+        assert_eq!(set.get("TopicA", 1).unwrap().queue_offset_max(), 0);
+        assert!(set.get("TopicA", 2).is_none());
+        let queue = set.get_mut("%RETRY%g", 0).unwrap();
+        assert_eq!(queue.dir(), root.join("%RETRY%g").join("0"));
+        fill(queue, 3);
+        assert_eq!(all(set.get("%RETRY%g", 0).unwrap()), expected(0..3));
+    }
+
+    /// A damaged manifest is refused with its path, never read as fewer queues.
+    #[test]
+    fn set_rejects_a_corrupt_manifest() {
+        let disk = MemDisk::new();
+        let root = PathBuf::from("/cq");
+        let mut set = ConsumeQueueSet::open(disk.clone(), &root, 4).unwrap();
+        set.get_or_create("TopicA", 0).unwrap();
+        let path = root.join(MANIFEST_FILE_NAME);
+        let mut bytes = disk.read_meta(&path).unwrap().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.starts_with("raftmq consume queues v1\nTopicA 0\ncrc32c "),
+            "{text}"
+        );
+        bytes[25] = b'X';
+        disk.write_meta(&path, &bytes).unwrap();
+        let err = ConsumeQueueSet::open(disk.clone(), &root, 4).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("consume_queues.meta") && text.contains("checksum"),
+            "{text}"
+        );
+        disk.write_meta(&path, b"").unwrap();
+        assert!(ConsumeQueueSet::open(disk, &root, 4).is_err());
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Append(u8),
+            Flush,
+            Reopen,
+            Crash,
+            Truncate(u8),
+            Purge(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (1u8..6).prop_map(Op::Append),
+                1 => Just(Op::Flush),
+                1 => Just(Op::Reopen),
+                1 => Just(Op::Crash),
+                1 => any::<u8>().prop_map(Op::Truncate),
+                1 => any::<u8>().prop_map(Op::Purge),
+            ]
+        }
+
+        proptest! {
+            /// Random appends, flushes, reopens, crashes, truncations and purges against a model:
+            /// the units held (a `Vec` from the first file's start), the first and last file, and
+            /// how many units are durable. Moving into a new file, opening and truncating sync,
+            /// as documented, so the model tracks that too.
+            #[test]
+            fn queue_matches_a_vec_model(ops in proptest::collection::vec(op(), 1..40), upf in 1u64..5) {
+                let mut disk = MemDisk::new();
+                let mut queue = ConsumeQueue::open(disk.clone(), &dir(), upf).unwrap();
+                let mut first_file = 0u64;
+                let mut last_file: Option<u64> = None;
+                let mut units: Vec<ConsumeQueueUnit> = Vec::new();
+                let mut durable = 0u64;
+                for op in ops {
+                    let min = first_file * upf;
+                    let end = min + units.len() as u64;
+                    match op {
+                        Op::Append(n) => {
+                            for offset in end..end + u64::from(n) {
+                                let file = offset / upf;
+                                if last_file.is_some_and(|last| last < file) {
+                                    durable = offset;
+                                }
+                                last_file = Some(last_file.map_or(file, |last| last.max(file)));
+                                queue.append(offset, unit(offset)).unwrap();
+                                units.push(unit(offset));
+                            }
+                        }
+                        Op::Flush => {
+                            queue.flush().unwrap();
+                            durable = end;
+                        }
+                        Op::Reopen => {
+                            queue = ConsumeQueue::open(disk.clone(), &dir(), upf).unwrap();
+                            durable = end;
+                        }
+                        Op::Crash => {
+                            disk = disk.crash();
+                            queue = ConsumeQueue::open(disk.clone(), &dir(), upf).unwrap();
+                            units.truncate((durable - min) as usize);
+                            last_file = last_file.map(|last| last.min(durable / upf));
+                        }
+                        Op::Truncate(k) => {
+                            let at = min + u64::from(k) % (units.len() as u64 + 2);
+                            queue.truncate_from(at).unwrap();
+                            if at < end {
+                                units.truncate((at - min) as usize);
+                                last_file = Some(at / upf);
+                                durable = at;
+                            }
+                        }
+                        Op::Purge(k) => {
+                            let at = u64::from(k) % (end + 2);
+                            queue.purge_before(at).unwrap();
+                            while last_file.is_some_and(|last| first_file < last)
+                                && (first_file + 1) * upf <= at.min(end)
+                            {
+                                first_file += 1;
+                                units.drain(..upf as usize);
+                            }
+                        }
+                    }
+                    let min = first_file * upf;
+                    prop_assert_eq!(queue.queue_offset_min(), min);
+                    prop_assert_eq!(queue.queue_offset_max(), min + units.len() as u64);
+                    prop_assert_eq!(&queue.read(min, u64::MAX).unwrap(), &units);
+                }
+            }
+        }
+    }
+}

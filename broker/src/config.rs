@@ -1,0 +1,71 @@
+//! Settings of a broker.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Settings of one broker replica.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `brokerClusterName`.
+    pub cluster_name: String,
+    /// `brokerName`: the replica group.
+    pub broker_name: String,
+    /// Address to listen on for clients.
+    pub listen: String,
+    /// Address registered with the name servers and written into messages as their store
+    /// host: clients dial it.
+    pub advertised_addr: SocketAddr,
+    /// Name servers to register with.
+    pub namesrv_addrs: Vec<String>,
+    /// Re-registration period (RocketMQ: 30 s).
+    pub register_interval: Duration,
+    /// How long the name servers keep us without a registration (RocketMQ: 120 s).
+    pub namesrv_timeout: Duration,
+    /// Create unknown topics on first send (through TBW102).
+    pub auto_create_topic: bool,
+    /// Queues of TBW102 and of auto-created topics at most (RocketMQ: 8).
+    pub default_topic_queues: i32,
+    /// Longest message body (RocketMQ: 4 MiB).
+    pub max_message_bytes: usize,
+    /// Sends waiting for the writer.
+    pub write_queue: usize,
+    /// Most records in one Raft entry.
+    pub batch_records_max: usize,
+    /// Most bytes in one Raft entry.
+    pub batch_bytes_max: usize,
+    /// Longest a held pull waits (clients ask for 15 s; we cap it).
+    pub long_poll_max: Duration,
+    /// Consumers silent this long are dropped (RocketMQ: 120 s).
+    pub client_timeout: Duration,
+    /// Period of batching consumer-offset commits into one entry.
+    pub offset_flush_interval: Duration,
+}
+
+impl BrokerConfig {
+    /// Defaults for a broker listening on `listen`, advertised as `advertised_addr`.
+    pub fn new(
+        broker_name: &str,
+        listen: &str,
+        advertised_addr: SocketAddr,
+        namesrv_addrs: Vec<String>,
+    ) -> Self {
+        BrokerConfig {
+            cluster_name: "DefaultCluster".into(),
+            broker_name: broker_name.into(),
+            listen: listen.into(),
+            advertised_addr,
+            namesrv_addrs,
+            register_interval: Duration::from_secs(30),
+            namesrv_timeout: Duration::from_secs(120),
+            auto_create_topic: true,
+            default_topic_queues: 8,
+            max_message_bytes: 4 * 1024 * 1024,
+            write_queue: 65_536,
+            batch_records_max: 1024,
+            batch_bytes_max: 4 * 1024 * 1024,
+            long_poll_max: Duration::from_secs(25),
+            client_timeout: Duration::from_secs(120),
+            offset_flush_interval: Duration::from_millis(200),
+        }
+    }
+}

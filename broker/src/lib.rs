@@ -1,0 +1,294 @@
+//! raftmq's broker: RocketMQ's request processing (PROTOCOL.md §3) over one replica of a
+//! replicated store (DESIGN.md §3–5).
+//!
+//! - [`config`]: the settings of a broker.
+//! - `processor`: the requests, one function each.
+//! - `writer`: sends batched into Raft entries, answered once applied.
+//! - `clients`: consumer groups and producers from heartbeats.
+//! - [`Broker`]: start, role changes, namesrv registration, shutdown.
+//!
+//! The leader registers as brokerId 0 once it has applied its whole log, and only then takes
+//! writes; followers register with their node id, refuse writes with SERVICE_NOT_AVAILABLE
+//! ("not master") and serve pulls of what they have applied.
+
+pub mod clients;
+pub mod config;
+mod processor;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dledger::{Disk, Ledger, Role};
+use protocol::RemotingCommand;
+use protocol::body::{
+    self, DataVersion, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper, perm,
+};
+use protocol::code::{request, response};
+use protocol::header::{CommandHeader, RegisterBrokerRequestHeader, UnRegisterBrokerRequestHeader};
+use remoting::{Client, Server, Transport};
+use store::Store;
+use tokio::sync::{Notify, mpsc};
+
+pub use config::BrokerConfig;
+
+/// The auto-create template topic.
+pub const TBW102: &str = "TBW102";
+
+/// A broker's shared state.
+pub(crate) struct Shared<D: Disk, T: Transport> {
+    pub config: BrokerConfig,
+    pub ledger: Arc<Ledger>,
+    pub store: Arc<Store<D>>,
+    pub clients: Mutex<clients::Clients>,
+    /// Leader that has applied its whole log: takes writes, registers as id 0.
+    pub serving_writes: AtomicBool,
+    pub writer: mpsc::Sender<writer::Write>,
+    pub namesrv: Client<T>,
+    /// Wakes the registration task at once (role change, new topic).
+    pub register_now: Notify,
+    /// Offsets committed but not yet applied, so a query right after a commit sees it.
+    pub pending_offsets: Mutex<std::collections::BTreeMap<(String, String, i32), i64>>,
+    pub offsets_tx: mpsc::Sender<store::entry::OffsetCommit>,
+}
+
+impl<D: Disk, T: Transport> Shared<D, T> {
+    /// The broker id to register with: 0 when serving writes, else this node's id.
+    fn broker_id(&self) -> i64 {
+        if self.serving_writes.load(Ordering::Acquire) {
+            0
+        } else {
+            self.ledger.node_id() as i64
+        }
+    }
+
+    /// Proposes a topic configuration and waits until it is applied.
+    pub async fn create_topic(&self, config: TopicConfig) -> Result<(), String> {
+        let committed = self
+            .ledger
+            .propose(bytes::Bytes::from(store::entry::topic_config(&config)))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store.wait_applied(committed.index).await;
+        self.register_now.notify_one();
+        Ok(())
+    }
+
+    async fn register_all(&self) {
+        let topics = self.store.topics();
+        let term = self.ledger.status().term;
+        let body = RegisterBrokerBody {
+            filter_server_list: Vec::new(),
+            topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
+                data_version: DataVersion {
+                    counter: topics.len() as i64,
+                    state_version: term as i64,
+                    timestamp: 0,
+                },
+                topic_config_table: topics,
+            },
+        };
+        let body = body::to_json(&body);
+        let header = RegisterBrokerRequestHeader {
+            broker_name: self.config.broker_name.clone(),
+            broker_addr: self.config.advertised_addr.to_string(),
+            cluster_name: self.config.cluster_name.clone(),
+            ha_server_addr: self.config.advertised_addr.to_string(),
+            broker_id: self.broker_id(),
+            heartbeat_timeout_millis: Some(self.config.namesrv_timeout.as_millis() as i64),
+            enable_acting_master: Some(false),
+            compressed: Some(false),
+            body_crc32: Some((crc32(&body) & 0x7FFF_FFFF) as i32),
+        };
+        for addr in &self.config.namesrv_addrs {
+            let request = RemotingCommand::request(request::REGISTER_BROKER, header.to_ext())
+                .with_body(body.clone());
+            match self
+                .namesrv
+                .request(addr, request, Duration::from_secs(3))
+                .await
+            {
+                Ok(answer) if answer.code == response::SUCCESS => {}
+                Ok(answer) => {
+                    tracing::warn!(namesrv = %addr, code = answer.code, remark = ?answer.remark, "registration refused")
+                }
+                Err(err) => tracing::warn!(namesrv = %addr, cause = %err, "registration failed"),
+            }
+        }
+    }
+
+    async fn unregister_all(&self) {
+        let header = UnRegisterBrokerRequestHeader {
+            broker_name: self.config.broker_name.clone(),
+            broker_addr: self.config.advertised_addr.to_string(),
+            cluster_name: self.config.cluster_name.clone(),
+            broker_id: self.broker_id(),
+        };
+        for addr in &self.config.namesrv_addrs {
+            let request = RemotingCommand::request(request::UNREGISTER_BROKER, header.to_ext());
+            let _ = self
+                .namesrv
+                .request(addr, request, Duration::from_secs(1))
+                .await;
+        }
+    }
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    // The namesrv checks `crc32(body) & 0x7FFFFFFF` (IEEE CRC-32, as java.util.zip.CRC32).
+    crc32fast::hash(bytes)
+}
+
+/// A running broker.
+pub struct Broker<D: Disk, T: Transport> {
+    shared: Arc<Shared<D, T>>,
+    server: Server,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl<D: Disk, T: Transport> Broker<D, T> {
+    /// Serves clients on `config.listen` for a replica whose `ledger` applies into `store`.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn start(
+        transport: &T,
+        config: BrokerConfig,
+        ledger: Arc<Ledger>,
+        store: Arc<Store<D>>,
+    ) -> std::io::Result<Self> {
+        let (writer_tx, writer_rx) = mpsc::channel(config.write_queue);
+        let (offsets_tx, offsets_rx) = mpsc::channel(config.write_queue);
+        let (namesrv, _inbound) = Client::new(transport.clone());
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            ledger,
+            store,
+            clients: Mutex::new(clients::Clients::default()),
+            serving_writes: AtomicBool::new(false),
+            writer: writer_tx,
+            namesrv,
+            register_now: Notify::new(),
+            pending_offsets: Mutex::new(Default::default()),
+            offsets_tx,
+        });
+        let processor = Arc::new(processor::Processor {
+            shared: shared.clone(),
+        });
+        let server = Server::start(transport, &config.listen, processor).await?;
+        let tasks = vec![
+            tokio::spawn(writer::run(shared.clone(), writer_rx)),
+            tokio::spawn(writer::run_offsets(shared.clone(), offsets_rx)),
+            tokio::spawn(watch_role(shared.clone())),
+            tokio::spawn(register_loop(shared.clone())),
+            tokio::spawn(expire_clients(shared.clone())),
+        ];
+        tracing::info!(addr = %server.local_addr(), broker = %config.broker_name, "broker serving");
+        Ok(Broker {
+            shared,
+            server,
+            tasks,
+        })
+    }
+
+    /// The address clients dial.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Whether this replica leads and takes writes.
+    pub fn serving_writes(&self) -> bool {
+        self.shared.serving_writes.load(Ordering::Acquire)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store<D>> {
+        &self.shared.store
+    }
+
+    /// Stops serving, unregisters from the name servers, checkpoints the store.
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.shared.serving_writes.store(false, Ordering::Release);
+        self.shared.unregister_all().await;
+        self.server.shutdown().await;
+        if let Err(err) = self.shared.store.checkpoint() {
+            tracing::warn!(cause = %err, "checkpoint at shutdown failed");
+        }
+    }
+}
+
+/// Follows the replica's role: a new leader first applies its whole log (and makes sure the
+/// template topic exists), then takes writes and registers as id 0; losing leadership stops
+/// writes at once.
+async fn watch_role<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
+    let mut roles = shared.ledger.watch_role();
+    loop {
+        let state = roles.borrow_and_update().clone();
+        if state.role == Role::Leader {
+            if !shared.serving_writes.load(Ordering::Acquire) {
+                // Everything up to our own blank entry must be applied before offsets continue.
+                let last = shared.ledger.status().last_log_index.unwrap_or(0);
+                tokio::select! {
+                    biased;
+                    _ = roles.changed() => continue,
+                    _ = shared.store.wait_applied(last) => {}
+                }
+                if shared.ledger.status().role == Role::Leader {
+                    if shared.config.auto_create_topic && shared.store.topic(TBW102).is_none() {
+                        let template = TopicConfig::new(
+                            TBW102,
+                            shared.config.default_topic_queues,
+                            perm::READ | perm::WRITE | perm::INHERIT,
+                        );
+                        if let Err(err) = shared.create_topic(template).await {
+                            tracing::warn!(cause = %err, "cannot create TBW102");
+                        }
+                    }
+                    shared.serving_writes.store(true, Ordering::Release);
+                    tracing::info!(term = state.term, "leader applied its log: taking writes");
+                    shared.register_now.notify_one();
+                }
+            }
+        } else if shared.serving_writes.swap(false, Ordering::AcqRel) {
+            tracing::info!(role = ?state.role, "lost leadership: refusing writes");
+            shared.register_now.notify_one();
+        }
+        if roles.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn register_loop<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
+    loop {
+        shared.register_all().await;
+        tokio::select! {
+            biased;
+            _ = shared.register_now.notified() => {}
+            _ = tokio::time::sleep(shared.config.register_interval) => {}
+        }
+    }
+}
+
+async fn expire_clients<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let left = {
+            let mut clients = shared.clients.lock().expect("clients");
+            let left = clients.expire(tokio::time::Instant::now(), shared.config.client_timeout);
+            for group in &left {
+                clients.notify_changed(group);
+            }
+            left
+        };
+        if !left.is_empty() {
+            tracing::info!(?left, "silent consumers dropped");
+        }
+    }
+}

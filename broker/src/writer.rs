@@ -1,0 +1,172 @@
+//! The write path: sends from many connections are batched into one Raft entry each, several
+//! entries are in flight at once, and each send is answered with where its messages landed
+//! once the entry is applied (DESIGN.md §3).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dledger::Disk;
+use remoting::Transport;
+use store::entry::{self, OffsetCommit};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::Shared;
+
+/// Raft entries proposed and not yet answered, at most.
+const PROPOSALS_IN_FLIGHT_MAX: usize = 64;
+
+/// Where one message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landed {
+    /// Queue.
+    pub queue_id: i32,
+    /// Offset in the queue.
+    pub queue_offset: i64,
+    /// Commit-log offset.
+    pub physical_offset: u64,
+}
+
+/// One send's records, encoded, waiting to be proposed.
+pub struct Write {
+    /// Records back to back.
+    pub records: Vec<u8>,
+    /// The answer: where each record landed, in order, or why it was not stored.
+    pub reply: oneshot::Sender<Result<Vec<Landed>, String>>,
+}
+
+pub(crate) async fn run<D: Disk, T: Transport>(
+    shared: Arc<Shared<D, T>>,
+    mut rx: mpsc::Receiver<Write>,
+) {
+    let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+    let mut pending: Vec<Write> = Vec::new();
+    loop {
+        if pending.is_empty()
+            && rx
+                .recv_many(&mut pending, shared.config.batch_records_max)
+                .await
+                == 0
+        {
+            return;
+        }
+        // One entry: as many queued sends as fit the bounds.
+        let mut bytes = 0;
+        let mut take = 0;
+        for write in &pending {
+            if take > 0 && bytes + write.records.len() > shared.config.batch_bytes_max {
+                break;
+            }
+            bytes += write.records.len();
+            take += 1;
+        }
+        let batch: Vec<Write> = pending.drain(..take).collect();
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            propose_batch(&shared, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn propose_batch<D: Disk, T: Transport>(shared: &Shared<D, T>, batch: Vec<Write>) {
+    let mut records = Vec::with_capacity(batch.iter().map(|w| w.records.len()).sum());
+    // Per send: the start of each of its records within `records`.
+    let mut starts: Vec<Vec<usize>> = Vec::with_capacity(batch.len());
+    for write in &batch {
+        let base = records.len();
+        starts.push(
+            entry::record_spans(&write.records)
+                .into_iter()
+                .map(|(s, _)| base + s)
+                .collect(),
+        );
+        records.extend_from_slice(&write.records);
+    }
+    let body = bytes::Bytes::from(entry::messages(&records));
+    let outcome = match shared.ledger.propose(body).await {
+        Ok(committed) => {
+            shared.store.wait_applied(committed.index).await;
+            match shared.store.take_placement(committed.index) {
+                Some(placement) => Ok((committed, placement)),
+                None => Err(format!(
+                    "entry {} was applied but its placement is gone",
+                    committed.index
+                )),
+            }
+        }
+        Err(err) => Err(err.to_string()),
+    };
+    let (committed, placement) = match outcome {
+        Ok(ok) => ok,
+        Err(reason) => {
+            for write in batch {
+                let _ = write.reply.send(Err(reason.clone()));
+            }
+            return;
+        }
+    };
+    let body_position = committed.position + u64::from(dledger::limits::ENTRY_HEADER_BYTES);
+    let mut placed = placement.into_iter();
+    for (write, starts) in batch.into_iter().zip(starts) {
+        let landed: Vec<Landed> = starts
+            .iter()
+            .filter_map(|start| {
+                placed.next().map(|(queue_id, queue_offset)| Landed {
+                    queue_id,
+                    queue_offset,
+                    physical_offset: body_position + (entry::ENTRY_HEADER_BYTES + start) as u64,
+                })
+            })
+            .collect();
+        let _ = write.reply.send(Ok(landed));
+    }
+}
+
+/// Batches consumer-offset commits into one entry per interval (DESIGN.md §5).
+pub(crate) async fn run_offsets<D: Disk, T: Transport>(
+    shared: Arc<Shared<D, T>>,
+    mut rx: mpsc::Receiver<OffsetCommit>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        if rx.recv_many(&mut batch, 4096).await == 0 {
+            return;
+        }
+        // Gather what else arrives within the interval.
+        let deadline = tokio::time::Instant::now() + shared.config.offset_flush_interval;
+        while let Ok(more) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            match more {
+                Some(commit) => batch.push(commit),
+                None => break,
+            }
+        }
+        let mut latest = std::collections::BTreeMap::new();
+        for c in batch.drain(..) {
+            latest.insert((c.group.clone(), c.topic.clone(), c.queue_id), c);
+        }
+        let commits: Vec<OffsetCommit> = latest.into_values().collect();
+        let body = bytes::Bytes::from(entry::offsets(&commits));
+        match tokio::time::timeout(Duration::from_secs(10), shared.ledger.propose(body)).await {
+            Ok(Ok(committed)) => {
+                shared.store.wait_applied(committed.index).await;
+                let mut pending = shared.pending_offsets.lock().expect("pending offsets");
+                for c in &commits {
+                    let key = (c.group.clone(), c.topic.clone(), c.queue_id);
+                    if pending.get(&key) == Some(&c.offset) {
+                        pending.remove(&key);
+                    }
+                }
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(cause = %err, commits = commits.len(), "consumer offsets not committed")
+            }
+            Err(_) => tracing::warn!(
+                commits = commits.len(),
+                "consumer offsets not committed in 10 s"
+            ),
+        }
+    }
+}
