@@ -8,4 +8,5 @@
 #[path = "../support/python.rs"]
 mod python;
 
+mod broker;
 mod harness;
