@@ -27,6 +27,21 @@ pub struct ClusterSpec {
     pub raft_port: u16,
     /// Broker group name.
     pub broker_name: String,
+    /// Longest message body a broker takes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            replicas: 3,
+            namesrv_port: 0,
+            broker_port: 0,
+            raft_port: 0,
+            broker_name: "broker-a".into(),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 /// One replica: its ledger, store and broker.
@@ -103,12 +118,13 @@ impl LocalCluster {
             .with_context(|| format!("starting replica {id}"))?;
             let ledger = Arc::new(ledger);
             let advertised: SocketAddr = client_addrs[&id];
-            let broker_config = BrokerConfig::new(
+            let mut broker_config = BrokerConfig::new(
                 &spec.broker_name,
                 &advertised.to_string(),
                 advertised,
                 vec![namesrv_addr.clone()],
             );
+            broker_config.max_message_bytes = spec.max_message_bytes;
             let broker = Broker::start(
                 &remoting::TcpTransport,
                 broker_config,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cluster::{ClusterSpec, LocalCluster};
+use raftmq::cluster::{ClusterSpec, LocalCluster};
 
 /// Flags of `raftmq dev`.
 #[derive(clap::Args)]
@@ -31,7 +31,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         namesrv_port: args.namesrv_port,
         broker_port: args.broker_port,
         raft_port: args.raft_port,
-        broker_name: "broker-a".into(),
+        ..ClusterSpec::default()
     };
     let cluster = LocalCluster::start(&spec, &args.data_dir).await?;
     let leader = cluster.wait_ready(Duration::from_secs(60)).await?;

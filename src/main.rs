@@ -1,7 +1,6 @@
 //! The `raftmq` command: thin wrappers that parse flags, set up logging and call the crates.
 
 mod bench;
-mod cluster;
 mod dev;
 mod local_group;
 mod namesrv;

@@ -1,0 +1,3 @@
+//! The `raftmq` package's library side: what the command and the integration tests share.
+
+pub mod cluster;
