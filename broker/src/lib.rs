@@ -52,7 +52,15 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     /// Offsets committed but not yet applied, so a query right after a commit sees it.
     pub pending_offsets: Mutex<std::collections::BTreeMap<(String, String, i32), i64>>,
     pub offsets_tx: mpsc::Sender<store::entry::OffsetCommit>,
+    /// Queue locks of orderly consumers: (group, queue) → (client, when locked).
+    pub locks: Mutex<LockTable>,
 }
+
+/// Queue locks of orderly consumers, held in memory as RocketMQ does (clients renew every 20 s).
+pub(crate) type LockTable = std::collections::BTreeMap<
+    (String, protocol::body::MessageQueue),
+    (String, tokio::time::Instant),
+>;
 
 impl<D: Disk, T: Transport> Shared<D, T> {
     /// The broker id to register with: 0 when serving writes, else this node's id.
@@ -173,6 +181,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             register_now: Notify::new(),
             pending_offsets: Mutex::new(Default::default()),
             offsets_tx,
+            locks: Mutex::new(LockTable::new()),
         });
         let processor = Arc::new(processor::Processor {
             shared: shared.clone(),

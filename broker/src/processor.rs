@@ -8,16 +8,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use dledger::Disk;
 use protocol::RemotingCommand;
-use protocol::body::{self, ConsumerListBody, HeartbeatData, TopicConfig, perm};
+use protocol::body::{
+    self, ConsumerListBody, HeartbeatData, LockBatchRequestBody, LockBatchResponseBody,
+    TopicConfig, perm,
+};
 use protocol::code::{request, response};
 use protocol::filter::TagFilter;
 use protocol::header::{
-    CommandHeader, ConsumerGroupHeader, CreateTopicRequestHeader, OffsetResponseHeader,
-    PullMessageRequestHeader, PullMessageResponseHeader, QueryConsumerOffsetRequestHeader,
-    QueryMessageRequestHeader, QueryMessageResponseHeader, QueueRequestHeader,
-    SearchOffsetRequestHeader, SendMessageRequestHeader, SendMessageResponseHeader,
-    TimestampResponseHeader, UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader,
-    ViewMessageRequestHeader, pull_flag,
+    CommandHeader, ConsumerGroupHeader, ConsumerSendMsgBackRequestHeader, CreateTopicRequestHeader,
+    OffsetResponseHeader, PullMessageRequestHeader, PullMessageResponseHeader,
+    QueryConsumerOffsetRequestHeader, QueryMessageRequestHeader, QueryMessageResponseHeader,
+    QueueRequestHeader, SearchOffsetRequestHeader, SendMessageRequestHeader,
+    SendMessageResponseHeader, TimestampResponseHeader, UnregisterClientRequestHeader,
+    UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader, pull_flag,
 };
 use protocol::message::{
     self, BatchItem, Properties, QUEUE_OFFSET_AT, RecordView, StoredMessage, decode_batch,
@@ -38,6 +41,8 @@ const PULL_BYTES_MAX: usize = 256 * 1024;
 const QUERY_MESSAGES_MAX: usize = 32;
 /// Longest wait for a send to be stored.
 const SEND_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a queue lock of an orderly consumer lasts without renewal (RocketMQ: 60 s).
+const QUEUE_LOCK_TTL: Duration = Duration::from_secs(60);
 /// Most queues a topic may have.
 const TOPIC_QUEUES_MAX: i32 = 1024;
 
@@ -124,6 +129,9 @@ impl<D: Disk, T: Transport> Handler for Processor<D, T> {
             request::CHECK_CLIENT_CONFIG => self.check_client_config(&req),
             request::VIEW_MESSAGE_BY_ID => self.view_message(&req),
             request::QUERY_MESSAGE => self.query_message(&req),
+            request::CONSUMER_SEND_MSG_BACK => self.send_back(&req).await,
+            request::LOCK_BATCH_MQ => self.lock_queues(&req, true),
+            request::UNLOCK_BATCH_MQ => self.lock_queues(&req, false),
             code => refuse(
                 &req,
                 response::REQUEST_CODE_NOT_SUPPORTED,
@@ -372,43 +380,9 @@ impl<D: Disk, T: Transport> Processor<D, T> {
                 Err(reason) => return refuse(req, response::MESSAGE_ILLEGAL, reason),
             }
         }
-        let (reply, landed) = oneshot::channel();
-        if self
-            .shared
-            .writer
-            .send(Write { records, reply })
-            .await
-            .is_err()
-        {
-            return refuse(
-                req,
-                response::SERVICE_NOT_AVAILABLE,
-                "the broker is shutting down",
-            );
-        }
-        let landed: Vec<Landed> = match tokio::time::timeout(SEND_STORE_TIMEOUT, landed).await {
-            Ok(Ok(Ok(landed))) if !landed.is_empty() => landed,
-            Ok(Ok(Ok(_))) => {
-                return refuse(
-                    req,
-                    response::SYSTEM_ERROR,
-                    "stored, but its placement was lost",
-                );
-            }
-            Ok(Ok(Err(reason))) => {
-                if self.shared.serving_writes.load(Ordering::Acquire) {
-                    return refuse(req, response::SYSTEM_ERROR, format!("not stored: {reason}"));
-                }
-                return self.not_master(req);
-            }
-            Ok(Err(_)) => return refuse(req, response::SYSTEM_ERROR, "the writer stopped"),
-            Err(_) => {
-                return refuse(
-                    req,
-                    response::SYSTEM_BUSY,
-                    "[TIMEOUT]not stored within 10 s",
-                );
-            }
+        let landed = match self.store_records(req, records).await {
+            Ok(landed) => landed,
+            Err(answer) => return answer,
         };
         let store_host = self.shared.config.advertised_addr;
         let msg_id = landed
@@ -427,6 +401,167 @@ impl<D: Disk, T: Transport> Processor<D, T> {
         ext.insert("MSG_REGION".into(), "DefaultRegion".into());
         ext.insert("TRACE_ON".into(), "true".into());
         ok(req).with_ext(ext)
+    }
+
+    /// Hands encoded records to the writer and waits until they are committed and applied.
+    async fn store_records(
+        &self,
+        req: &RemotingCommand,
+        records: Vec<u8>,
+    ) -> Result<Vec<Landed>, RemotingCommand> {
+        let (reply, landed) = oneshot::channel();
+        if self
+            .shared
+            .writer
+            .send(Write { records, reply })
+            .await
+            .is_err()
+        {
+            return Err(refuse(
+                req,
+                response::SERVICE_NOT_AVAILABLE,
+                "the broker is shutting down",
+            ));
+        }
+        match tokio::time::timeout(SEND_STORE_TIMEOUT, landed).await {
+            Ok(Ok(Ok(landed))) if !landed.is_empty() => Ok(landed),
+            Ok(Ok(Ok(_))) => Err(refuse(
+                req,
+                response::SYSTEM_ERROR,
+                "stored, but its placement was lost",
+            )),
+            Ok(Ok(Err(reason))) => {
+                if self.shared.serving_writes.load(Ordering::Acquire) {
+                    return Err(refuse(
+                        req,
+                        response::SYSTEM_ERROR,
+                        format!("not stored: {reason}"),
+                    ));
+                }
+                Err(self.not_master(req))
+            }
+            Ok(Err(_)) => Err(refuse(req, response::SYSTEM_ERROR, "the writer stopped")),
+            Err(_) => Err(refuse(
+                req,
+                response::SYSTEM_BUSY,
+                "[TIMEOUT]not stored within 10 s",
+            )),
+        }
+    }
+
+    /// The topic `name` with one queue, created if missing (retry and dead-letter topics).
+    async fn one_queue_topic(&self, name: &str) -> Result<(), String> {
+        if self.shared.store.topic(name).is_some() {
+            return Ok(());
+        }
+        check_topic_name(name)?;
+        self.shared
+            .create_topic(TopicConfig::new(name, 1, perm::READ | perm::WRITE))
+            .await
+    }
+
+    /// CONSUMER_SEND_MSG_BACK: a message its consumer failed goes to the group's retry topic,
+    /// or to its dead-letter topic after `maxReconsumeTimes` (16) attempts. Redelivery is
+    /// immediate: delay levels are not scheduled yet.
+    async fn send_back(&self, req: &RemotingCommand) -> RemotingCommand {
+        let header = match ConsumerSendMsgBackRequestHeader::from_ext(&req.ext_fields) {
+            Ok(h) => h,
+            Err(err) => return refuse(req, response::INVALID_PARAMETER, err.to_string()),
+        };
+        if !self.shared.serving_writes.load(Ordering::Acquire) {
+            return self.not_master(req);
+        }
+        let found = u64::try_from(header.offset)
+            .ok()
+            .filter(|o| *o < self.shared.store.applied_end())
+            .and_then(|o| self.read_record(o, None).ok())
+            .and_then(|r| StoredMessage::decode(&r).ok());
+        let Some((original, _)) = found else {
+            return refuse(
+                req,
+                response::SYSTEM_ERROR,
+                format!("look message by offset failed, {}", header.offset),
+            );
+        };
+        let max = header.max_reconsume_times.unwrap_or(16);
+        let dead = header.delay_level < 0 || original.reconsume_times >= max;
+        let topic = if dead {
+            format!("%DLQ%{}", header.group)
+        } else {
+            format!("%RETRY%{}", header.group)
+        };
+        if let Err(reason) = self.one_queue_topic(&topic).await {
+            return refuse(
+                req,
+                response::SYSTEM_ERROR,
+                format!("cannot create {topic}: {reason}"),
+            );
+        }
+        let mut properties = original.properties.clone();
+        if properties.get(property::RETRY_TOPIC).is_none() {
+            properties.set(property::RETRY_TOPIC, original.topic.clone());
+        }
+        if properties.get("ORIGIN_MESSAGE_ID").is_none() {
+            let origin = header
+                .origin_msg_id
+                .clone()
+                .unwrap_or_else(|| offset_msg_id(original.store_host, original.physical_offset));
+            properties.set("ORIGIN_MESSAGE_ID", origin);
+        }
+        let again = StoredMessage {
+            topic,
+            queue_id: 0,
+            queue_offset: 0,
+            physical_offset: 0,
+            store_timestamp: now_ms(),
+            store_host: self.shared.config.advertised_addr,
+            reconsume_times: original.reconsume_times + 1,
+            properties,
+            ..original
+        };
+        let mut records = Vec::with_capacity(again.encoded_len());
+        if let Err(err) = again.encode(&mut records) {
+            return refuse(req, response::SYSTEM_ERROR, err.reason);
+        }
+        match self.store_records(req, records).await {
+            Ok(_) => ok(req),
+            Err(answer) => answer,
+        }
+    }
+
+    /// LOCK_BATCH_MQ: an orderly consumer locks queues; a lock is granted when free, expired
+    /// (60 s) or already held by the same client.
+    fn lock_queues(&self, req: &RemotingCommand, lock: bool) -> RemotingCommand {
+        let body: LockBatchRequestBody = match body::parse(&req.body, "lock batch") {
+            Ok(b) => b,
+            Err(err) => return refuse(req, response::SYSTEM_ERROR, err.to_string()),
+        };
+        let now = tokio::time::Instant::now();
+        let mut locks = self.shared.locks.lock().expect("locks");
+        let mut granted = std::collections::BTreeSet::new();
+        for mq in body.mq_set {
+            let key = (body.consumer_group.clone(), mq.clone());
+            if lock {
+                let free = locks.get(&key).is_none_or(|(holder, at)| {
+                    *holder == body.client_id || now.saturating_duration_since(*at) > QUEUE_LOCK_TTL
+                });
+                if free {
+                    locks.insert(key, (body.client_id.clone(), now));
+                    granted.insert(mq);
+                }
+            } else if locks
+                .get(&key)
+                .is_some_and(|(holder, _)| *holder == body.client_id)
+            {
+                locks.remove(&key);
+            }
+        }
+        if !lock {
+            return ok(req);
+        }
+        ok(req).with_body(body::to_json(&LockBatchResponseBody {
+            lock_ok_mq_set: granted,
+        }))
     }
 
     /// Reads the record of a ConsumeQueue unit or message id from the log and checks it.

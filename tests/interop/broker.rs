@@ -387,3 +387,86 @@ fn cpp_consumer_group_resumes_from_committed_offsets() {
         "and none it had committed: {bodies:?}"
     );
 }
+
+/// A message the consumer fails (RECONSUME_LATER) comes back through the group's retry topic
+/// with its body and original topic; nothing is lost.
+#[test]
+fn cpp_failed_consumption_is_redelivered() {
+    let dev = Dev::start();
+    produce(
+        &dev,
+        "InteropRetry",
+        "sync",
+        5,
+        &["--body-prefix", "retry-"],
+    );
+    let out = PyProcess::client(
+        &[
+            "push-consume",
+            "--namesrv",
+            &dev.namesrv,
+            "--topic",
+            "InteropRetry",
+            "--group",
+            "interop-retry",
+            "--expect",
+            "5",
+            "--timeout",
+            "60",
+            "--reconsume-later",
+            "2",
+        ],
+        &[],
+    )
+    .wait_success(RUN_TIMEOUT);
+    let all = events(&out);
+    assert_eq!(of_kind(&all, "reconsume_later").len(), 2);
+    let received = of_kind(&all, "received");
+    let bodies: BTreeSet<&str> = received.iter().filter_map(|r| r["body"].as_str()).collect();
+    let want: BTreeSet<String> = (0..5).map(|i| format!("retry-{i}")).collect();
+    assert!(
+        want.iter().all(|w| bodies.contains(w.as_str())),
+        "every message consumed in the end: {bodies:?}"
+    );
+    assert!(
+        received.iter().all(|r| r["topic"] == "InteropRetry"),
+        "redeliveries name their original topic"
+    );
+}
+
+/// An orderly push consumer (queue locks) receives each queue's messages in send order.
+#[test]
+fn cpp_orderly_consumer_gets_queue_order() {
+    let dev = Dev::start();
+    produce(
+        &dev,
+        "InteropOrderly",
+        "orderly",
+        30,
+        &["--body-prefix", "o-", "--order-arg", "3"],
+    );
+    let out = PyProcess::client(
+        &[
+            "push-consume",
+            "--namesrv",
+            &dev.namesrv,
+            "--topic",
+            "InteropOrderly",
+            "--group",
+            "interop-orderly",
+            "--orderly",
+            "--expect",
+            "30",
+            "--timeout",
+            "60",
+        ],
+        &[],
+    )
+    .wait_success(RUN_TIMEOUT);
+    let received = of_kind(&events(&out), "received");
+    let order: Vec<i64> = received
+        .iter()
+        .filter_map(|r| r["body"].as_str()?.strip_prefix("o-")?.parse().ok())
+        .collect();
+    assert_eq!(order, (0..30).collect::<Vec<_>>(), "send order kept");
+}
