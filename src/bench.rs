@@ -17,6 +17,10 @@ use crate::local_group::LocalGroup;
 pub enum BenchCommand {
     /// A replica group in this process on loopback with real disks: propose and commit entries.
     Ledger(LedgerArgs),
+    /// Sync sends through the RocketMQ protocol to a cluster a name server knows.
+    Produce(crate::bench_mq::ProduceArgs),
+    /// Pulls every queue of a topic from its start through the RocketMQ protocol.
+    Consume(crate::bench_mq::ConsumeArgs),
 }
 
 /// Flags of `raftmq bench ledger`.
@@ -58,6 +62,8 @@ enum Flush {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ledger(args) => ledger(args).await,
+        BenchCommand::Produce(args) => crate::bench_mq::produce(args).await,
+        BenchCommand::Consume(args) => crate::bench_mq::consume(args).await,
     }
 }
 

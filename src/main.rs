@@ -1,12 +1,17 @@
 //! The `raftmq` command: thin wrappers that parse flags, set up logging and call the crates.
 
 mod bench;
+mod bench_mq;
 mod dev;
 mod local_group;
 mod namesrv;
 mod signal;
 
 use clap::{Parser, Subcommand};
+
+/// glibc's malloc cost a fifth of the CPU of a loaded broker (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
