@@ -1,10 +1,24 @@
 //! Settings of a broker.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Wall-clock milliseconds since the Unix epoch, for message timestamps. A seam: the
+/// simulation supplies its own clock (DESIGN.md §8).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
 
 /// Settings of one broker replica.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BrokerConfig {
     /// `brokerClusterName`.
     pub cluster_name: String,
@@ -39,6 +53,22 @@ pub struct BrokerConfig {
     pub client_timeout: Duration,
     /// Period of batching consumer-offset commits into one entry.
     pub offset_flush_interval: Duration,
+    /// Wall clock for store timestamps.
+    pub clock: Clock,
+    /// Seed of the broker's random choices (queue of a send without one); from the OS when
+    /// absent. The simulation sets it so runs replay.
+    pub seed: Option<u64>,
+}
+
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("broker_name", &self.broker_name)
+            .field("listen", &self.listen)
+            .field("advertised_addr", &self.advertised_addr)
+            .field("namesrv_addrs", &self.namesrv_addrs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerConfig {
@@ -66,6 +96,8 @@ impl BrokerConfig {
             long_poll_max: Duration::from_secs(25),
             client_timeout: Duration::from_secs(120),
             offset_flush_interval: Duration::from_millis(200),
+            clock: system_clock(),
+            seed: None,
         }
     }
 }

@@ -54,6 +54,8 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     pub offsets_tx: mpsc::Sender<store::entry::OffsetCommit>,
     /// Queue locks of orderly consumers: (group, queue) → (client, when locked).
     pub locks: Mutex<LockTable>,
+    /// The broker's random choices, seeded by `config.seed` when set.
+    pub rng: Mutex<rand::rngs::StdRng>,
 }
 
 /// Queue locks of orderly consumers, held in memory as RocketMQ does (clients renew every 20 s).
@@ -182,6 +184,10 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             pending_offsets: Mutex::new(Default::default()),
             offsets_tx,
             locks: Mutex::new(LockTable::new()),
+            rng: Mutex::new(match config.seed {
+                Some(seed) => rand::SeedableRng::seed_from_u64(seed),
+                None => rand::SeedableRng::from_os_rng(),
+            }),
         });
         let processor = Arc::new(processor::Processor {
             shared: shared.clone(),

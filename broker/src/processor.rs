@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dledger::Disk;
@@ -56,12 +56,6 @@ fn refuse(req: &RemotingCommand, code: i32, remark: impl Into<String>) -> Remoti
 
 fn ok(req: &RemotingCommand) -> RemotingCommand {
     RemotingCommand::response_to(req, response::SUCCESS)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// RocketMQ's topic name rule.
@@ -226,7 +220,7 @@ impl<D: Disk, T: Transport> Processor<D, T> {
     fn uniq_key(&self) -> String {
         let ip = self.shared.config.advertised_addr.ip();
         let counter = UNIQ_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let ms = now_ms();
+        let ms = (self.shared.config.clock)();
         message::uniq_id(
             ip,
             std::process::id() as u16,
@@ -263,7 +257,7 @@ impl<D: Disk, T: Transport> Processor<D, T> {
             sys_flag,
             born_timestamp: header.born_timestamp,
             born_host: peer.addr,
-            store_timestamp: now_ms(),
+            store_timestamp: (self.shared.config.clock)(),
             store_host: self.shared.config.advertised_addr,
             reconsume_times: header.reconsume_times.unwrap_or(0),
             prepared_transaction_offset: 0,
@@ -356,7 +350,9 @@ impl<D: Disk, T: Transport> Processor<D, T> {
         }
         let queues = topic.write_queue_nums.max(topic.read_queue_nums);
         let queue_id = if header.queue_id < 0 {
-            rand::random_range(0..topic.write_queue_nums.max(1))
+            use rand::Rng as _;
+            let queues = topic.write_queue_nums.max(1);
+            self.shared.rng.lock().expect("rng").random_range(0..queues)
         } else if header.queue_id >= queues {
             return refuse(
                 req,
@@ -513,7 +509,7 @@ impl<D: Disk, T: Transport> Processor<D, T> {
             queue_id: 0,
             queue_offset: 0,
             physical_offset: 0,
-            store_timestamp: now_ms(),
+            store_timestamp: (self.shared.config.clock)(),
             store_host: self.shared.config.advertised_addr,
             reconsume_times: original.reconsume_times + 1,
             properties,
