@@ -116,7 +116,7 @@ impl<D: Disk, T: Transport> Handler for Processor<D, T> {
             request::GET_MIN_OFFSET => self.queue_offset(&req, false),
             request::SEARCH_OFFSET_BY_TIMESTAMP => self.search_offset(&req),
             request::GET_EARLIEST_MSG_STORETIME => self.earliest_time(&req),
-            request::HEART_BEAT => self.heartbeat(peer, &req),
+            request::HEART_BEAT => self.heartbeat(peer, &req).await,
             request::UNREGISTER_CLIENT => self.unregister_client(&req),
             request::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(&req),
             request::UPDATE_AND_CREATE_TOPIC => self.create_topic(&req).await,
@@ -975,7 +975,7 @@ impl<D: Disk, T: Transport> Processor<D, T> {
         }
     }
 
-    fn heartbeat(&self, peer: &Arc<Peer>, req: &RemotingCommand) -> RemotingCommand {
+    async fn heartbeat(&self, peer: &Arc<Peer>, req: &RemotingCommand) -> RemotingCommand {
         let data: HeartbeatData = match body::parse(&req.body, "heartbeat") {
             Ok(d) => d,
             Err(err) => return refuse(req, response::SYSTEM_ERROR, err.to_string()),
@@ -989,17 +989,12 @@ impl<D: Disk, T: Transport> Processor<D, T> {
             changed
         };
         if self.shared.serving_writes.load(Ordering::Acquire) {
-            // Each consumer group gets its retry topic, as RocketMQ creates it on heartbeat.
+            // Each consumer group gets its retry topic before the heartbeat is answered, as
+            // RocketMQ does, so the consumer's first rebalance already finds it.
             for consumer in &data.consumer_data_set {
                 let retry = format!("%RETRY%{}", consumer.group_name);
-                if check_topic_name(&retry).is_ok() && self.shared.store.topic(&retry).is_none() {
-                    let shared = self.shared.clone();
-                    tokio::spawn(async move {
-                        let config = TopicConfig::new(&retry, 1, perm::READ | perm::WRITE);
-                        if let Err(err) = shared.create_topic(config).await {
-                            tracing::debug!(topic = %retry, cause = %err, "retry topic not created");
-                        }
-                    });
+                if let Err(reason) = self.one_queue_topic(&retry).await {
+                    tracing::debug!(topic = %retry, %reason, "retry topic not created");
                 }
             }
         }

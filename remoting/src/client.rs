@@ -257,13 +257,27 @@ impl<T: Transport> Client<T> {
     /// # Errors
     /// [`ClientError::Connect`].
     pub async fn connection(&self, addr: &str) -> Result<Arc<Connection>, ClientError> {
-        let mut connections = self.connections.lock().await;
-        if let Some(connection) = connections.get(addr).filter(|c| !c.is_closed()) {
+        if let Some(connection) = self
+            .connections
+            .lock()
+            .await
+            .get(addr)
+            .filter(|c| !c.is_closed())
+        {
             return Ok(connection.clone());
         }
+        // Dial without holding the map: an address that does not answer must not stall
+        // requests to the others.
         let (connection, mut rx) = Connection::connect(&self.transport, addr).await?;
         let connection = Arc::new(connection);
-        connections.insert(addr.to_string(), connection.clone());
+        {
+            let mut connections = self.connections.lock().await;
+            if let Some(existing) = connections.get(addr).filter(|c| !c.is_closed()) {
+                // Another task dialled meanwhile: keep its connection, drop ours.
+                return Ok(existing.clone());
+            }
+            connections.insert(addr.to_string(), connection.clone());
+        }
         let inbound = self.inbound.clone();
         let from = addr.to_string();
         tokio::spawn(async move {
