@@ -249,3 +249,87 @@ fn namesrv_rejects_bad_flags() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
 }
+
+/// `raftmq bench produce` against `raftmq dev` ends with a JSON summary, and its acks file has
+/// one `key queue_id queue_offset ack_unix_ms` line per acknowledged message; `bench consume`
+/// then reads them all back.
+#[test]
+fn bench_produce_and_consume_against_dev() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let child = raftmq()
+        .args([
+            "dev",
+            "--namesrv-port",
+            "0",
+            "--broker-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("raftmq starts");
+    let mut dev = Guard(child);
+    let lines = stdout_lines(&mut dev.0);
+    let line = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a READY line");
+    let ready: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("READY ").expect("READY line")).expect("JSON");
+    let namesrv = ready["namesrv"].as_str().expect("namesrv").to_string();
+    let acks = dir.path().join("acks.txt");
+    let out = raftmq()
+        .args([
+            "bench",
+            "produce",
+            "--namesrv",
+            &namesrv,
+            "--producers",
+            "4",
+        ])
+        .args(["--duration-secs", "2", "--acks-file"])
+        .arg(&acks)
+        .output()
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON summary");
+    for field in ["msgs_per_sec", "mib_per_sec", "p50_us", "p99_us", "p999_us"] {
+        assert!(summary[field].is_number(), "{field} in {summary}");
+    }
+    let sent = summary["messages"].as_u64().expect("messages");
+    assert!(sent > 0);
+    let acked = std::fs::read_to_string(&acks).expect("acks file");
+    assert_eq!(acked.lines().count() as u64, sent);
+    for line in acked.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        assert!(
+            fields[1..].iter().all(|f| f.parse::<i64>().is_ok()),
+            "{line}"
+        );
+    }
+    let out = raftmq()
+        .args(["bench", "consume", "--namesrv", &namesrv])
+        .output()
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON summary");
+    assert_eq!(
+        summary["messages"].as_u64(),
+        Some(sent),
+        "every produced message read back"
+    );
+}
