@@ -377,6 +377,10 @@ impl<D: Disk> CommitLog<D> {
             )
         };
         let mut next = valid_next;
+        // Where the last entry found ends: the log goes on there. A segment end marker with no
+        // entry after it (a crash between the two writes of a roll) is not part of the log; the
+        // next entry may fit before it, as it does on the replicas that never wrote the marker.
+        let mut end = position;
         let stop = loop {
             match self.read_at(position) {
                 Ok(entry) => {
@@ -384,6 +388,7 @@ impl<D: Disk> CommitLog<D> {
                     if h.index < self.first_index {
                         // Purged, but still in the first segment.
                         position += u64::from(h.total_bytes);
+                        end = position;
                         continue;
                     }
                     let starts_log = next == self.first_index
@@ -410,6 +415,7 @@ impl<D: Disk> CommitLog<D> {
                     next += 1;
                     last_term = h.term;
                     position += u64::from(h.total_bytes);
+                    end = position;
                 }
                 Err(HeaderProblem::SegmentEnd) => {
                     position = self.segment_start(position) + self.config.segment_bytes;
@@ -440,8 +446,8 @@ impl<D: Disk> CommitLog<D> {
         if next > self.first_index {
             self.last_term = last_term;
         }
-        self.write_position = position;
-        self.cut_tail(position, next)?;
+        self.write_position = end;
+        self.cut_tail(end, next)?;
         Ok(report)
     }
 
@@ -979,10 +985,18 @@ impl<D: Disk> CommitLog<D> {
                 position: new_next * u64::from(INDEX_UNIT_BYTES),
                 reason: "index unit fails its CRC".into(),
             })?;
-        let cut = unit.position;
+        // The log goes on where the last kept entry ends, not where the first removed one
+        // started: that one may have rolled into a new segment, and the entry that replaces it
+        // (smaller, or the same) must land where every other replica puts it, right after the
+        // last kept entry when it fits. Positions are a function of the entries alone.
+        let kept = (new_next > self.first_index)
+            .then(|| self.read_unit(new_next - 1))
+            .flatten();
+        let cut = kept.map_or(unit.position, |k| {
+            (k.position + u64::from(k.total_bytes)).min(unit.position)
+        });
         self.last_term = if new_next > self.first_index {
-            self.read_unit(new_next - 1)
-                .map_or(self.last_term, |u| u.term)
+            kept.map_or(self.last_term, |u| u.term)
         } else {
             self.last_term_before_first()
         };

@@ -314,3 +314,94 @@ fn unexpected_file_is_named() {
         .expect("recovery must refuse");
     assert!(err.to_string().contains("notes.txt"), "{err}");
 }
+
+/// Appends one term-`term` entry `index` with `body`, synced, and returns its position.
+fn append_one<D: Disk>(log: &mut CommitLog<D>, term: u64, index: u64, body: &[u8]) -> u64 {
+    log.append([NewEntry {
+        log_id: LogId { term, index },
+        kind: EntryKind::Normal,
+        body,
+    }])
+    .unwrap();
+    log.sync().unwrap();
+    log.locate(index).unwrap().position
+}
+
+/// Fills a log with entries until less than `room` bytes are left in its first segment;
+/// returns the next index and where the last entry ends.
+fn fill_near_segment_end<D: Disk>(log: &mut CommitLog<D>, room: u64) -> (u64, u64) {
+    let mut next = 0;
+    while SEGMENT_BYTES - log.write_position() >= room {
+        fill(log, next..next + 1);
+        next += 1;
+    }
+    (next, log.write_position())
+}
+
+/// An uncommitted entry that rolled into a new segment is truncated; the entry that replaces it
+/// is small enough to fit in the first segment and goes right after the last kept entry, where
+/// a replica that never had the rolled entry puts it. Positions depend on the entries alone, so
+/// the commit-log offsets written into records agree across replicas (simulation seed 210 of
+/// the broker layer found them differing).
+#[test]
+fn truncating_a_rolled_entry_puts_the_next_one_where_every_replica_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(MmapDisk, dir.path(), None).unwrap();
+    let (next, end) = fill_near_segment_end(&mut log, 400);
+    let big = vec![7u8; 1000];
+    let rolled = append_one(&mut log, 1, next, &big);
+    assert_eq!(
+        rolled, SEGMENT_BYTES,
+        "the big entry rolled into the second segment"
+    );
+
+    log.truncate_after(Some(next - 1)).unwrap();
+    assert_eq!(log.write_position(), end);
+    let replaced = append_one(&mut log, 2, next, b"small");
+    assert_eq!(
+        replaced, end,
+        "the replacement fits after the last kept entry"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let (mut never_rolled, _) = open(MmapDisk, other.path(), None).unwrap();
+    fill(&mut never_rolled, 0..next);
+    assert_eq!(append_one(&mut never_rolled, 2, next, b"small"), replaced);
+
+    drop(log);
+    let (log, report) = open(MmapDisk, dir.path(), None).unwrap();
+    assert_eq!((log.next_index(), report.cut), (next + 1, None));
+    assert_eq!(log.read(next).unwrap().unwrap().body, b"small");
+    assert_reads(&log, 0..next);
+}
+
+/// A crash after a roll's end marker reached the disk but before the entry did: recovery goes
+/// on where the last entry ends, not past the marker, so the next entry lands where it would
+/// have without the marker.
+#[test]
+fn an_end_marker_without_its_entry_is_not_part_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(MmapDisk, dir.path(), None).unwrap();
+    let (next, end) = fill_near_segment_end(&mut log, 400);
+    append_one(&mut log, 1, next, &[7u8; 1000]);
+    let second = log.segment_path(SEGMENT_BYTES);
+    drop(log);
+    // The rolled entry's bytes never made it; its index unit and the end marker did.
+    let mut bytes = fs::read(&second).unwrap();
+    bytes[..1100].fill(0);
+    fs::write(&second, bytes).unwrap();
+
+    let (mut log, report) = open(MmapDisk, dir.path(), None).unwrap();
+    assert_eq!(log.next_index(), next);
+    assert_eq!(report.cut.map(|(index, _)| index), Some(next));
+    assert_eq!(
+        log.write_position(),
+        end,
+        "the log ends where its last entry does"
+    );
+    assert_eq!(append_one(&mut log, 2, next, b"small"), end);
+    drop(log);
+    let (log, report) = open(MmapDisk, dir.path(), None).unwrap();
+    assert_eq!((log.next_index(), report.cut), (next + 1, None));
+    assert_reads(&log, 0..next);
+}
