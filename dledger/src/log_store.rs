@@ -133,7 +133,7 @@ impl<D: Disk> LogShared<D> {
         self.log.read().expect("a writer of the log panicked")
     }
 
-    fn write_log(&self) -> std::sync::RwLockWriteGuard<'_, CommitLog<D>> {
+    pub(crate) fn write_log(&self) -> std::sync::RwLockWriteGuard<'_, CommitLog<D>> {
         self.log.write().expect("a writer of the log panicked")
     }
 
@@ -166,6 +166,11 @@ impl<D: Disk> LogShared<D> {
     /// First readable index.
     pub fn first_index(&self) -> u64 {
         self.read_log().first_index()
+    }
+
+    /// The last entry's id, or the last purged id when the log is empty.
+    pub fn last(&self) -> Option<LogId> {
+        self.read_log().last()
     }
 
     /// The fatal error that stopped the flusher, if any.

@@ -230,6 +230,8 @@ impl Ledger {
             .run_blocking(move || LogShared::open(open_disk, log_config, flush, hook))
             .await?;
         let flusher = tokio::spawn(Runtime::scope(seed, shared.clone().run_flusher()));
+        let mut state_machine = state_machine;
+        discard_state_past_the_log(&shared, state_machine.as_mut())?;
 
         let membership_path = config.data_dir.join("meta").join("membership");
         let membership = load_membership(&disk, &membership_path, state_machine.last_applied())?;
@@ -594,4 +596,120 @@ fn spawn_role_watch(raft: &Raft, seed: u64) -> watch::Receiver<RoleState> {
         }
     }));
     rx
+}
+
+/// Makes the state machine forget what it applied if that reaches past the recovered log, or
+/// names an entry the log holds with another term: the state was built from entries this
+/// replica had not synced, which a power loss took.
+fn discard_state_past_the_log<D: Disk>(
+    log: &LogShared<D>,
+    state_machine: &mut dyn StateMachine,
+) -> Result<(), StartError> {
+    let Some(applied) = state_machine.last_applied() else {
+        return Ok(());
+    };
+    let last = log.last();
+    let held = last.is_some_and(|last| applied.index <= last.index)
+        && log
+            .locate(applied.index)
+            .is_none_or(|unit| unit.term == applied.term);
+    if held {
+        return Ok(());
+    }
+    tracing::warn!(
+        applied = ?applied,
+        log_last = ?last,
+        "the state machine applied entries the log lost: rebuilding it from the log"
+    );
+    state_machine.discard().map_err(|err| StartError::Raft {
+        reason: format!("discarding the state past the log: {err}"),
+    })?;
+    assert_eq!(
+        state_machine.last_applied(),
+        None,
+        "a discarded state machine has applied nothing"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::commit_log::NewEntry;
+    use crate::config::FlushPolicy;
+    use crate::disk::MemDisk;
+    use crate::state_machine::ApplyError;
+    use crate::types::LogId;
+
+    /// A state machine that claims `applied` and counts discards.
+    struct Claims {
+        applied: Option<LogId>,
+        discards: usize,
+    }
+
+    impl StateMachine for Claims {
+        fn apply(&mut self, _: &CommittedEntry) -> Result<(), ApplyError> {
+            Ok(())
+        }
+        fn last_applied(&self) -> Option<LogId> {
+            self.applied
+        }
+        fn snapshot(&mut self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn restore(&mut self, _: Option<LogId>, _: &[u8]) -> Result<(), ApplyError> {
+            Ok(())
+        }
+        fn discard(&mut self) -> Result<(), ApplyError> {
+            self.applied = None;
+            self.discards += 1;
+            Ok(())
+        }
+    }
+
+    /// A log holding entries 1..=5 of term 2.
+    fn log() -> Arc<LogShared<MemDisk>> {
+        let config = CommitLogConfig {
+            dir: PathBuf::from("/ledger"),
+            segment_bytes: 1 << 16,
+            index_units_per_file: 64,
+            entry_body_bytes_max: 1024,
+            skip_recovery_crc: false,
+        };
+        let (shared, _) = LogShared::open(MemDisk::new(), config, FlushPolicy::Sync, None).unwrap();
+        shared
+            .write_log()
+            .append((1..=5).map(|index| NewEntry {
+                log_id: LogId { term: 2, index },
+                kind: EntryKind::Normal,
+                body: b"x",
+            }))
+            .unwrap();
+        shared
+    }
+
+    /// What the log holds is kept; a state past the log's end, or at an index the log holds
+    /// with another term, is discarded (the broker simulation found a store that had applied
+    /// entries a power cut took from its log, with the next entries written over their place).
+    #[test]
+    fn state_past_the_recovered_log_is_discarded() {
+        let log = log();
+        for (applied, discarded) in [
+            (None, false),
+            (Some(LogId { term: 2, index: 5 }), false),
+            (Some(LogId { term: 2, index: 3 }), false),
+            (Some(LogId { term: 2, index: 6 }), true),
+            (Some(LogId { term: 1, index: 4 }), true),
+        ] {
+            let mut machine = Claims {
+                applied,
+                discards: 0,
+            };
+            discard_state_past_the_log(&log, &mut machine).unwrap();
+            assert_eq!(machine.discards, usize::from(discarded), "{applied:?}");
+            assert_eq!(machine.applied, if discarded { None } else { applied });
+        }
+    }
 }

@@ -32,6 +32,7 @@ pub struct ApplyError {
 ///   must depend only on the entries, never on time or on which replica runs it.
 /// - `last_applied` reports what survived the last restart; entries after it are applied again.
 /// - `snapshot` and `restore` move the state between replicas when the log was purged.
+/// - After `discard`, `last_applied` is `None` and nothing applied before is visible.
 pub trait StateMachine: Send + 'static {
     /// Applies one committed entry.
     ///
@@ -47,6 +48,15 @@ pub trait StateMachine: Send + 'static {
     /// # Errors
     /// Undecodable snapshot data.
     fn restore(&mut self, last: Option<LogId>, data: &[u8]) -> Result<(), ApplyError>;
+    /// Forgets everything applied, durably: every entry is then applied again from the log's
+    /// start. Called at start when `last_applied` names an entry the recovered log does not hold
+    /// (a replica may apply a committed entry before its own copy is synced; a power loss then
+    /// takes the copy but not the state built from it, and the entry written there next may sit
+    /// at other positions).
+    ///
+    /// # Errors
+    /// A failure that must stop the replica.
+    fn discard(&mut self) -> Result<(), ApplyError>;
 }
 
 /// Finds where an entry lives, for the apply responses.

@@ -83,6 +83,12 @@ impl StateMachine for RecordingStateMachine {
         *self.last.lock().expect("last lock") = last;
         Ok(())
     }
+
+    fn discard(&mut self) -> Result<(), ApplyError> {
+        self.records.lock().expect("records lock").clear();
+        *self.last.lock().expect("last lock") = None;
+        Ok(())
+    }
 }
 
 /// A state machine that only counts what it applied: for benchmarks, where recording every
@@ -130,6 +136,11 @@ impl StateMachine for CountingStateMachine {
             u64::from_be_bytes(bytes),
             std::sync::atomic::Ordering::Relaxed,
         );
+        Ok(())
+    }
+
+    fn discard(&mut self) -> Result<(), ApplyError> {
+        self.applied.store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

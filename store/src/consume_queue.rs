@@ -491,39 +491,85 @@ impl<D: Disk> ConsumeQueue<D> {
     /// it was (a failed write may leave bytes past the end, which the next append overwrites).
     ///
     /// # Errors
-    /// [`StoreError::QueueOffsetGap`] for any other offset; [`StoreError::InvalidUnit`] for a
-    /// unit of size 0 or an offset or size past the on-disk field; [`StoreError::OutOfRange`] for
-    /// a queue offset whose byte position overflows; [`StoreError::Io`] if the file cannot be
-    /// created, synced (when moving into a new file) or written.
+    /// Those of [`Self::append_many`].
     pub fn append(&mut self, queue_offset: u64, unit: ConsumeQueueUnit) -> Result<(), StoreError> {
-        if queue_offset != self.queue_offset_max {
+        self.append_many(queue_offset, &[unit])
+    }
+
+    /// Appends `units` at `first_queue_offset` and after; `first_queue_offset` must be
+    /// [`Self::queue_offset_max`]. Contiguous units are encoded together, so this costs one write
+    /// per file touched (and per [`SCAN_CHUNK_BYTES`] of units) instead of one per unit. The
+    /// units are readable on return and durable after the next [`Self::flush`]. Every unit is
+    /// checked before anything is written; on an error no unit is appended (a failed write may
+    /// leave bytes past the end, which the next append overwrites). Moving into a new file syncs
+    /// the previous one, as [`Self::append`] does.
+    ///
+    /// # Errors
+    /// [`StoreError::QueueOffsetGap`] for any other offset; [`StoreError::InvalidUnit`], naming
+    /// the unit's queue offset, for a unit of size 0 or an offset or size past the on-disk field;
+    /// [`StoreError::OutOfRange`] for a queue offset whose byte position overflows;
+    /// [`StoreError::Io`] if a file cannot be created, synced (when moving into a new file) or
+    /// written.
+    pub fn append_many(
+        &mut self,
+        first_queue_offset: u64,
+        units: &[ConsumeQueueUnit],
+    ) -> Result<(), StoreError> {
+        if first_queue_offset != self.queue_offset_max {
             return Err(StoreError::QueueOffsetGap {
                 dir: self.dir.clone(),
-                queue_offset,
+                queue_offset: first_queue_offset,
                 expected: self.queue_offset_max,
             });
         }
-        if let Some(reason) = unit.problem() {
-            return Err(StoreError::InvalidUnit {
-                queue_offset,
-                reason,
-            });
+        if let Some(after_first) = (units.len() as u64).checked_sub(1) {
+            let last = first_queue_offset.saturating_add(after_first);
+            first_queue_offset
+                .checked_add(after_first)
+                .and_then(|last| last.checked_mul(UNIT_BYTES))
+                .filter(|byte| byte.checked_add(self.file_bytes()).is_some())
+                .ok_or(StoreError::OutOfRange {
+                    field: "queue_offset",
+                    value: last,
+                    max: (u64::MAX - self.file_bytes()) / UNIT_BYTES,
+                })?;
         }
-        let byte = queue_offset
-            .checked_mul(UNIT_BYTES)
-            .filter(|byte| byte.checked_add(self.file_bytes()).is_some())
-            .ok_or(StoreError::OutOfRange {
-                field: "queue_offset",
-                value: queue_offset,
-                max: (u64::MAX - self.file_bytes()) / UNIT_BYTES,
-            })?;
-        let file_start = byte - byte % self.file_bytes();
-        let file = self.file_for(file_start)?;
-        let offset = byte - file_start;
-        file.write_at(offset, &unit.encode())
-            .map_err(|source| StoreError::io(Verb::Write, self.subject(file_start), source))?;
-        extend(&mut self.dirty, file_start, offset, offset + UNIT_BYTES);
-        self.queue_offset_max += 1;
+        for (queue_offset, unit) in (first_queue_offset..).zip(units) {
+            if let Some(reason) = unit.problem() {
+                return Err(StoreError::InvalidUnit {
+                    queue_offset,
+                    reason,
+                });
+            }
+        }
+        let units_per_chunk = (SCAN_CHUNK_BYTES / UNIT_BYTES) as usize;
+        let mut buf = Vec::with_capacity(units.len().min(units_per_chunk) * UNIT_BYTES as usize);
+        let mut next = first_queue_offset;
+        let mut rest = units;
+        while !rest.is_empty() {
+            let byte = next * UNIT_BYTES;
+            let file_start = byte - byte % self.file_bytes();
+            let in_file = (file_start + self.file_bytes() - byte) / UNIT_BYTES;
+            let run = rest.len().min(units_per_chunk).min(in_file as usize);
+            let (head, tail) = rest.split_at(run);
+            buf.clear();
+            for unit in head {
+                buf.extend_from_slice(&unit.encode());
+            }
+            let file = self.file_for(file_start)?;
+            let offset = byte - file_start;
+            file.write_at(offset, &buf)
+                .map_err(|source| StoreError::io(Verb::Write, self.subject(file_start), source))?;
+            extend(
+                &mut self.dirty,
+                file_start,
+                offset,
+                offset + buf.len() as u64,
+            );
+            next += run as u64;
+            rest = tail;
+        }
+        self.queue_offset_max = next;
         self.check_invariants();
         Ok(())
     }
@@ -603,6 +649,35 @@ impl<D: Disk> ConsumeQueue<D> {
         tracing::info!(dir = %self.dir.display(), queue_offset, queue_offset_max = self.queue_offset_max, "ConsumeQueue truncated");
         self.cut_tail(queue_offset)?;
         self.queue_offset_max = queue_offset;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Removes every unit and every file, those below [`Self::queue_offset_min`] too (which
+    /// [`Self::truncate_from`] refuses to cut): the queue is then as if never written, and the next
+    /// append is at queue offset 0. For a store that rebuilds itself by applying the log again.
+    /// Files are removed newest first, each durably, so a crash part-way leaves a shorter queue,
+    /// never a hole.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if a file cannot be removed; the files after it are gone, and the
+    /// queue ends where the failed file started.
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        tracing::info!(
+            dir = %self.dir.display(),
+            queue_offset_min = self.queue_offset_min(),
+            queue_offset_max = self.queue_offset_max,
+            "ConsumeQueue cleared"
+        );
+        while let Some(&file_start) = self.files.keys().next_back() {
+            self.queue_offset_max = if self.files.len() == 1 {
+                0
+            } else {
+                self.queue_offset_max.min(file_start / UNIT_BYTES)
+            };
+            self.remove_file(file_start)?;
+        }
+        self.queue_offset_max = 0;
         self.check_invariants();
         Ok(())
     }
@@ -867,6 +942,7 @@ fn decode_manifest(path: &Path, bytes: &[u8]) -> Result<Vec<(String, i32)>, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consume_queue::counting_disk::CountingDisk;
     use dledger::{MemDisk, MmapDisk};
 
     fn unit(n: u64) -> ConsumeQueueUnit {
@@ -1044,6 +1120,117 @@ mod tests {
             );
         }
         assert_eq!(queue.queue_offset_max(), 0);
+    }
+
+    /// `append_many` writes each file's units with one write: 2 units then 9 more across three
+    /// files of 4 cost 2 + 3 writes. The bytes are those `append` writes one unit at a time, and
+    /// moving into a new file synced the previous one, so a crash keeps the first two files.
+    #[test]
+    fn append_many_writes_once_per_file() {
+        let disk = CountingDisk::new(MemDisk::new());
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 2);
+        assert_eq!(disk.writes(), 2);
+        queue.append_many(2, &expected(2..11)).unwrap();
+        assert_eq!(disk.writes(), 2 + 3, "one write per file touched");
+        assert_eq!(queue.queue_offset_max(), 11);
+        assert_eq!(all(&queue), expected(0..11));
+        queue.append_many(11, &[]).unwrap();
+        assert_eq!(disk.writes(), 5, "an empty batch writes nothing");
+
+        let one_by_one = MemDisk::new();
+        fill(
+            &mut ConsumeQueue::open(one_by_one.clone(), &dir(), 4).unwrap(),
+            11,
+        );
+        for name in [
+            "00000000000000000000",
+            "00000000000000000080",
+            "00000000000000000160",
+        ] {
+            let read = |disk: &MemDisk| {
+                let file = disk.open_segment(&dir().join(name), 80).unwrap();
+                let mut bytes = vec![0u8; 80];
+                file.read_at(0, &mut bytes);
+                bytes
+            };
+            assert_eq!(read(disk.inner()), read(&one_by_one), "{name}");
+        }
+
+        let crashed = disk.inner().crash();
+        let queue = ConsumeQueue::open(crashed, &dir(), 4).unwrap();
+        assert_eq!(
+            all(&queue),
+            expected(0..8),
+            "the rolls synced files 0 and 1"
+        );
+    }
+
+    /// `append_many` checks the whole batch first: a gap, or one invalid unit anywhere in it,
+    /// fails naming the unit's queue offset, and nothing is written or created.
+    #[test]
+    fn append_many_rejects_a_gap_or_an_invalid_unit_writing_nothing() {
+        let disk = CountingDisk::new(MemDisk::new());
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        let err = queue.append_many(1, &expected(1..3)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::QueueOffsetGap {
+                    queue_offset: 1,
+                    expected: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut batch = expected(0..6);
+        batch[5].size = 0;
+        let err = queue.append_many(0, &batch).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::InvalidUnit {
+                    queue_offset: 5,
+                    reason: "size is 0"
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(queue.queue_offset_max(), 0);
+        assert_eq!(disk.writes(), 0);
+        assert!(disk.list(&dir()).unwrap().is_empty(), "no file was created");
+    }
+
+    /// A queue whose first files were purged cannot be truncated to 0, but `clear` empties it:
+    /// every file goes, durably, and the queue starts again at offset 0.
+    #[test]
+    fn clear_empties_a_queue_with_purged_files() {
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 10);
+        assert_eq!(queue.purge_before(8).unwrap(), 2);
+        let err = queue.truncate_from(0).unwrap_err();
+        assert!(matches!(err, StoreError::TruncateBelowMin { .. }), "{err}");
+        queue.clear().unwrap();
+        assert_eq!((queue.queue_offset_min(), queue.queue_offset_max()), (0, 0));
+        assert_eq!(queue.get(8).unwrap(), None);
+        assert!(disk.list(&dir()).unwrap().is_empty());
+        let reopened = ConsumeQueue::open(disk.crash(), &dir(), 4).unwrap();
+        assert_eq!(
+            (reopened.queue_offset_min(), reopened.queue_offset_max()),
+            (0, 0),
+            "the removals were durable"
+        );
+        let disk = MemDisk::new();
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        fill(&mut queue, 6);
+        queue.clear().unwrap();
+        queue.clear().unwrap();
+        fill(&mut queue, 3);
+        queue.flush().unwrap();
+        let queue = ConsumeQueue::open(disk.crash(), &dir(), 4).unwrap();
+        assert_eq!(all(&queue), expected(0..3));
     }
 
     /// Truncation removes the units from an offset on, across files, durably; the queue then
@@ -1320,6 +1507,8 @@ mod tests {
         #[derive(Debug, Clone)]
         enum Op {
             Append(u8),
+            AppendMany(u8),
+            Clear,
             Flush,
             Reopen,
             Crash,
@@ -1329,7 +1518,9 @@ mod tests {
 
         fn op() -> impl Strategy<Value = Op> {
             prop_oneof![
-                6 => (1u8..6).prop_map(Op::Append),
+                3 => (1u8..6).prop_map(Op::Append),
+                3 => (0u8..10).prop_map(Op::AppendMany),
+                1 => Just(Op::Clear),
                 1 => Just(Op::Flush),
                 1 => Just(Op::Reopen),
                 1 => Just(Op::Crash),
@@ -1339,7 +1530,8 @@ mod tests {
         }
 
         proptest! {
-            /// Random appends, flushes, reopens, crashes, truncations and purges against a model:
+            /// Random appends (one by one and in batches), clears, flushes, reopens, crashes,
+            /// truncations and purges against a model:
             /// the units held (a `Vec` from the first file's start), the first and last file, and
             /// how many units are durable. Moving into a new file, opening and truncating sync,
             /// as documented, so the model tracks that too.
@@ -1365,6 +1557,25 @@ mod tests {
                                 queue.append(offset, unit(offset)).unwrap();
                                 units.push(unit(offset));
                             }
+                        }
+                        Op::AppendMany(n) => {
+                            let batch = expected(end..end + u64::from(n));
+                            queue.append_many(end, &batch).unwrap();
+                            for offset in end..end + u64::from(n) {
+                                let file = offset / upf;
+                                if last_file.is_some_and(|last| last < file) {
+                                    durable = offset;
+                                }
+                                last_file = Some(last_file.map_or(file, |last| last.max(file)));
+                            }
+                            units.extend(batch);
+                        }
+                        Op::Clear => {
+                            queue.clear().unwrap();
+                            units.clear();
+                            first_file = 0;
+                            last_file = None;
+                            durable = 0;
                         }
                         Op::Flush => {
                             queue.flush().unwrap();
@@ -1406,6 +1617,102 @@ mod tests {
                     prop_assert_eq!(&queue.read(min, u64::MAX).unwrap(), &units);
                 }
             }
+        }
+    }
+}
+
+/// A disk that counts segment writes, so tests can check how many syscalls a path costs.
+#[cfg(test)]
+pub(crate) mod counting_disk {
+    use std::io;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use dledger::{Disk, MemDisk, SegmentFile};
+
+    /// A [`MemDisk`] whose files count their `write_at` calls.
+    #[derive(Debug, Clone)]
+    pub(crate) struct CountingDisk {
+        inner: MemDisk,
+        writes: Arc<AtomicU64>,
+    }
+
+    impl CountingDisk {
+        pub(crate) fn new(inner: MemDisk) -> Self {
+            CountingDisk {
+                inner,
+                writes: Arc::default(),
+            }
+        }
+
+        /// The disk underneath, to crash or edit it.
+        pub(crate) fn inner(&self) -> &MemDisk {
+            &self.inner
+        }
+
+        /// Segment writes so far, by every file of this disk.
+        pub(crate) fn writes(&self) -> u64 {
+            self.writes.load(Ordering::Relaxed)
+        }
+    }
+
+    pub(crate) struct CountingFile {
+        inner: Arc<<MemDisk as Disk>::File>,
+        writes: Arc<AtomicU64>,
+    }
+
+    impl SegmentFile for CountingFile {
+        fn len(&self) -> u64 {
+            self.inner.len()
+        }
+
+        fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.inner.write_at(offset, bytes)
+        }
+
+        fn read_at(&self, offset: u64, buf: &mut [u8]) {
+            self.inner.read_at(offset, buf);
+        }
+
+        fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+            self.inner.sync_range(offset, len)
+        }
+    }
+
+    impl Disk for CountingDisk {
+        type File = CountingFile;
+
+        fn open_segment(&self, path: &Path, bytes: u64) -> io::Result<Arc<CountingFile>> {
+            Ok(Arc::new(CountingFile {
+                inner: self.inner.open_segment(path, bytes)?,
+                writes: self.writes.clone(),
+            }))
+        }
+
+        fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+            self.inner.list(dir)
+        }
+
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            self.inner.remove(path)
+        }
+
+        fn read_meta(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+            self.inner.read_meta(path)
+        }
+
+        fn write_meta(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+            self.inner.write_meta(path, bytes)
+        }
+
+        fn run_blocking<T, F>(&self, work: F) -> impl Future<Output = T> + Send
+        where
+            T: Send + 'static,
+            F: FnOnce() -> T + Send + 'static,
+        {
+            self.inner.run_blocking(work)
         }
     }
 }

@@ -24,7 +24,7 @@ use protocol::message::{RecordView, property, tags_code};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
-use crate::consume_queue::{ConsumeQueueSet, ConsumeQueueUnit};
+use crate::consume_queue::{ConsumeQueue, ConsumeQueueSet, ConsumeQueueUnit};
 use crate::entry::{self, OffsetCommit, StoreEntry};
 use crate::error::StoreError;
 use crate::index_file::{IndexConfig, IndexService, index_key};
@@ -40,7 +40,9 @@ pub struct StoreConfig {
     pub index: IndexConfig,
     /// Entries applied between checkpoints.
     pub checkpoint_every: u64,
-    /// Apply results kept for the broker to collect (oldest dropped first).
+    /// Apply results kept for the broker to collect (oldest dropped first). The leader's broker
+    /// takes each as soon as its entry applies, with a few proposals in flight; followers never
+    /// take theirs, so this bounds their memory.
     pub results_kept: usize,
 }
 
@@ -52,7 +54,7 @@ impl StoreConfig {
             cq_units_per_file: 300_000,
             index: IndexConfig::default(),
             checkpoint_every: 10_000,
-            results_kept: 100_000,
+            results_kept: 4096,
         }
     }
 }
@@ -122,6 +124,135 @@ fn apply_error(index: u64, reason: impl std::fmt::Display) -> ApplyError {
         index,
         reason: reason.to_string(),
     }
+}
+
+/// The properties applying a message reads, borrowed from its properties text.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct IndexedProperties<'a> {
+    tags: Option<&'a str>,
+    uniq_key: Option<&'a str>,
+    keys: Option<&'a str>,
+}
+
+impl<'a> IndexedProperties<'a> {
+    /// Finds `TAGS`, `UNIQ_KEY` and `KEYS` as [`protocol::message::Properties::parse`] reads
+    /// them (pieces with an empty name or value are skipped, and the last piece of a name wins),
+    /// without building the map of every property.
+    fn parse(text: &'a str) -> Self {
+        let mut found = IndexedProperties::default();
+        for piece in text.split('\u{2}') {
+            let Some((name, value)) = piece.split_once('\u{1}') else {
+                continue;
+            };
+            if value.is_empty() {
+                continue;
+            }
+            match name {
+                property::TAGS => found.tags = Some(value),
+                property::UNIQ_KEY => found.uniq_key = Some(value),
+                property::KEYS => found.keys = Some(value),
+                _ => {}
+            }
+        }
+        found
+    }
+}
+
+/// One message record of an entry, as applying it needs it.
+struct ParsedRecord<'a> {
+    topic: &'a str,
+    queue_id: i32,
+    unit: ConsumeQueueUnit,
+    properties: IndexedProperties<'a>,
+    store_timestamp_ms: u64,
+    /// Which [`QueueBatch`] the unit goes to, and its place in that batch.
+    batch: usize,
+    rank: u64,
+}
+
+/// The units of one entry for one queue, in record order.
+struct QueueBatch<'a> {
+    topic: &'a str,
+    queue_id: i32,
+    units: Vec<ConsumeQueueUnit>,
+    /// The queue offset of the first unit, once appended.
+    first_queue_offset: u64,
+}
+
+/// Applies the records of a messages entry: parses every record first, appends each queue's
+/// units with one [`ConsumeQueue::append_many`] (one write per file touched instead of one per
+/// message), then indexes the keys in record order. Returns where each record went, in record
+/// order; queue offsets are dense per queue in record order, as the leader predicted them.
+fn apply_messages<'a, D: Disk>(
+    state: &mut State<D>,
+    index: u64,
+    body_position: u64,
+    records: &'a [u8],
+    touched: &mut BTreeSet<(String, i32)>,
+) -> Result<Placement, ApplyError> {
+    let spans = entry::record_spans(records);
+    let mut parsed: Vec<ParsedRecord<'a>> = Vec::with_capacity(spans.len());
+    let mut batches: Vec<QueueBatch<'a>> = Vec::new();
+    let mut batch_of: BTreeMap<(&'a str, i32), usize> = BTreeMap::new();
+    for (start, size) in spans {
+        let view =
+            RecordView::parse(&records[start..start + size]).map_err(|e| apply_error(index, e))?;
+        let properties = IndexedProperties::parse(view.properties_text);
+        let batch = *batch_of
+            .entry((view.topic, view.queue_id))
+            .or_insert_with(|| {
+                batches.push(QueueBatch {
+                    topic: view.topic,
+                    queue_id: view.queue_id,
+                    units: Vec::new(),
+                    first_queue_offset: 0,
+                });
+                batches.len() - 1
+            });
+        let unit = ConsumeQueueUnit {
+            commit_log_offset: body_position + (entry::ENTRY_HEADER_BYTES + start) as u64,
+            size: u32::try_from(size).expect("record_spans takes sizes from an i32"),
+            tags_code: tags_code(properties.tags),
+        };
+        let units = &mut batches[batch].units;
+        parsed.push(ParsedRecord {
+            topic: view.topic,
+            queue_id: view.queue_id,
+            unit,
+            properties,
+            store_timestamp_ms: view.store_timestamp.max(0) as u64,
+            batch,
+            rank: units.len() as u64,
+        });
+        units.push(unit);
+    }
+    for batch in &mut batches {
+        let queue = state
+            .queues
+            .get_or_create(batch.topic, batch.queue_id)
+            .map_err(|e| apply_error(index, e))?;
+        batch.first_queue_offset = queue.queue_offset_max();
+        queue
+            .append_many(batch.first_queue_offset, &batch.units)
+            .map_err(|e| apply_error(index, e))?;
+        touched.insert((batch.topic.to_string(), batch.queue_id));
+    }
+    let mut placement = Placement::with_capacity(parsed.len());
+    for record in &parsed {
+        state
+            .index
+            .put_message(
+                record.topic,
+                record.properties.uniq_key,
+                record.properties.keys,
+                record.unit.commit_log_offset,
+                record.store_timestamp_ms,
+            )
+            .map_err(|e| apply_error(index, e))?;
+        let queue_offset = batches[record.batch].first_queue_offset + record.rank;
+        placement.push((record.queue_id, queue_offset as i64));
+    }
+    Ok(placement)
 }
 
 impl<D: Disk> Store<D> {
@@ -206,9 +337,11 @@ impl<D: Disk> Store<D> {
                 .map(|o| ((o.group, o.topic, o.queue_id), o.offset))
                 .collect();
         } else {
+            // `clear`, not `truncate_from(0)`: a queue whose first files were purged holds
+            // nothing below its first file, and the rebuild starts every queue from offset 0.
             for (topic, queue_id) in &existing {
                 if let Some(queue) = state.queues.get_mut(topic, *queue_id) {
-                    queue.truncate_from(0)?;
+                    queue.clear()?;
                 }
             }
         }
@@ -247,40 +380,8 @@ impl<D: Disk> Store<D> {
                 StoreEntry::Messages { records } => {
                     let body_position =
                         entry.position + u64::from(dledger::limits::ENTRY_HEADER_BYTES);
-                    let mut placement = Placement::new();
-                    for (start, size) in entry::record_spans(records) {
-                        let view = RecordView::parse(&records[start..start + size])
-                            .map_err(|e| apply_error(index, e))?;
-                        let properties = view.properties();
-                        let queue = state
-                            .queues
-                            .get_or_create(view.topic, view.queue_id)
-                            .map_err(|e| apply_error(index, e))?;
-                        let queue_offset = queue.queue_offset_max();
-                        let physical = body_position + (entry::ENTRY_HEADER_BYTES + start) as u64;
-                        queue
-                            .append(
-                                queue_offset,
-                                ConsumeQueueUnit {
-                                    commit_log_offset: physical,
-                                    size: size as u32,
-                                    tags_code: tags_code(properties.get(property::TAGS)),
-                                },
-                            )
-                            .map_err(|e| apply_error(index, e))?;
-                        state
-                            .index
-                            .put_message(
-                                view.topic,
-                                properties.get(property::UNIQ_KEY),
-                                properties.get(property::KEYS),
-                                physical,
-                                view.store_timestamp.max(0) as u64,
-                            )
-                            .map_err(|e| apply_error(index, e))?;
-                        placement.push((view.queue_id, queue_offset as i64));
-                        touched.insert((view.topic.to_string(), view.queue_id));
-                    }
+                    let placement =
+                        apply_messages(&mut state, index, body_position, records, &mut touched)?;
                     let mut results = self.results.lock().expect("results");
                     results.insert(index, placement);
                     while results.len() > self.config.results_kept {
@@ -373,6 +474,37 @@ impl<D: Disk> Store<D> {
         Ok(())
     }
 
+    /// Forgets everything applied, durably: every queue and index file is removed, topics and
+    /// offsets are dropped, and an empty checkpoint is written, so the store is as if new and
+    /// the log is applied again from its start. For [`dledger::StateMachine::discard`].
+    ///
+    /// # Errors
+    /// A file error; the store must not be used after one.
+    pub fn discard(&self) -> Result<(), StoreError> {
+        let mut state = self.write_state();
+        let queues: Vec<(String, i32)> = state
+            .queues
+            .queues()
+            .map(|(topic, queue_id)| (topic.to_string(), queue_id))
+            .collect();
+        for (topic, queue_id) in &queues {
+            if let Some(queue) = state.queues.get_mut(topic, *queue_id) {
+                queue.clear()?;
+            }
+        }
+        state.index.clear()?;
+        state.topics.clear();
+        state.offsets.clear();
+        state.applied = None;
+        self.applied_end.store(0, Ordering::Release);
+        self.results.lock().expect("results").clear();
+        self.checkpoint_locked(&mut state)?;
+        drop(state);
+        self.applied.send_replace(None);
+        tracing::warn!(root = %self.config.root.display(), "store discarded: the log is applied again");
+        Ok(())
+    }
+
     /// Syncs everything and writes a checkpoint (on shutdown, and in tests).
     ///
     /// # Errors
@@ -428,7 +560,7 @@ impl<D: Disk> Store<D> {
         &self,
         topic: &str,
         queue_id: i32,
-        f: impl FnOnce(&crate::consume_queue::ConsumeQueue<D>) -> Result<R, StoreError>,
+        f: impl FnOnce(&ConsumeQueue<D>) -> Result<R, StoreError>,
     ) -> Result<Option<R>, StoreError> {
         let state = self.read_state();
         match state.queues.get(topic, queue_id) {
@@ -567,5 +699,277 @@ impl<D: Disk> dledger::StateMachine for StoreMachine<D> {
             index,
             "installing a snapshot is not supported: the message store is rebuilt from the log",
         ))
+    }
+
+    fn discard(&mut self) -> Result<(), ApplyError> {
+        self.store.discard().map_err(|e| apply_error(0, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use bytes::Bytes;
+    use dledger::{MemDisk, SegmentFile as _};
+    use protocol::message::{Properties, StoredMessage, java_string_hash};
+
+    use super::*;
+    use crate::consume_queue::counting_disk::CountingDisk;
+
+    /// 2023-11-14T22:13:20Z.
+    const T0: i64 = 1_700_000_000_000;
+
+    fn config() -> StoreConfig {
+        let mut config = StoreConfig::new(PathBuf::from("/store"));
+        config.cq_units_per_file = 4;
+        config.index = IndexConfig {
+            hash_slots: 64,
+            entries_max: 1024,
+        };
+        config
+    }
+
+    /// A record for `queue_id` of `topic`, tagged `tags`, with `UNIQ_KEY` `uniq-<n>` and the
+    /// space-separated `keys`.
+    fn record(topic: &str, queue_id: i32, n: u64, tags: &str, keys: &str) -> Vec<u8> {
+        let mut properties = Properties::default();
+        properties.set(property::TAGS, tags);
+        properties.set(property::UNIQ_KEY, format!("uniq-{n}"));
+        if !keys.is_empty() {
+            properties.set(property::KEYS, keys);
+        }
+        let message = StoredMessage {
+            topic: topic.into(),
+            queue_id,
+            flag: 0,
+            queue_offset: 0,
+            physical_offset: 0,
+            sys_flag: 0,
+            born_timestamp: T0,
+            born_host: "127.0.0.1:1".parse().unwrap(),
+            store_timestamp: T0 + n as i64,
+            store_host: "127.0.0.1:2".parse().unwrap(),
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body: Bytes::from(format!("body {n}")),
+            properties,
+        };
+        let mut out = Vec::new();
+        message.encode(&mut out).unwrap();
+        out
+    }
+
+    /// A messages entry at `position` holding `records`.
+    fn messages_entry(index: u64, position: u64, records: &[Vec<u8>]) -> CommittedEntry {
+        CommittedEntry {
+            index,
+            term: 1,
+            position,
+            payload: EntryPayload::Data(Bytes::from(entry::messages(&records.concat()))),
+        }
+    }
+
+    /// Commit-log offsets of the records of an entry at `position`, in record order.
+    fn offsets_of(position: u64, records: &[Vec<u8>]) -> Vec<u64> {
+        let body = position + u64::from(dledger::limits::ENTRY_HEADER_BYTES);
+        let mut at = (body + entry::ENTRY_HEADER_BYTES as u64, Vec::new());
+        for record in records {
+            at.1.push(at.0);
+            at.0 += record.len() as u64;
+        }
+        at.1
+    }
+
+    /// Records of one entry spread over queues in no order get dense queue offsets per queue in
+    /// record order, continuing across entries; the placement lists them in record order; each
+    /// unit points at its record with its tags' hash; and every key is queryable at once. The
+    /// ConsumeQueues cost one write per queue, and the index none before its bound.
+    #[test]
+    fn apply_places_records_per_queue_in_record_order() {
+        let disk = CountingDisk::new(MemDisk::new());
+        let store = Store::open(disk.clone(), config()).unwrap();
+        let layout = [("A", 0), ("A", 1), ("A", 0), ("B", 0), ("A", 1), ("A", 0)];
+        let records: Vec<Vec<u8>> = (0u64..)
+            .zip(layout)
+            .map(|(n, (topic, queue_id))| record(topic, queue_id, n, "TagA", &format!("k{n} all")))
+            .collect();
+        store.apply(&messages_entry(1, 0, &records)).unwrap();
+        assert_eq!(
+            store.take_placement(1).unwrap(),
+            vec![(0, 0), (1, 0), (0, 1), (0, 0), (1, 1), (0, 2)]
+        );
+        assert_eq!(
+            disk.writes(),
+            3,
+            "one ConsumeQueue write per queue, no index write"
+        );
+        let offsets = offsets_of(0, &records);
+        let items = store.read_queue("A", 0, 0, 10).unwrap();
+        let expected: Vec<QueueItem> = [0usize, 2, 5]
+            .into_iter()
+            .zip(0..)
+            .map(|(r, queue_offset)| QueueItem {
+                queue_offset,
+                physical_offset: offsets[r],
+                size: records[r].len() as u32,
+                tags_code: i64::from(java_string_hash("TagA")),
+            })
+            .collect();
+        assert_eq!(items, expected);
+        assert_eq!(store.max_offset("B", 0), 1);
+        assert_eq!(
+            store.query_key("A", "k2", 10, 0, i64::MAX).unwrap(),
+            vec![offsets[2]]
+        );
+        assert_eq!(
+            store.query_key("A", "uniq-4", 10, 0, i64::MAX).unwrap(),
+            vec![offsets[4]]
+        );
+        assert_eq!(
+            store.query_key("A", "all", 10, 0, i64::MAX).unwrap(),
+            [5, 4, 2, 1, 0].map(|r| offsets[r]).to_vec()
+        );
+        assert_eq!(
+            store.query_key("B", "all", 10, 0, i64::MAX).unwrap(),
+            vec![offsets[3]]
+        );
+
+        let position = 10_000;
+        let more = vec![record("A", 1, 6, "", ""), record("A", 0, 7, "", "")];
+        store.apply(&messages_entry(2, position, &more)).unwrap();
+        assert_eq!(store.take_placement(2).unwrap(), vec![(1, 2), (0, 3)]);
+        let item = store.read_queue("A", 0, 3, 1).unwrap();
+        assert_eq!(item[0].physical_offset, offsets_of(position, &more)[1]);
+        assert_eq!(item[0].tags_code, 0, "no tags");
+    }
+
+    /// A checkpoint syncs the index's buffered puts: after a crash the keys are still there.
+    #[test]
+    fn checkpoint_makes_buffered_index_puts_durable() {
+        let disk = MemDisk::new();
+        let store = Store::open(disk.clone(), config()).unwrap();
+        let records = vec![record("A", 0, 0, "t", "k"), record("A", 0, 1, "t", "k")];
+        store.apply(&messages_entry(1, 0, &records)).unwrap();
+        store.checkpoint().unwrap();
+        drop(store);
+        let store = Store::open(disk.crash(), config()).unwrap();
+        let offsets = offsets_of(0, &records);
+        assert_eq!(
+            store.query_key("A", "k", 10, 0, i64::MAX).unwrap(),
+            vec![offsets[1], offsets[0]]
+        );
+        assert_eq!(store.last_applied().map(|a| a.index), Some(1));
+    }
+
+    /// A queue shorter than the checkpoint makes the store rebuild from the log, emptying every
+    /// queue, including one whose first files were purged (which `truncate_from(0)` refuses):
+    /// the store opens empty and applying the log again places each record as the first time.
+    #[test]
+    fn rebuild_clears_a_queue_whose_first_files_were_purged() {
+        let disk = MemDisk::new();
+        let store = Store::open(disk.clone(), config()).unwrap();
+        let mut records: Vec<Vec<u8>> = (0..10).map(|n| record("A", 0, n, "t", "")).collect();
+        records.extend((10..12).map(|n| record("A", 1, n, "t", "")));
+        let entry = messages_entry(1, 0, &records);
+        store.apply(&entry).unwrap();
+        let placement = store.take_placement(1).unwrap();
+        store.checkpoint().unwrap();
+        drop(store);
+
+        let queue_0 = config().root.join("consumequeue").join("A").join("0");
+        let mut queue = ConsumeQueue::open(disk.clone(), &queue_0, 4).unwrap();
+        assert_eq!(queue.purge_before(8).unwrap(), 2);
+        drop(queue);
+        let queue_1 = config().root.join("consumequeue").join("A").join("1");
+        disk.remove(&queue_1.join("00000000000000000000")).unwrap();
+
+        let store = Store::open(disk.clone(), config()).unwrap();
+        assert_eq!(store.last_applied(), None, "the store starts over");
+        for queue_id in [0, 1] {
+            assert_eq!(store.min_offset("A", queue_id), 0);
+            assert_eq!(store.max_offset("A", queue_id), 0);
+        }
+        store.apply(&entry).unwrap();
+        assert_eq!(store.take_placement(1).unwrap(), placement);
+        assert_eq!(store.read_queue("A", 0, 0, 100).unwrap().len(), 10);
+        let file = disk
+            .open_segment(&queue_0.join("00000000000000000000"), 80)
+            .unwrap();
+        assert_eq!(file.len(), 80, "the queue's first file is back");
+    }
+
+    /// `discard` forgets every queue, key, topic and offset, durably: the store reopens empty
+    /// and applying the log again places each record as the first time.
+    #[test]
+    fn discard_forgets_everything_applied_durably() {
+        let disk = MemDisk::new();
+        let store = Store::open(disk.clone(), config()).unwrap();
+        let records: Vec<Vec<u8>> = (0..6)
+            .map(|n| record("A", (n % 2) as i32, n, "t", "k"))
+            .collect();
+        let entry = messages_entry(1, 0, &records);
+        store.apply(&entry).unwrap();
+        let placement = store.take_placement(1).unwrap();
+        store.checkpoint().unwrap();
+
+        store.discard().unwrap();
+        let empty = |store: &Store<MemDisk>| {
+            assert_eq!(store.last_applied(), None);
+            assert_eq!(store.applied_end(), 0);
+            assert_eq!(store.max_offset("A", 0), 0);
+            assert!(
+                store
+                    .query_key("A", "k", 10, 0, i64::MAX)
+                    .unwrap()
+                    .is_empty()
+            );
+        };
+        empty(&store);
+        drop(store);
+        let store = Store::open(disk.crash(), config()).unwrap();
+        empty(&store);
+
+        store.apply(&entry).unwrap();
+        assert_eq!(store.take_placement(1).unwrap(), placement);
+        assert_eq!(store.read_queue("A", 1, 0, 10).unwrap().len(), 3);
+        assert_eq!(store.query_key("A", "k", 10, 0, i64::MAX).unwrap().len(), 6);
+    }
+
+    /// The borrowed reading finds the three names wherever they are, takes the last of a
+    /// repeated name, and skips a piece with an empty value, as Java's parser does.
+    #[test]
+    fn indexed_properties_read_tags_uniq_key_and_keys() {
+        let text = "TAGS\u{1}a\u{2}KEYS\u{1}k1 k2\u{2}UNIQ_KEY\u{1}u\u{1}v\u{2}TAGS\u{1}b\u{2}KEYS\u{1}\u{2}";
+        assert_eq!(
+            IndexedProperties::parse(text),
+            IndexedProperties {
+                tags: Some("b"),
+                uniq_key: Some("u\u{1}v"),
+                keys: Some("k1 k2"),
+            }
+        );
+        assert_eq!(IndexedProperties::parse(""), IndexedProperties::default());
+    }
+
+    proptest::proptest! {
+        /// The borrowed reading of TAGS, UNIQ_KEY and KEYS agrees with `Properties::parse` on
+        /// any text made of those names, other names, values and both separators.
+        #[test]
+        fn indexed_properties_agree_with_properties_parse(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "TAGS", "KEYS", "UNIQ_KEY", "TAG", "x", "", "a b", "\u{1}", "\u{2}", "é",
+                ]),
+                0..16,
+            )
+        ) {
+            let text = pieces.concat();
+            let full = Properties::parse(&text);
+            let found = IndexedProperties::parse(&text);
+            proptest::prop_assert_eq!(found.tags, full.get(property::TAGS));
+            proptest::prop_assert_eq!(found.uniq_key, full.get(property::UNIQ_KEY));
+            proptest::prop_assert_eq!(found.keys, full.get(property::KEYS));
+        }
     }
 }
