@@ -112,21 +112,31 @@ impl<D: Disk, T: Transport> Shared<D, T> {
             compressed: Some(false),
             body_crc32: Some((crc32(&body) & 0x7FFF_FFFF) as i32),
         };
-        for addr in &self.config.namesrv_addrs {
+        // Every name server at once: one that is down must not hold back the others (a new
+        // leader's registration is what moves clients to it).
+        let registrations = self.config.namesrv_addrs.iter().map(|addr| {
             let request = RemotingCommand::request(request::REGISTER_BROKER, header.to_ext())
                 .with_body(body.clone());
-            match self
-                .namesrv
-                .request(addr, request, Duration::from_secs(3))
-                .await
-            {
-                Ok(answer) if answer.code == response::SUCCESS => {}
-                Ok(answer) => {
-                    tracing::warn!(namesrv = %addr, code = answer.code, remark = ?answer.remark, "registration refused")
+            async move {
+                match self
+                    .namesrv
+                    .request(addr, request, Duration::from_secs(3))
+                    .await
+                {
+                    Ok(answer) if answer.code == response::SUCCESS => {}
+                    Ok(answer) => {
+                        tracing::warn!(namesrv = %addr, code = answer.code, remark = ?answer.remark, "registration refused")
+                    }
+                    Err(err) => {
+                        // A connection whose request timed out may be dead for good (its peer
+                        // gone without a FIN, or frames lost): dial afresh next time.
+                        tracing::warn!(namesrv = %addr, cause = %err, "registration failed");
+                        self.namesrv.forget(addr).await;
+                    }
                 }
-                Err(err) => tracing::warn!(namesrv = %addr, cause = %err, "registration failed"),
             }
-        }
+        });
+        futures_util::future::join_all(registrations).await;
     }
 
     async fn unregister_all(&self) {
