@@ -11,7 +11,7 @@ use dledger::testing::RecordingStateMachine;
 use dledger::{DiskFaults, Ledger, LedgerConfig, MemDisk, Mutants, RaftListener, Role};
 use rand::Rng;
 
-use crate::config::{SIM_SEGMENT_BYTES, SimConfig, rng, salt};
+use crate::config::{Layer, SIM_SEGMENT_BYTES, SimConfig, rng, salt};
 use crate::oracle::{Acked, Oracle, body};
 use crate::run::Mutant;
 use crate::transport::TurmoilTransport;
@@ -32,6 +32,8 @@ pub struct Slot {
     pub ledger: Option<Ledger>,
     /// What its state machine applied in its current life.
     pub machine: RecordingStateMachine,
+    /// The message store, in the messaging workload, while the host runs and started.
+    pub store: Option<Arc<store::Store<MemDisk>>>,
     /// Lives so far (1 after the first start).
     pub incarnation: u64,
     /// Why the last start failed on something other than an I/O error, if it did.
@@ -53,11 +55,15 @@ pub struct Cluster {
     pub config: Arc<SimConfig>,
     /// A deliberate bug switched on in every replica.
     pub mutant: Option<Mutant>,
+    /// The layers under test.
+    pub layer: Layer,
+    /// The name server's registry (messaging workload).
+    pub registry: crate::messaging::RegistrySlot,
 }
 
 impl Cluster {
     /// Slots for every replica, with fresh disks.
-    pub fn new(config: SimConfig, mutant: Option<Mutant>) -> Cluster {
+    pub fn new(config: SimConfig, mutant: Option<Mutant>, layer: Layer) -> Cluster {
         let slots = (1..=config.nodes)
             .map(|id| {
                 let faults = DiskFaults {
@@ -65,8 +71,10 @@ impl Cluster {
                     sync_fail: config.sync_fail,
                     sector_survives_crash: config.sector_survives_crash,
                     // Room for `n` segments and as many index files (16 KiB each).
+                    // The messaging workload's store shares the disk; it runs without a limit.
                     capacity_bytes: config
                         .disk_segments_max
+                        .filter(|_| layer == Layer::Ledger)
                         .map(|n| n * (SIM_SEGMENT_BYTES + 16 * 1024)),
                     latency_max: Duration::from_micros(config.disk_latency_max_us),
                     read_corrupt: config.read_corrupt,
@@ -75,6 +83,7 @@ impl Cluster {
                     disk: MemDisk::with_faults(faults),
                     ledger: None,
                     machine: RecordingStateMachine::new(),
+                    store: None,
                     incarnation: 0,
                     start_error: None,
                     start_io_error: None,
@@ -88,6 +97,8 @@ impl Cluster {
             quiet: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),
             mutant,
+            layer,
+            registry: Arc::default(),
         }
     }
 
@@ -106,7 +117,10 @@ impl Cluster {
         );
         config.segment_bytes = SIM_SEGMENT_BYTES;
         config.index_units_per_file = 512;
-        config.entry_body_bytes_max = 1024;
+        config.entry_body_bytes_max = match self.layer {
+            Layer::Ledger => 1024,
+            Layer::Broker => crate::messaging::ENTRY_BODY_BYTES_MAX,
+        };
         config.heartbeat_interval = Duration::from_millis(c.heartbeat_ms);
         config.election_timeout_min = Duration::from_millis(c.election_min_ms);
         config.election_timeout_max = Duration::from_millis(c.election_max_ms);
@@ -121,13 +135,27 @@ impl Cluster {
         config
     }
 
-    /// The body of replica `id`'s host: start the ledger from the slot's disk, then propose.
+    fn start_failed(&self, id: u64, err: String, io: bool) {
+        let mut slots = self.slots.lock().expect("slots");
+        let slot = slots.get_mut(&id).expect("slot");
+        // An injected I/O fault at start is the disk failing; anything else (a corrupt or
+        // missing committed entry) means the files are not what was synced.
+        if io {
+            slot.start_io_error = Some(err);
+        } else {
+            slot.start_error = Some(err);
+        }
+    }
+
+    /// The body of replica `id`'s host: start the ledger from the slot's disk, then propose
+    /// (ledger workload) or serve as a broker (messaging workload).
     pub async fn run_host(self, id: u64) -> turmoil::Result {
         let (disk, incarnation) = {
             let mut slots = self.slots.lock().expect("slots");
             let slot = slots.get_mut(&id).expect("slot exists");
             slot.incarnation += 1;
             slot.ledger = None;
+            slot.store = None;
             slot.start_error = None;
             slot.start_io_error = None;
             (slot.disk.clone(), slot.incarnation)
@@ -137,13 +165,40 @@ impl Cluster {
             RaftListener::bind(&TurmoilTransport, &format!("0.0.0.0:{RAFT_PORT}")).await?;
         let machine = RecordingStateMachine::new();
         let config = self.ledger_config(id, incarnation);
+        let (state_machine, hook, store): (
+            Box<dyn dledger::StateMachine>,
+            Option<Arc<dyn dledger::AppendHook>>,
+            _,
+        ) = match self.layer {
+            Layer::Ledger => (Box::new(machine.clone()), None, None),
+            Layer::Broker => {
+                match store::Store::open(disk.clone(), crate::messaging::store_config(id)) {
+                    Ok(store) => (
+                        Box::new(crate::messaging::TeeMachine {
+                            store: store::StoreMachine::new(store.clone()),
+                            record: machine.clone(),
+                        }),
+                        Some(Arc::new(store::entry::OffsetHook)),
+                        Some(store),
+                    ),
+                    Err(err) => {
+                        // A read that returned corrupted bytes makes intact files look damaged.
+                        let io = disk.fault_counts().reads_corrupted > corrupted_before
+                            || matches!(err, store::error::StoreError::Io { .. });
+                        self.start_failed(id, format!("store: {err}"), io);
+                        std::future::pending::<()>().await;
+                        unreachable!("pending never completes");
+                    }
+                }
+            }
+        };
         let started = Ledger::start(
             config,
             disk.clone(),
             TurmoilTransport,
             listener,
-            Box::new(machine.clone()),
-            None,
+            state_machine,
+            hook,
         )
         .await;
         let ledger = match started {
@@ -157,17 +212,7 @@ impl Cluster {
                         err,
                         dledger::StartError::Storage(dledger::StorageError::Io { .. })
                     );
-                {
-                    let mut slots = self.slots.lock().expect("slots");
-                    let slot = slots.get_mut(&id).expect("slot");
-                    // An injected I/O fault at start is the disk failing; anything else (a
-                    // corrupt or missing committed entry) means the files are not what was synced.
-                    if io {
-                        slot.start_io_error = Some(err.to_string());
-                    } else {
-                        slot.start_error = Some(err.to_string());
-                    }
-                }
+                self.start_failed(id, err.to_string(), io);
                 std::future::pending::<()>().await;
                 unreachable!("pending never completes");
             }
@@ -177,6 +222,14 @@ impl Cluster {
             let slot = slots.get_mut(&id).expect("slot exists");
             slot.ledger = Some(ledger.clone());
             slot.machine = machine;
+            slot.store = store.clone();
+        }
+        if let Some(store) = store {
+            let broker =
+                crate::messaging::start_broker(&self, id, incarnation, ledger, store).await?;
+            std::future::pending::<()>().await;
+            drop(broker);
+            return Ok(());
         }
         for client in 0..self.config.clients_per_node {
             let seed =

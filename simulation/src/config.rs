@@ -18,6 +18,26 @@ pub mod salt {
     pub const DISK: u64 = 0xd15c_0000_0000_0004;
     /// openraft's RNG of node `i` adds `i`.
     pub const RAFT: u64 = 0x4af7_0000_0000_0005;
+    /// The broker's RNG of node `i` adds `i`.
+    pub const BROKER: u64 = 0xb40c_0000_0000_0006;
+    /// The producers of the messaging workload.
+    pub const PRODUCERS: u64 = 0x9d0c_0000_0000_0007;
+    /// Faults between replicas and the hosts outside the group (messaging workload).
+    pub const EDGE_FAULTS: u64 = 0xed6e_0000_0000_0008;
+    /// The consumers of the messaging workload.
+    pub const CONSUMERS: u64 = 0xc0c0_0000_0000_0009;
+}
+
+/// Which layers a run puts under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layer {
+    /// Raft groups alone: proposers on each replica propose opaque entries.
+    #[default]
+    Ledger,
+    /// The messaging stack on every replica (ledger, store, broker), a name server, and
+    /// producers on client hosts sending through the remoting protocol.
+    Broker,
 }
 
 /// An RNG for one subsystem of one seed.

@@ -7,6 +7,8 @@
 //! - [`transport`]: dledger's transport seam over turmoil's TCP.
 //! - [`cluster`]: the replicas as turmoil hosts, with their disks kept outside the hosts so a
 //!   crash keeps what was synced.
+//! - [`messaging`]: the messaging workload (`--layer broker`): brokers, a name server and
+//!   producers over the remoting protocol.
 //! - [`oracle`]: the workload's record of acknowledged entries.
 //! - [`invariants`]: one file per property checked after every step.
 //! - [`run`]: one seed from start to verdict: fault phase, then healing and liveness.
@@ -17,6 +19,7 @@ compile_error!("the simulation needs `--cfg tokio_unstable` (set in .cargo/confi
 pub mod cluster;
 pub mod config;
 pub mod invariants;
+pub mod messaging;
 pub mod oracle;
 pub mod run;
 pub mod transport;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use simulation::config::Layer;
 use simulation::run::{Mutant, RunOptions, RunReport};
 
 #[derive(Parser)]
@@ -26,11 +27,20 @@ struct Args {
     /// task spinning without yielding stops simulated time).
     #[arg(long, default_value_t = 30)]
     hang_secs: u64,
+    /// The layers under test: the Raft ledger alone, or the messaging stack over it.
+    #[arg(long, value_enum, default_value_t = Layer::Ledger)]
+    layer: Layer,
 }
 
 /// Watches `progress` from a thread of its own; if no step finishes for `limit`, prints the
 /// report of a hung run and exits, since the simulation thread will never return.
-fn watchdog(seed: u64, mutant: Option<Mutant>, progress: Arc<AtomicU64>, limit: Duration) {
+fn watchdog(
+    seed: u64,
+    mutant: Option<Mutant>,
+    layer: Layer,
+    progress: Arc<AtomicU64>,
+    limit: Duration,
+) {
     std::thread::spawn(move || {
         let mut last = progress.load(Ordering::Relaxed);
         let mut since = Instant::now();
@@ -53,14 +63,14 @@ fn watchdog(seed: u64, mutant: Option<Mutant>, progress: Arc<AtomicU64>, limit: 
                     "seed {seed} FAILED: {}",
                     report.violation.unwrap_or_default()
                 );
-                eprintln!("{}", reproduce(seed, mutant));
+                eprintln!("{}", reproduce(seed, mutant, layer));
                 std::process::exit(1);
             }
         }
     });
 }
 
-fn reproduce(seed: u64, mutant: Option<Mutant>) -> String {
+fn reproduce(seed: u64, mutant: Option<Mutant>, layer: Layer) -> String {
     let mutant = mutant
         .map(|m| {
             format!(
@@ -72,7 +82,11 @@ fn reproduce(seed: u64, mutant: Option<Mutant>) -> String {
             )
         })
         .unwrap_or_default();
-    format!("REPRODUCE WITH: cargo run --release -p simulation -- --seed {seed}{mutant}")
+    let layer = match layer {
+        Layer::Ledger => "",
+        Layer::Broker => " --layer broker",
+    };
+    format!("REPRODUCE WITH: cargo run --release -p simulation -- --seed {seed}{layer}{mutant}")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,12 +104,14 @@ fn main() -> anyhow::Result<()> {
         watchdog(
             seed,
             args.mutant,
+            args.layer,
             progress.clone(),
             Duration::from_secs(args.hang_secs),
         );
         let options = RunOptions {
             mutant: args.mutant,
             progress: Some(progress),
+            layer: args.layer,
         };
         // A panic inside the code under test (an assertion of ours firing) is a finding too.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -112,7 +128,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         if let Some(violation) = &report.violation {
             eprintln!("seed {seed} FAILED: {violation}");
-            eprintln!("{}", reproduce(seed, args.mutant));
+            eprintln!("{}", reproduce(seed, args.mutant, args.layer));
             std::process::exit(1);
         }
         return Ok(());
@@ -136,6 +152,14 @@ fn main() -> anyhow::Result<()> {
             "--hang-secs",
             &args.hang_secs.to_string(),
         ]);
+        if args.layer != Layer::Ledger {
+            command.args([
+                "--layer",
+                serde_json::to_value(args.layer)?
+                    .as_str()
+                    .unwrap_or_default(),
+            ]);
+        }
         if let Some(mutant) = args.mutant {
             command.args([
                 "--mutant",
@@ -158,7 +182,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 if let Some(violation) = &report.violation {
                     eprintln!("seed {seed} FAILED: {violation}");
-                    eprintln!("{}", reproduce(seed, args.mutant));
+                    eprintln!("{}", reproduce(seed, args.mutant, args.layer));
                     failures.push(seed);
                 }
             }
@@ -167,7 +191,7 @@ fn main() -> anyhow::Result<()> {
                     "seed {seed} CRASHED: {}",
                     String::from_utf8_lossy(&output.stderr)
                 );
-                eprintln!("{}", reproduce(seed, args.mutant));
+                eprintln!("{}", reproduce(seed, args.mutant, args.layer));
                 failures.push(seed);
             }
         }

@@ -11,12 +11,45 @@ pub struct Acked {
     pub term: u64,
 }
 
+/// One message a broker acknowledged (the messaging workload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendAck {
+    /// The unique id the message carried (its body, as [`body`] makes it).
+    pub id: u64,
+    /// The producer that sent it (client host << 16 | producer number).
+    pub producer: u64,
+    /// Queue the answer named.
+    pub queue_id: i32,
+    /// Queue offset the answer named.
+    pub queue_offset: i64,
+}
+
+/// One message a consumer received by pulling (the messaging workload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Consumed {
+    /// The id its body carried.
+    pub id: u64,
+    /// The consumer (client host << 16 | consumer number).
+    pub consumer: u64,
+    /// Queue it was pulled from.
+    pub queue_id: i32,
+    /// Queue offset the record carried.
+    pub queue_offset: i64,
+}
+
 /// Ids handed out and acknowledgements received.
 #[derive(Debug, Default)]
 pub struct Oracle {
     next_id: u64,
     /// Every acknowledgement, in the order received.
     pub acked: Vec<Acked>,
+    /// Every acknowledged send of the messaging workload, in the order received.
+    pub sends: Vec<SendAck>,
+    /// Every message consumers pulled, in the order received.
+    pub consumed: Vec<Consumed>,
+    /// What consumers saw that must not happen (a gap or a repeat in a queue's offsets, a
+    /// record of another queue, an undecodable body), first first.
+    pub consume_errors: Vec<String>,
     /// Proposals sent.
     pub proposed: u64,
 }

@@ -12,8 +12,9 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 
 use crate::cluster::{Cluster, host_name};
-use crate::config::{SimConfig, rng, salt};
+use crate::config::{Layer, SimConfig, rng, salt};
 use crate::invariants::{Checker, NodeView, Violation};
+use crate::messaging;
 use crate::oracle::id_of;
 
 /// Deliberate bugs put back into the code under test, to show the checker catches them.
@@ -45,6 +46,8 @@ pub struct RunReport {
     pub acked: usize,
     /// Entries known committed.
     pub committed: usize,
+    /// Messages consumers pulled (messaging workload; 0 in the ledger workload).
+    pub consumed: usize,
     /// The first violation, if any.
     pub violation: Option<String>,
     /// Hash of the full trace (every replica's state after every step).
@@ -61,6 +64,7 @@ impl RunReport {
             faults: BTreeMap::new(),
             acked: 0,
             committed: 0,
+            consumed: 0,
             violation: Some(format!("panic: {message}")),
             trace_hash: String::new(),
         }
@@ -76,6 +80,8 @@ pub struct RunOptions {
     /// task that never yields keeps one step from ever finishing, which nothing inside the
     /// simulation can see.
     pub progress: Option<Arc<AtomicU64>>,
+    /// The layers under test.
+    pub layer: Layer,
 }
 
 enum Event {
@@ -85,6 +91,8 @@ enum Event {
     LinkLossEnd(u64, u64),
     DelayEnd(u64, u64),
     Restart(u64),
+    /// End of a partition between a replica and a host outside the group.
+    RepairEdge(u64, String),
 }
 
 struct Driver<'a> {
@@ -93,6 +101,9 @@ struct Driver<'a> {
     checker: Checker,
     rng: StdRng,
     events: BTreeMap<u64, Vec<Event>>,
+    /// Faults between replicas and the hosts outside the group (messaging workload): a stream
+    /// of its own, so the replicas' fault schedule is the ledger workload's.
+    edge_rng: StdRng,
     down: BTreeMap<u64, bool>,
     faults: BTreeMap<String, u64>,
     step: u64,
@@ -124,16 +135,29 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         .enable_random_order()
         .tcp_capacity(1 << 16)
         .build();
-    let cluster = Cluster::new(config.clone(), options.mutant);
+    let cluster = Cluster::new(config.clone(), options.mutant, options.layer);
     for id in 1..=config.nodes {
         let cluster = cluster.clone();
         sim.host(host_name(id), move || cluster.clone().run_host(id));
+    }
+    if options.layer == Layer::Broker {
+        let registry = cluster.registry.clone();
+        sim.host(messaging::NAMESRV_HOST, move || {
+            messaging::run_namesrv(registry.clone())
+        });
+        for k in 1..=messaging::CLIENT_HOSTS {
+            let cluster = cluster.clone();
+            sim.host(messaging::client_host_name(k), move || {
+                messaging::run_client_host(cluster.clone(), k)
+            });
+        }
     }
     let mut driver = Driver {
         sim,
         cluster,
         checker: Checker::default(),
         rng: rng(seed, salt::FAULTS),
+        edge_rng: rng(seed, salt::EDGE_FAULTS),
         events: BTreeMap::new(),
         down: (1..=config.nodes).map(|id| (id, false)).collect(),
         faults: BTreeMap::new(),
@@ -142,7 +166,13 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         progress: options.progress.clone(),
     };
     let violation = driver.run(&config).err();
-    let acked = driver.cluster.oracle.lock().expect("oracle").acked.len();
+    let (acked, consumed) = {
+        let oracle = driver.cluster.oracle.lock().expect("oracle");
+        (
+            oracle.acked.len() + oracle.sends.len(),
+            oracle.consumed.len(),
+        )
+    };
     for slot in driver.cluster.slots.lock().expect("slots").values() {
         let counts = slot.disk.fault_counts();
         *driver.faults.entry("sync_failures".into()).or_default() += counts.syncs_failed;
@@ -157,6 +187,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         faults: driver.faults,
         acked,
         committed: driver.checker.canonical_len(),
+        consumed,
         violation: violation.map(|v| v.to_string()),
         trace_hash: format!("{:016x}", driver.trace),
     }
@@ -192,7 +223,41 @@ impl Driver<'_> {
         (a, b)
     }
 
+    /// Messaging workload: now and then cuts a replica off from a client host or the name
+    /// server for a while.
+    fn maybe_inject_edge(&mut self, config: &SimConfig) {
+        if self.cluster.layer != Layer::Broker
+            || !self.edge_rng.random_bool(config.fault_odds / 2.0)
+        {
+            return;
+        }
+        let id = self.edge_rng.random_range(1..=config.nodes);
+        let other = self.edge_rng.random_range(0..=messaging::CLIENT_HOSTS);
+        let host = if other == 0 {
+            messaging::NAMESRV_HOST.to_string()
+        } else {
+            messaging::client_host_name(other)
+        };
+        // Toward the name server, either hold messages (a partition that heals, TCP
+        // retransmitting) or lose them (a connection left dead for good: the broker must dial
+        // afresh after a failed registration; seed 72 found it kept the dead one).
+        let kind = if other != 0 {
+            self.sim.partition(host_name(id), host.clone());
+            "partition_client"
+        } else if self.edge_rng.random_bool(0.5) {
+            self.sim.hold(host_name(id), host.clone());
+            "hold_namesrv"
+        } else {
+            self.sim.partition(host_name(id), host.clone());
+            "partition_namesrv"
+        };
+        let after = self.edge_rng.random_range(100..3_000);
+        self.schedule(after, Event::RepairEdge(id, host));
+        self.count(kind);
+    }
+
     fn maybe_inject(&mut self, config: &SimConfig) {
+        self.maybe_inject_edge(config);
         if !self.rng.random_bool(config.fault_odds) {
             return;
         }
@@ -274,6 +339,7 @@ impl Driver<'_> {
         let slot = slots.get_mut(&id).expect("slot");
         slot.disk = slot.disk.crash();
         slot.ledger = None;
+        slot.store = None;
         self.down.insert(id, true);
     }
 
@@ -302,6 +368,10 @@ impl Driver<'_> {
                     MESSAGE_LATENCY_MAX,
                 ),
                 Event::Restart(id) => self.restart(id),
+                Event::RepairEdge(id, host) => {
+                    self.sim.repair(host_name(id), host.clone());
+                    self.sim.release(host_name(id), host);
+                }
             }
         }
     }
@@ -385,6 +455,7 @@ impl Driver<'_> {
                     status: ledger.status(),
                     ledger,
                     applied: slot.machine.records(),
+                    store: slot.store.as_deref(),
                 })
             })
             .collect();
@@ -402,9 +473,24 @@ impl Driver<'_> {
                 s.applied
             );
             self.trace = fnv(self.trace, line.as_bytes());
+            if let Some(store) = view.store {
+                let line = format!("{:?}:{};", store.last_applied(), store.applied_end());
+                self.trace = fnv(self.trace, line.as_bytes());
+            }
         }
         let acked = self.cluster.oracle.lock().expect("oracle").acked.clone();
-        self.checker.check(&views, &acked)
+        self.checker.check(&views, &acked)?;
+        if self.cluster.layer == Layer::Broker {
+            self.checker.check_messaging(&views)?;
+            let oracle = self.cluster.oracle.lock().expect("oracle");
+            if let Some(first) = oracle.consume_errors.first() {
+                return Err(Violation {
+                    invariant: "consumed_in_order",
+                    detail: first.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn heal(&mut self) {
@@ -423,6 +509,16 @@ impl Driver<'_> {
                 }
             }
         }
+        if self.cluster.layer == Layer::Broker {
+            let mut outside = vec![messaging::NAMESRV_HOST.to_string()];
+            outside.extend((1..=messaging::CLIENT_HOSTS).map(messaging::client_host_name));
+            for id in 1..=nodes {
+                for host in &outside {
+                    self.sim.repair(host_name(id), host.clone());
+                    self.sim.release(host_name(id), host.clone());
+                }
+            }
+        }
         for slot in self.cluster.slots.lock().expect("slots").values() {
             slot.disk.heal();
         }
@@ -435,30 +531,105 @@ impl Driver<'_> {
     /// After healing: one leader all agree on, a new write acknowledged, then (quiet) every
     /// replica converged and every acknowledged entry readable everywhere at its index.
     fn liveness(&mut self, config: &SimConfig) -> Result<(), Violation> {
-        let acked_at_heal = self.cluster.oracle.lock().expect("oracle").acked.len();
+        let acked_at_heal = self.acked_count();
         let deadline = self.step + config.liveness_steps;
         let mut quiet_since = None;
         while self.step < deadline {
             self.tick()?;
             let state = self.converged();
-            let acked_now = self.cluster.oracle.lock().expect("oracle").acked.len();
+            let acked_now = self.acked_count();
             match quiet_since {
                 None if state.leader.is_some() && acked_now > acked_at_heal => {
                     self.cluster.quiet.store(true, Ordering::Relaxed);
                     quiet_since = Some(self.step);
                 }
-                Some(_) if state.converged => return self.all_acked_readable(),
+                Some(_)
+                    if state.converged
+                        && self.route_converged(state.leader)
+                        && self.consumers_caught_up() =>
+                {
+                    return match self.cluster.layer {
+                        Layer::Ledger => self.all_acked_readable(),
+                        Layer::Broker => self.all_sends_consumable(),
+                    };
+                }
                 _ => {}
             }
         }
         let state = self.converged();
+        let route = if self.cluster.layer == Layer::Broker {
+            format!(
+                ", namesrv lists the leader as master: {}, consumers caught up: {}",
+                self.route_converged(state.leader),
+                self.consumers_caught_up()
+            )
+        } else {
+            String::new()
+        };
         Err(Violation {
             invariant: "liveness",
             detail: format!(
-                "not converged {} steps after healing: leader {:?}, quiet since {quiet_since:?}, {}",
+                "not converged {} steps after healing: leader {:?}, quiet since {quiet_since:?}, {}{route}",
                 config.liveness_steps, state.leader, state.summary
             ),
         })
+    }
+
+    /// Messaging workload: the name server lists the leader as the group's master (always
+    /// true in the ledger workload).
+    fn route_converged(&self, leader: Option<u64>) -> bool {
+        if self.cluster.layer != Layer::Broker {
+            return true;
+        }
+        let Some(leader) = leader else { return false };
+        let Some(registry) = self.cluster.registry.lock().expect("registry slot").clone() else {
+            return false;
+        };
+        let master = self.sim.lookup(host_name(leader));
+        let master = std::net::SocketAddr::new(master, messaging::BROKER_PORT).to_string();
+        let info = registry.lock().expect("registry").cluster_info();
+        info.broker_addr_table
+            .values()
+            .any(|b| b.broker_addrs.get(&0) == Some(&master))
+    }
+
+    /// Messaging workload: every consumer has pulled each queue past its last acknowledged
+    /// message (always true in the ledger workload).
+    fn consumers_caught_up(&self) -> bool {
+        if self.cluster.layer != Layer::Broker {
+            return true;
+        }
+        let oracle = self.cluster.oracle.lock().expect("oracle");
+        let mut ends = BTreeMap::new();
+        for ack in &oracle.sends {
+            let end = ends.entry(ack.queue_id).or_insert(0);
+            *end = ack.queue_offset.saturating_add(1).max(*end);
+        }
+        messaging::consumers_caught_up(&oracle.consumed, &ends)
+    }
+
+    fn acked_count(&self) -> usize {
+        let oracle = self.cluster.oracle.lock().expect("oracle");
+        oracle.acked.len() + oracle.sends.len()
+    }
+
+    fn all_sends_consumable(&self) -> Result<(), Violation> {
+        self.pause_disk_faults(true);
+        let (sends, consumed) = {
+            let oracle = self.cluster.oracle.lock().expect("oracle");
+            (oracle.sends.clone(), oracle.consumed.clone())
+        };
+        let result = {
+            let slots = self.cluster.slots.lock().expect("slots");
+            slots.iter().try_for_each(|(id, slot)| {
+                let ledger = slot.ledger.as_ref().expect("converged means running");
+                let store = slot.store.as_deref().expect("converged means running");
+                crate::invariants::acked_consumable(*id, ledger, store, &sends)?;
+                crate::invariants::consumed_committed(*id, ledger, store, &consumed)
+            })
+        };
+        self.pause_disk_faults(false);
+        result
     }
 
     fn converged(&self) -> Convergence {

@@ -38,3 +38,28 @@ impl Transport for TurmoilTransport {
         turmoil::net::TcpStream::connect(split(addr)?).await
     }
 }
+
+/// remoting's transport seam (client-facing servers and clients) over turmoil's simulated TCP.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurmoilRemoting;
+
+impl remoting::Transport for TurmoilRemoting {
+    type Stream = turmoil::net::TcpStream;
+    type Listener = turmoil::net::TcpListener;
+
+    async fn bind(&self, addr: &str) -> io::Result<Self::Listener> {
+        turmoil::net::TcpListener::bind(split(addr)?).await
+    }
+
+    fn local_addr(listener: &Self::Listener) -> io::Result<std::net::SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, std::net::SocketAddr)> {
+        listener.accept().await
+    }
+
+    async fn connect(&self, addr: &str) -> io::Result<Self::Stream> {
+        turmoil::net::TcpStream::connect(split(addr)?).await
+    }
+}

@@ -28,6 +28,20 @@ pub(super) fn check(checker: &mut Checker, nodes: &[NodeView<'_>]) -> Result<(),
             let seen = (entry.term, body_of(&entry));
             match checker.canonical.get(&index) {
                 Some(canonical) if *canonical != seen => {
+                    let first_difference = match (&seen.1, &canonical.1) {
+                        (Some(a), Some(b)) => a
+                            .iter()
+                            .zip(b)
+                            .position(|(x, y)| x != y)
+                            .map(|at| {
+                                format!(
+                                    " (first at body byte {at}: {:#04x} here, {:#04x} committed; entry at log position {})",
+                                    a[at], b[at], entry.position
+                                )
+                            })
+                            .unwrap_or_default(),
+                        _ => String::new(),
+                    };
                     return violation(
                         "committed_identical",
                         format!(
@@ -41,8 +55,8 @@ pub(super) fn check(checker: &mut Checker, nodes: &[NodeView<'_>]) -> Result<(),
                                 ": same term, different body"
                             } else {
                                 ""
-                            }
-                        ),
+                            },
+                        ) + &first_difference,
                     );
                 }
                 Some(_) => {}

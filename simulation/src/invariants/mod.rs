@@ -1,16 +1,24 @@
 //! Properties checked after every step, one per file. Each returns the first violation it finds.
 
+mod acked_consumable;
 mod acked_in_later_leader;
 mod applied_le_committed;
 mod applied_only_committed;
 mod committed_identical;
 mod committed_monotonic;
+mod consume_queue_within_committed;
 mod election_safety;
+mod queue_offsets_identical;
+mod store_applied_le_committed;
+
+pub use acked_consumable::check as acked_consumable;
+pub use acked_consumable::check_consumed as consumed_committed;
 
 use std::collections::BTreeMap;
 
 use dledger::testing::Record;
-use dledger::{Ledger, Status};
+use dledger::{Ledger, MemDisk, Status};
+use store::Store;
 
 use crate::oracle::Acked;
 
@@ -45,7 +53,12 @@ pub struct NodeView<'a> {
     pub ledger: &'a Ledger,
     /// What its state machine applied this life.
     pub applied: Vec<Record>,
+    /// Its message store (messaging workload).
+    pub store: Option<&'a Store<MemDisk>>,
 }
+
+/// One ConsumeQueue unit as compared across replicas: commit-log offset, size, tags hash.
+type Unit = (u64, u32, i64);
 
 /// What the checker remembers between steps.
 #[derive(Default)]
@@ -62,6 +75,12 @@ pub struct Checker {
     checked_applied: BTreeMap<(u64, u64), usize>,
     /// Leader terms whose log was checked for every acknowledged entry.
     leader_terms_checked: BTreeMap<u64, usize>,
+    /// Per replica life and queue: units checked against the committed log's end.
+    units_within_committed: BTreeMap<(u64, u64, String, i32), u64>,
+    /// Per queue: the units as far as any replica has them.
+    canonical_units: BTreeMap<(String, i32), Vec<Unit>>,
+    /// Per replica life and queue: units compared with the canonical ones.
+    units_compared: BTreeMap<(u64, u64, String, i32), u64>,
 }
 
 impl Checker {
@@ -79,6 +98,17 @@ impl Checker {
         Ok(())
     }
 
+    /// Checks the invariants of the messaging layers over the replicas running now.
+    ///
+    /// # Errors
+    /// The first violation found.
+    pub fn check_messaging(&mut self, nodes: &[NodeView<'_>]) -> Result<(), Violation> {
+        store_applied_le_committed::check(nodes)?;
+        consume_queue_within_committed::check(self, nodes)?;
+        queue_offsets_identical::check(self, nodes)?;
+        Ok(())
+    }
+
     /// Entries known committed.
     pub fn canonical_len(&self) -> usize {
         self.canonical.len()
@@ -90,5 +120,35 @@ fn body_of(entry: &dledger::CommittedEntry) -> Option<Vec<u8>> {
     match &entry.payload {
         dledger::EntryPayload::Data(data) => Some(data.to_vec()),
         _ => None,
+    }
+}
+
+/// Every (topic, queue id) a store knows, in order.
+fn queues_of(store: &Store<MemDisk>) -> Vec<(String, i32)> {
+    store
+        .topics()
+        .into_values()
+        .flat_map(|t| {
+            let queues = t.read_queue_nums.max(t.write_queue_nums).max(0);
+            (0..queues).map(move |q| (t.topic_name.clone(), q))
+        })
+        .collect()
+}
+
+/// Units of a queue from `from` on, as far as the store has them.
+fn units_from(
+    store: &Store<MemDisk>,
+    topic: &str,
+    queue_id: i32,
+    from: u64,
+) -> Result<Vec<store::QueueItem>, store::error::StoreError> {
+    let mut out = Vec::new();
+    loop {
+        let next = from + out.len() as u64;
+        let batch = store.read_queue(topic, queue_id, next as i64, 1024)?;
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        out.extend(batch);
     }
 }

@@ -1,0 +1,368 @@
+//! The messaging workload (`--layer broker`): every replica host runs the production stack
+//! (ledger, store, broker) over its disk, one host runs the name server, and client hosts run
+//! producers that send messages with unique ids over the remoting protocol to whichever broker
+//! takes writes, recording each acknowledged (id, queue id, queue offset), and consumers that
+//! pull every queue from any replica (followers serve what they applied), recording what they
+//! received and any gap or repeat in a queue's offsets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use broker::{Broker, BrokerConfig};
+use dledger::testing::RecordingStateMachine;
+use dledger::{ApplyError, CommittedEntry, Ledger, LogId, MemDisk, StateMachine};
+use protocol::RemotingCommand;
+use protocol::code::{request, response};
+use protocol::header::{
+    CommandHeader, PullMessageRequestHeader, PullMessageResponseHeader, SendMessageRequestHeader,
+    SendMessageResponseHeader, pull_flag,
+};
+use protocol::message::StoredMessage;
+use rand::Rng;
+use store::{Store, StoreConfig, StoreMachine};
+
+use crate::cluster::{Cluster, host_name};
+use crate::config::{rng, salt};
+use crate::oracle::{Consumed, SendAck, body, id_of};
+use crate::transport::TurmoilRemoting;
+
+/// Client port of every broker.
+pub const BROKER_PORT: u16 = 10911;
+/// Turmoil host name of the name server.
+pub const NAMESRV_HOST: &str = "namesrv";
+/// Port of the name server.
+pub const NAMESRV_PORT: u16 = 9876;
+/// Client hosts running producers.
+pub const CLIENT_HOSTS: u64 = 2;
+/// The topic the producers send to (auto-created from TBW102).
+pub const TOPIC: &str = "SimTopic";
+/// Queues of [`TOPIC`].
+pub const QUEUES: i32 = 4;
+/// Wall-clock milliseconds at simulated time zero (2026-01-01T00:00:00Z): brokers stamp
+/// messages with it plus the simulated time, so timestamps replay.
+pub const EPOCH_MS: i64 = 1_767_225_600_000;
+/// Most bytes of one Raft entry's body in the messaging workload: a batch of records.
+pub const ENTRY_BODY_BYTES_MAX: u32 = 16 * 1024;
+/// How long a producer waits for one answer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a broker holds a pull that finds nothing.
+const PULL_SUSPEND: Duration = Duration::from_millis(500);
+/// Most messages one pull asks for.
+const PULL_BATCH: i32 = 32;
+
+/// Turmoil host name of client host `k`.
+pub fn client_host_name(k: u64) -> String {
+    format!("client-{k}")
+}
+
+/// The store's settings in the simulation: small files, so runs roll over them.
+pub fn store_config(id: u64) -> StoreConfig {
+    let mut config = StoreConfig::new(format!("/{}/store", host_name(id)).into());
+    config.cq_units_per_file = 256;
+    config.index.hash_slots = 64;
+    config.index.entries_max = 512;
+    config.checkpoint_every = 32;
+    config
+}
+
+/// The store as the state machine, recording what it applied for the ledger's invariants.
+pub struct TeeMachine {
+    /// The production state machine.
+    pub store: StoreMachine<MemDisk>,
+    /// What was applied this life.
+    pub record: RecordingStateMachine,
+}
+
+impl StateMachine for TeeMachine {
+    fn apply(&mut self, entry: &CommittedEntry) -> Result<(), ApplyError> {
+        self.store.apply(entry)?;
+        self.record.apply(entry)
+    }
+
+    fn last_applied(&self) -> Option<LogId> {
+        self.store.last_applied()
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        self.store.snapshot()
+    }
+
+    fn restore(&mut self, last: Option<LogId>, data: &[u8]) -> Result<(), ApplyError> {
+        self.store.restore(last, data)
+    }
+
+    fn discard(&mut self) -> Result<(), ApplyError> {
+        self.store.discard()?;
+        self.record.discard()
+    }
+}
+
+/// The broker settings of replica `id` in its `incarnation`th life.
+pub fn broker_config(cluster: &Cluster, id: u64, incarnation: u64) -> BrokerConfig {
+    let advertised = SocketAddr::new(turmoil::lookup(host_name(id)), BROKER_PORT);
+    let mut config = BrokerConfig::new(
+        "broker-a",
+        &format!("0.0.0.0:{BROKER_PORT}"),
+        advertised,
+        vec![format!("{NAMESRV_HOST}:{NAMESRV_PORT}")],
+    );
+    config.register_interval = Duration::from_secs(1);
+    config.namesrv_timeout = Duration::from_secs(5);
+    config.default_topic_queues = QUEUES;
+    config.max_message_bytes = 4096;
+    config.write_queue = 1024;
+    config.batch_records_max = 16;
+    config.batch_bytes_max = 8 * 1024;
+    config.long_poll_max = Duration::from_secs(1);
+    config.client_timeout = Duration::from_secs(10);
+    config.clock =
+        Arc::new(|| EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as i64);
+    config.seed = Some(cluster.config.seed ^ salt::BROKER ^ (id << 32) ^ incarnation);
+    config
+}
+
+/// Starts the broker of a replica whose ledger and store run; it serves until the host stops.
+///
+/// # Errors
+/// The bind error.
+pub async fn start_broker(
+    cluster: &Cluster,
+    id: u64,
+    incarnation: u64,
+    ledger: Ledger,
+    store: Arc<Store<MemDisk>>,
+) -> std::io::Result<Broker<MemDisk, TurmoilRemoting>> {
+    Broker::start(
+        &TurmoilRemoting,
+        broker_config(cluster, id, incarnation),
+        Arc::new(ledger),
+        store,
+    )
+    .await
+}
+
+/// The name server's broker registry, once it runs: the driver reads routes from it.
+pub type RegistrySlot = Arc<std::sync::Mutex<Option<Arc<std::sync::Mutex<namesrv::Registry>>>>>;
+
+/// The body of the name server's host.
+pub async fn run_namesrv(registry: RegistrySlot) -> turmoil::Result {
+    let config = namesrv::NamesrvConfig {
+        listen: format!("0.0.0.0:{NAMESRV_PORT}"),
+        broker_timeout: Duration::from_secs(5),
+        scan_interval: Duration::from_secs(1),
+    };
+    let namesrv = namesrv::Namesrv::start(&TurmoilRemoting, config).await?;
+    *registry.lock().expect("registry slot") = Some(namesrv.registry());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// The body of client host `k`: its producers and one consumer.
+pub async fn run_client_host(cluster: Cluster, k: u64) -> turmoil::Result {
+    for producer in 0..cluster.config.clients_per_node {
+        let seed = cluster.config.seed ^ salt::PRODUCERS ^ (k << 40) ^ producer;
+        tokio::spawn(produce_forever(cluster.clone(), (k << 16) | producer, seed));
+    }
+    let seed = cluster.config.seed ^ salt::CONSUMERS ^ (k << 40);
+    tokio::spawn(consume_forever(cluster.clone(), k << 16, seed));
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+fn send_request(id: u64, queue_id: i32, born_timestamp: i64) -> RemotingCommand {
+    let header = SendMessageRequestHeader {
+        producer_group: "sim-producers".into(),
+        topic: TOPIC.into(),
+        default_topic: broker::TBW102.into(),
+        default_topic_queue_nums: QUEUES,
+        queue_id,
+        sys_flag: 0,
+        born_timestamp,
+        flag: 0,
+        properties: None,
+        ..Default::default()
+    };
+    RemotingCommand::request(request::SEND_MESSAGE_V2, header.to_v2()).with_body(body(id))
+}
+
+/// One producer: sends unique ids to a random queue, trying the brokers in turn until one
+/// answers SUCCESS, and records what was acknowledged.
+async fn produce_forever(cluster: Cluster, producer: u64, seed: u64) {
+    let mut rng = rng(seed, 0);
+    let pause = cluster.config.propose_pause_ms.clone();
+    let (client, _inbound) = remoting::Client::new(TurmoilRemoting);
+    let brokers: Vec<String> = (1..=cluster.config.nodes)
+        .map(|id| format!("{}:{BROKER_PORT}", host_name(id)))
+        .collect();
+    let mut next = rng.random_range(0..brokers.len());
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(pause.clone()))).await;
+        if cluster.quiet.load(Ordering::Relaxed) {
+            continue;
+        }
+        let queue_id = rng.random_range(0..QUEUES);
+        for attempt in 0..brokers.len() {
+            let at = (next + attempt) % brokers.len();
+            let addr = &brokers[at];
+            let id = cluster.oracle.lock().expect("oracle").next_id();
+            let born = EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as i64;
+            let answer = client
+                .request(addr, send_request(id, queue_id, born), SEND_TIMEOUT)
+                .await;
+            match answer {
+                Ok(answer) if answer.code == response::SUCCESS => {
+                    let header = SendMessageResponseHeader::from_ext(&answer.ext_fields)
+                        .expect("a SUCCESS answer to a send carries its header");
+                    let ack = SendAck {
+                        id,
+                        producer,
+                        queue_id: header.queue_id,
+                        queue_offset: header.queue_offset,
+                    };
+                    cluster.oracle.lock().expect("oracle").sends.push(ack);
+                    next = at;
+                    break;
+                }
+                // Not master, or busy: the next broker may take it.
+                Ok(_) => {}
+                Err(_) => client.forget(addr).await,
+            }
+        }
+    }
+}
+
+fn pull_request(consumer: u64, queue_id: i32, queue_offset: i64) -> RemotingCommand {
+    let header = PullMessageRequestHeader {
+        consumer_group: format!("sim-consumer-{consumer:x}"),
+        topic: TOPIC.into(),
+        queue_id,
+        queue_offset,
+        max_msg_nums: PULL_BATCH,
+        sys_flag: pull_flag::SUSPEND | pull_flag::SUBSCRIPTION,
+        commit_offset: 0,
+        suspend_timeout_millis: PULL_SUSPEND.as_millis() as i64,
+        subscription: Some("*".into()),
+        sub_version: 0,
+        expression_type: Some("TAG".into()),
+        max_msg_bytes: None,
+    };
+    RemotingCommand::request(request::PULL_MESSAGE, header.to_ext())
+}
+
+/// One consumer: pulls a random queue from its next offset, from one replica until that one
+/// fails or refuses, then the next. What it gets must continue the queue exactly: the offsets
+/// dense from where it asked, each record of the queue it asked. It never skips ahead, so an
+/// answer from a replica that applied less (or is rebuilding its store) only waits.
+async fn consume_forever(cluster: Cluster, consumer: u64, seed: u64) {
+    let mut rng = rng(seed, 0);
+    let (client, _inbound) = remoting::Client::new(TurmoilRemoting);
+    let brokers: Vec<String> = (1..=cluster.config.nodes)
+        .map(|id| format!("{}:{BROKER_PORT}", host_name(id)))
+        .collect();
+    let mut next_offsets = vec![0i64; QUEUES as usize];
+    let mut at = rng.random_range(0..brokers.len());
+    let fail = |detail: String| {
+        cluster
+            .oracle
+            .lock()
+            .expect("oracle")
+            .consume_errors
+            .push(format!("consumer {consumer:#x}: {detail}"));
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..200))).await;
+        let queue_id = rng.random_range(0..QUEUES);
+        let from = next_offsets[queue_id as usize];
+        let addr = &brokers[at];
+        let answer = client
+            .request(addr, pull_request(consumer, queue_id, from), SEND_TIMEOUT)
+            .await;
+        let answer = match answer {
+            Ok(answer) if answer.code == response::SUCCESS => answer,
+            Ok(_) => {
+                at = (at + 1) % brokers.len();
+                continue;
+            }
+            Err(_) => {
+                client.forget(addr).await;
+                at = (at + 1) % brokers.len();
+                continue;
+            }
+        };
+        let Ok(header) = PullMessageResponseHeader::from_ext(&answer.ext_fields) else {
+            fail(format!("{addr} answered a pull without its header"));
+            continue;
+        };
+        let messages = match StoredMessage::decode_all(&answer.body) {
+            Ok(messages) => messages,
+            Err(err) => {
+                fail(format!(
+                    "{addr} answered queue {queue_id} at {from} with undecodable records: {err}"
+                ));
+                continue;
+            }
+        };
+        let mut expected = from;
+        let mut received = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let id = id_of(&message.body);
+            if message.topic != TOPIC
+                || message.queue_id != queue_id
+                || message.queue_offset != expected
+            {
+                fail(format!(
+                    "{addr} answered queue {queue_id} at {from} with {}:{} offset {} where offset {expected} was next",
+                    message.topic, message.queue_id, message.queue_offset
+                ));
+                break;
+            }
+            let Some(id) = id else {
+                fail(format!(
+                    "{addr}: queue {queue_id} offset {expected} carries no id"
+                ));
+                break;
+            };
+            received.push(Consumed {
+                id,
+                consumer,
+                queue_id,
+                queue_offset: expected,
+            });
+            expected += 1;
+        }
+        if received.len() == messages.len() && header.next_begin_offset != expected {
+            fail(format!(
+                "{addr} answered queue {queue_id} at {from} with {} records and next offset {}",
+                messages.len(),
+                header.next_begin_offset
+            ));
+        }
+        next_offsets[queue_id as usize] = expected;
+        cluster
+            .oracle
+            .lock()
+            .expect("oracle")
+            .consumed
+            .extend(received);
+    }
+}
+
+/// Whether every consumer has pulled every queue up to `ends` (queue id to one past the last
+/// acknowledged offset).
+pub fn consumers_caught_up(
+    consumed: &[Consumed],
+    ends: &std::collections::BTreeMap<i32, i64>,
+) -> bool {
+    let mut reached: std::collections::BTreeMap<(u64, i32), i64> =
+        std::collections::BTreeMap::new();
+    for c in consumed {
+        let next = reached.entry((c.consumer, c.queue_id)).or_default();
+        *next = (*next).max(c.queue_offset + 1);
+    }
+    (1..=CLIENT_HOSTS).all(|k| {
+        ends.iter()
+            .all(|(queue_id, end)| reached.get(&(k << 16, *queue_id)).copied().unwrap_or(0) >= *end)
+    })
+}
