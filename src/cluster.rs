@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use broker::{Broker, BrokerConfig};
-use dledger::{Ledger, LedgerConfig, MmapDisk, NodeId, RaftListener, Role};
+use broker::BrokerConfig;
+use dledger::{NodeId, RaftListener, Role};
 use namesrv::{Namesrv, NamesrvConfig};
-use store::{Store, StoreConfig, StoreMachine};
+
+use crate::replica::ReplicaSpec;
 
 /// Ports and names of a local cluster.
 #[derive(Debug, Clone)]
@@ -44,15 +44,7 @@ impl Default for ClusterSpec {
     }
 }
 
-/// One replica: its ledger, store and broker.
-pub struct Replica {
-    /// The Raft replica.
-    pub ledger: Arc<Ledger>,
-    /// Its broker.
-    pub broker: Broker<MmapDisk, remoting::TcpTransport>,
-    /// Raft address.
-    pub raft_addr: String,
-}
+pub use crate::replica::Replica;
 
 /// The running cluster.
 pub struct LocalCluster {
@@ -102,21 +94,6 @@ impl LocalCluster {
         }
         let mut replicas = BTreeMap::new();
         for (id, listener) in listeners {
-            let dir = data_dir.join(format!("node-{id}"));
-            let store = Store::open(MmapDisk, StoreConfig::new(dir.join("store")))
-                .with_context(|| format!("opening the store of replica {id}"))?;
-            let config = LedgerConfig::new(id, raft_addrs.clone(), dir.clone());
-            let ledger = Ledger::start(
-                config,
-                MmapDisk,
-                dledger::TcpTransport,
-                listener,
-                Box::new(StoreMachine::new(store.clone())),
-                Some(Arc::new(store::entry::OffsetHook)),
-            )
-            .await
-            .with_context(|| format!("starting replica {id}"))?;
-            let ledger = Arc::new(ledger);
             let advertised: SocketAddr = client_addrs[&id];
             let mut broker_config = BrokerConfig::new(
                 &spec.broker_name,
@@ -125,22 +102,13 @@ impl LocalCluster {
                 vec![namesrv_addr.clone()],
             );
             broker_config.max_message_bytes = spec.max_message_bytes;
-            let broker = Broker::start(
-                &remoting::TcpTransport,
-                broker_config,
-                ledger.clone(),
-                store,
-            )
-            .await
-            .with_context(|| format!("broker of replica {id} cannot listen on {advertised}"))?;
-            replicas.insert(
+            let replica_spec = ReplicaSpec::new(
                 id,
-                Replica {
-                    ledger,
-                    broker,
-                    raft_addr: raft_addrs[&id].clone(),
-                },
+                raft_addrs.clone(),
+                data_dir.join(format!("node-{id}")),
+                broker_config,
             );
+            replicas.insert(id, Replica::start(replica_spec, listener).await?);
         }
         Ok(LocalCluster { namesrv, replicas })
     }
@@ -181,8 +149,7 @@ impl LocalCluster {
     /// Stops every broker, replica and the name server.
     pub async fn shutdown(self) {
         for (_, replica) in self.replicas {
-            replica.broker.shutdown().await;
-            replica.ledger.shutdown().await;
+            replica.shutdown().await;
         }
         self.namesrv.shutdown().await;
     }

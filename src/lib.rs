@@ -1,3 +1,4 @@
 //! The `raftmq` package's library side: what the command and the integration tests share.
 
 pub mod cluster;
+pub mod replica;
