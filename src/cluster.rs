@@ -1,6 +1,6 @@
 //! A whole raftmq cluster in this process on 127.0.0.1: one name server and one broker group
-//! whose replicas each run a ledger, a store and a broker. What `raftmq dev` runs, and what
-//! the integration tests start.
+//! whose replicas each run a ledger, a store and a broker, each process with its HTTP status
+//! server. What `raftmq dev` runs, and what the integration tests start.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use broker::BrokerConfig;
 use dledger::{NodeId, RaftListener, Role};
 use namesrv::{Namesrv, NamesrvConfig};
 
+use crate::http::{HttpServer, ReplicaHandles};
 use crate::replica::ReplicaSpec;
 
 /// Ports and names of a local cluster.
@@ -29,6 +30,9 @@ pub struct ClusterSpec {
     pub broker_name: String,
     /// Longest message body a broker takes.
     pub max_message_bytes: usize,
+    /// HTTP port of the name server; replica *i* serves on this port + *i* (0: any free
+    /// ports; `None`: no HTTP).
+    pub http_port: Option<u16>,
 }
 
 impl Default for ClusterSpec {
@@ -40,6 +44,7 @@ impl Default for ClusterSpec {
             raft_port: 0,
             broker_name: "broker-a".into(),
             max_message_bytes: 4 * 1024 * 1024,
+            http_port: Some(0),
         }
     }
 }
@@ -52,6 +57,10 @@ pub struct LocalCluster {
     pub namesrv: Namesrv,
     /// Replicas by node id.
     pub replicas: BTreeMap<NodeId, Replica>,
+    /// The name server's HTTP server, unless `http_port` was `None`.
+    pub namesrv_http: Option<HttpServer>,
+    /// Each replica's HTTP server by node id (empty if `http_port` was `None`).
+    pub replica_http: BTreeMap<NodeId, HttpServer>,
 }
 
 fn port_of(first: u16, id: u64) -> u16 {
@@ -110,7 +119,39 @@ impl LocalCluster {
             );
             replicas.insert(id, Replica::start(replica_spec, listener).await?);
         }
-        Ok(LocalCluster { namesrv, replicas })
+        let mut namesrv_http = None;
+        let mut replica_http = BTreeMap::new();
+        if let Some(http_port) = spec.http_port {
+            namesrv_http = Some(
+                crate::http::serve_namesrv(&format!("127.0.0.1:{http_port}"), &namesrv).await?,
+            );
+            let broker_addrs: BTreeMap<NodeId, String> = client_addrs
+                .iter()
+                .map(|(id, addr)| (*id, addr.to_string()))
+                .collect();
+            for (id, replica) in &replicas {
+                let port = if http_port == 0 {
+                    0
+                } else {
+                    u16::try_from(*id)
+                        .ok()
+                        .and_then(|id| http_port.checked_add(id))
+                        .with_context(|| {
+                            format!("HTTP port {http_port} + {id} is past the last port")
+                        })?
+                };
+                let handles = ReplicaHandles::from(replica).with_broker_addrs(broker_addrs.clone());
+                let server =
+                    crate::http::serve_replica(&format!("127.0.0.1:{port}"), handles).await?;
+                replica_http.insert(*id, server);
+            }
+        }
+        Ok(LocalCluster {
+            namesrv,
+            replicas,
+            namesrv_http,
+            replica_http,
+        })
     }
 
     /// Waits until a leader takes writes and the name server lists it as master.
@@ -146,8 +187,14 @@ impl LocalCluster {
         }
     }
 
-    /// Stops every broker, replica and the name server.
+    /// Stops the HTTP servers, then every broker, replica and the name server.
     pub async fn shutdown(self) {
+        for (_, server) in self.replica_http {
+            server.shutdown().await;
+        }
+        if let Some(server) = self.namesrv_http {
+            server.shutdown().await;
+        }
         for (_, replica) in self.replicas {
             replica.shutdown().await;
         }

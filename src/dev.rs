@@ -23,6 +23,10 @@ pub struct DevArgs {
     /// Raft port of the first replica; the others follow. 0 picks free ports.
     #[arg(long, default_value_t = 0)]
     raft_port: u16,
+    /// HTTP port of the name server (/health, /status, /metrics); replica N serves on this
+    /// port + N. 0 picks free ports.
+    #[arg(long, default_value_t = 0)]
+    http_port: u16,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -31,18 +35,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         namesrv_port: args.namesrv_port,
         broker_port: args.broker_port,
         raft_port: args.raft_port,
+        http_port: Some(args.http_port),
         ..ClusterSpec::default()
     };
     let cluster = LocalCluster::start(&spec, &args.data_dir).await?;
     let leader = cluster.wait_ready(Duration::from_secs(60)).await?;
+    let http_addr =
+        |server: Option<&raftmq::http::HttpServer>| server.map(|s| s.local_addr().to_string());
     let ready = serde_json::json!({
         "namesrv": cluster.namesrv.local_addr().to_string(),
+        "namesrv_http": http_addr(cluster.namesrv_http.as_ref()),
         "data_dir": args.data_dir,
         "leader": leader,
         "replicas": cluster.replicas.iter().map(|(id, r)| serde_json::json!({
             "node_id": id,
             "broker_addr": r.broker.local_addr().to_string(),
             "raft_addr": r.raft_addr,
+            "http": http_addr(cluster.replica_http.get(id)),
         })).collect::<Vec<_>>(),
     });
     println!("READY {ready}");

@@ -13,6 +13,9 @@ pub struct NamesrvArgs {
     /// Seconds a broker may stay silent before it is dropped.
     #[arg(long, default_value_t = 120)]
     broker_timeout_secs: u64,
+    /// Address to serve HTTP on (/health, /status, /metrics); none when not given.
+    #[arg(long)]
+    http: Option<String>,
 }
 
 /// Serves until a shutdown signal.
@@ -29,11 +32,19 @@ pub async fn run(args: NamesrvArgs) -> anyhow::Result<()> {
     let server = namesrv::Namesrv::start(&remoting::TcpTransport, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!(
-        "READY {}",
-        serde_json::json!({ "namesrv": server.local_addr().to_string() })
-    );
+    let http = match &args.http {
+        Some(addr) => Some(raftmq::http::serve_namesrv(addr, &server).await?),
+        None => None,
+    };
+    let mut ready = serde_json::json!({ "namesrv": server.local_addr().to_string() });
+    if let Some(http) = &http {
+        ready["http"] = http.local_addr().to_string().into();
+    }
+    println!("READY {ready}");
     crate::signal::shutdown_signal().await;
+    if let Some(http) = http {
+        http.shutdown().await;
+    }
     server.shutdown().await;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use broker::{Broker, BrokerConfig};
-use dledger::{Ledger, LedgerConfig, MmapDisk, NodeId, RaftListener};
+use dledger::{FlushPolicy, Ledger, LedgerConfig, MmapDisk, NodeId, RaftListener};
 use store::{Store, StoreConfig, StoreMachine};
 
 /// What a replica needs to start.
@@ -47,6 +47,8 @@ pub struct Replica {
     pub broker: Broker<MmapDisk, remoting::TcpTransport>,
     /// Raft address.
     pub raft_addr: String,
+    /// The ledger's flush policy (for status pages).
+    pub flush: FlushPolicy,
 }
 
 impl Replica {
@@ -60,6 +62,7 @@ impl Replica {
         listener: RaftListener<dledger::TcpTransport>,
     ) -> anyhow::Result<Replica> {
         let id = spec.ledger.node_id;
+        let flush = spec.ledger.flush;
         let raft_addr = listener.addr().to_string();
         let store =
             Store::open(MmapDisk, StoreConfig::new(spec.store_dir.clone())).with_context(|| {
@@ -92,6 +95,7 @@ impl Replica {
             ledger,
             broker,
             raft_addr,
+            flush,
         })
     }
 

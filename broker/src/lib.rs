@@ -5,6 +5,7 @@
 //! - `processor`: the requests, one function each.
 //! - `writer`: sends batched into Raft entries, answered once applied.
 //! - `clients`: consumer groups and producers from heartbeats.
+//! - [`metrics`]: request counts, bytes, latency histograms, long polls, elections.
 //! - [`Broker`]: start, role changes, namesrv registration, shutdown.
 //!
 //! The leader registers as brokerId 0 once it has applied its whole log, and only then takes
@@ -13,6 +14,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod metrics;
 mod processor;
 mod writer;
 
@@ -33,6 +35,7 @@ use store::Store;
 use tokio::sync::{Notify, mpsc};
 
 pub use config::BrokerConfig;
+pub use metrics::Metrics;
 
 /// The auto-create template topic.
 pub const TBW102: &str = "TBW102";
@@ -56,6 +59,8 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     pub locks: Mutex<LockTable>,
     /// The broker's random choices, seeded by `config.seed` when set.
     pub rng: Mutex<rand::rngs::StdRng>,
+    /// What the broker counts, for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Queue locks of orderly consumers, held in memory as RocketMQ does (clients renew every 20 s).
@@ -198,6 +203,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
                 Some(seed) => rand::SeedableRng::seed_from_u64(seed),
                 None => rand::SeedableRng::from_os_rng(),
             }),
+            metrics: Arc::new(Metrics::default()),
         });
         let processor = Arc::new(processor::Processor {
             shared: shared.clone(),
@@ -209,6 +215,10 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             tokio::spawn(watch_role(shared.clone())),
             tokio::spawn(register_loop(shared.clone())),
             tokio::spawn(expire_clients(shared.clone())),
+            tokio::spawn(count_elections(
+                shared.ledger.clone(),
+                shared.metrics.clone(),
+            )),
         ];
         tracing::info!(addr = %server.local_addr(), broker = %config.broker_name, "broker serving");
         Ok(Broker {
@@ -233,6 +243,29 @@ impl<D: Disk, T: Transport> Broker<D, T> {
         &self.shared.store
     }
 
+    /// What this broker counts (requests, bytes, latency, long polls, elections).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// The broker group's name (`brokerName`).
+    pub fn broker_name(&self) -> &str {
+        &self.shared.config.broker_name
+    }
+
+    /// The address registered with the name servers, which clients dial.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.shared.config.advertised_addr
+    }
+
+    /// A read-only handle on this broker for status pages; it can outlive the borrow of the
+    /// broker (it shares its state, and reports `serving_writes: false` once it shut down).
+    pub fn view(&self) -> BrokerView<D, T> {
+        BrokerView {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Stops serving, unregisters from the name servers, checkpoints the store.
     pub async fn shutdown(self) {
         for task in &self.tasks {
@@ -243,6 +276,108 @@ impl<D: Disk, T: Transport> Broker<D, T> {
         self.server.shutdown().await;
         if let Err(err) = self.shared.store.checkpoint() {
             tracing::warn!(cause = %err, "checkpoint at shutdown failed");
+        }
+    }
+}
+
+/// A read-only handle on a running broker: its names, whether it takes writes, its topics and
+/// queues, its metrics. Cheap to clone.
+pub struct BrokerView<D: Disk, T: Transport> {
+    shared: Arc<Shared<D, T>>,
+}
+
+impl<D: Disk, T: Transport> Clone for BrokerView<D, T> {
+    fn clone(&self) -> Self {
+        BrokerView {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// One queue's range of queue offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QueueRange {
+    /// The queue.
+    pub queue_id: i32,
+    /// Lowest queue offset still stored.
+    pub min_offset: i64,
+    /// Queue offset the next message will get (messages stored = max - min).
+    pub max_offset: i64,
+}
+
+/// A topic's queues as this replica has applied them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopicQueues {
+    /// Topic name.
+    pub topic: String,
+    /// Its queues, by queue id.
+    pub queues: Vec<QueueRange>,
+}
+
+impl<D: Disk, T: Transport> BrokerView<D, T> {
+    /// What the broker counts.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Whether this replica leads and takes writes.
+    pub fn serving_writes(&self) -> bool {
+        self.shared.serving_writes.load(Ordering::Acquire)
+    }
+
+    /// The broker group's name (`brokerName`).
+    pub fn broker_name(&self) -> &str {
+        &self.shared.config.broker_name
+    }
+
+    /// The cluster's name (`brokerClusterName`).
+    pub fn cluster_name(&self) -> &str {
+        &self.shared.config.cluster_name
+    }
+
+    /// The address registered with the name servers, which clients dial.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.shared.config.advertised_addr
+    }
+
+    /// Every topic with each queue's queue offset range, by topic name (a topic's queues are
+    /// as many as the larger of its read and write queue counts).
+    pub fn topic_queues(&self) -> Vec<TopicQueues> {
+        let store = &self.shared.store;
+        store
+            .topics()
+            .into_iter()
+            .map(|(topic, config)| {
+                let queues = config.read_queue_nums.max(config.write_queue_nums).max(0);
+                TopicQueues {
+                    queues: (0..queues)
+                        .map(|queue_id| QueueRange {
+                            queue_id,
+                            min_offset: store.min_offset(&topic, queue_id),
+                            max_offset: store.max_offset(&topic, queue_id),
+                        })
+                        .collect(),
+                    topic,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Counts elections: each term higher than any this replica saw before, from the role watch
+/// (a restarted replica's first term counts once). A watch keeps only the latest value, so
+/// terms that came and went between two looks are not counted.
+async fn count_elections(ledger: Arc<Ledger>, metrics: Arc<Metrics>) {
+    let mut roles = ledger.watch_role();
+    let mut highest = 0;
+    loop {
+        let term = roles.borrow_and_update().term;
+        if term > highest {
+            highest = term;
+            metrics.record_election();
+        }
+        if roles.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -30,6 +30,7 @@ use remoting::{Handler, Peer, Transport};
 use store::entry::OffsetCommit;
 use tokio::sync::oneshot;
 
+use crate::metrics;
 use crate::writer::{Landed, Write};
 use crate::{Shared, TBW102};
 
@@ -105,6 +106,8 @@ fn inflate(body: &[u8], sys_flag: i32, limit: usize) -> Result<Vec<u8>, String> 
 
 impl<D: Disk, T: Transport> Handler for Processor<D, T> {
     async fn handle(&self, peer: &Arc<Peer>, req: RemotingCommand) -> Option<RemotingCommand> {
+        let received = tokio::time::Instant::now();
+        let bytes_in = metrics::frame_bytes(&req);
         let answer = match req.code {
             request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
                 self.send(peer, &req).await
@@ -132,6 +135,22 @@ impl<D: Disk, T: Transport> Handler for Processor<D, T> {
                 format!(" request type {code} not supported"),
             ),
         };
+        let metrics = &self.shared.metrics;
+        metrics.record_request(
+            req.code,
+            answer.code,
+            bytes_in,
+            metrics::frame_bytes(&answer),
+        );
+        match req.code {
+            request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
+                metrics.send_latency.observe(received.elapsed());
+            }
+            request::PULL_MESSAGE | request::LITE_PULL_MESSAGE => {
+                metrics.pull_latency.observe(received.elapsed());
+            }
+            _ => {}
+        }
         Some(answer)
     }
 
@@ -689,6 +708,7 @@ impl<D: Disk, T: Transport> Processor<D, T> {
             return first;
         }
         // Held until a message arrives on this queue or the suspend time ends.
+        let _hold = self.shared.metrics.hold_long_poll();
         let _ = tokio::time::timeout(wait, notified).await;
         self.pull_once(req, &header, &filter)
     }

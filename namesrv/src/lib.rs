@@ -21,7 +21,7 @@ use protocol::header::{
 use remoting::{Handler, Peer, Server, Transport};
 use tokio::time::Instant;
 
-pub use registry::{Registered, Registry};
+pub use registry::{LiveBroker, Registered, Registry};
 
 /// Settings of a name server.
 #[derive(Debug, Clone)]

@@ -226,20 +226,62 @@ impl Registry {
     }
 
     /// Each live broker address with its cluster, name, id and time since its last
-    /// registration, for status pages.
-    pub fn brokers(&self, now: Instant) -> Vec<(String, String, String, i64, Duration)> {
-        self.live
+    /// registration, for status pages; by cluster, broker name, broker id, then address.
+    pub fn brokers(&self, now: Instant) -> Vec<LiveBroker> {
+        let mut brokers: Vec<LiveBroker> = self
+            .live
             .iter()
-            .map(|(addr, l)| {
-                (
-                    addr.clone(),
-                    l.cluster.clone(),
-                    l.broker_name.clone(),
-                    l.broker_id,
-                    now.saturating_duration_since(l.last_update),
-                )
+            .map(|(addr, l)| LiveBroker {
+                cluster: l.cluster.clone(),
+                broker_name: l.broker_name.clone(),
+                broker_id: l.broker_id,
+                addr: addr.clone(),
+                heartbeat_age: now.saturating_duration_since(l.last_update),
             })
+            .collect();
+        brokers.sort_by(|a, b| {
+            (&a.cluster, &a.broker_name, a.broker_id, &a.addr).cmp(&(
+                &b.cluster,
+                &b.broker_name,
+                b.broker_id,
+                &b.addr,
+            ))
+        });
+        brokers
+    }
+
+    /// Every topic with the queues each broker group serves of it, for status pages.
+    pub fn topic_queues(&self) -> BTreeMap<String, Vec<QueueData>> {
+        self.topics
+            .iter()
+            .map(|(topic, queues)| (topic.clone(), queues.values().cloned().collect()))
             .collect()
+    }
+}
+
+/// One live broker address as the registry sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveBroker {
+    /// Cluster name.
+    pub cluster: String,
+    /// Broker group name.
+    pub broker_name: String,
+    /// 0 for the master, else a slave's id.
+    pub broker_id: i64,
+    /// The address clients dial.
+    pub addr: String,
+    /// Time since its last registration (the brokers' heartbeat).
+    pub heartbeat_age: Duration,
+}
+
+impl LiveBroker {
+    /// "master" for broker id 0, "slave" otherwise (RocketMQ's words).
+    pub fn role(&self) -> &'static str {
+        if self.broker_id == 0 {
+            "master"
+        } else {
+            "slave"
+        }
     }
 }
 
@@ -333,5 +375,31 @@ mod tests {
         assert_eq!(r.connection_closed(1), ["h:1"]);
         assert!(r.route("T").is_none(), "topics go with their last broker");
         assert!(r.cluster_info().cluster_addr_table.is_empty());
+    }
+
+    #[test]
+    fn status_lists_live_brokers_with_roles_and_heartbeat_age() {
+        let start = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(120));
+        r.register(&header("a", "h:2", 2), &body(&["T"], 1), start, 2);
+        r.register(&header("a", "h:1", 0), &body(&["T", "U"], 1), start, 1);
+        let later = start + Duration::from_millis(1_500);
+        r.register(&header("a", "h:2", 2), &body(&["T"], 1), later, 2);
+        let brokers = r.brokers(later);
+        assert_eq!(brokers.len(), 2);
+        assert_eq!(
+            (brokers[0].addr.as_str(), brokers[0].role()),
+            ("h:1", "master")
+        );
+        assert_eq!(brokers[0].heartbeat_age, Duration::from_millis(1_500));
+        assert_eq!(
+            (brokers[1].addr.as_str(), brokers[1].role()),
+            ("h:2", "slave")
+        );
+        assert_eq!(brokers[1].heartbeat_age, Duration::ZERO);
+        let topics = r.topic_queues();
+        assert_eq!(topics.keys().collect::<Vec<_>>(), ["T", "U"]);
+        assert_eq!(topics["T"][0].broker_name, "a");
+        assert_eq!(topics["T"][0].write_queue_nums, 4);
     }
 }
