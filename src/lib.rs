@@ -1,5 +1,7 @@
 //! The `raftmq` package's library side: what the command and the integration tests share.
 
+pub mod broker_conf;
 pub mod cluster;
 pub mod http;
+pub mod leadership;
 pub mod replica;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_mq;
+mod broker_cmd;
 mod dev;
 mod local_group;
 mod namesrv;
@@ -30,6 +31,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run a name server.
     Namesrv(namesrv::NamesrvArgs),
+    /// Run one replica of a broker group from RocketMQ's broker.conf (DLedger mode) or TOML.
+    Broker(broker_cmd::BrokerArgs),
     /// Drive load and print throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Namesrv(args) => namesrv::run(args).await,
+            Command::Broker(args) => broker_cmd::run(args).await,
             Command::Bench(command) => bench::run(command).await,
         }
     })

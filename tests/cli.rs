@@ -333,3 +333,116 @@ fn bench_produce_and_consume_against_dev() {
         "every produced message read back"
     );
 }
+
+/// A port free on 127.0.0.1 when probed.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("probe binds");
+    listener.local_addr().expect("has an address").port()
+}
+
+/// A one-replica broker.conf under `dir`, with `extra` lines appended.
+fn broker_conf(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let conf = dir.join("broker.conf");
+    let text = format!(
+        "brokerName=broker-a\nlistenPort={}\nbrokerIP1=127.0.0.1\nnamesrvAddr=127.0.0.1:{}\n\
+         storePathRootDir={}\nenableDLegerCommitLog=true\ndLegerPeers=n0-127.0.0.1:{}\n\
+         dLegerSelfId=n0\n{extra}",
+        free_port(),
+        free_port(),
+        dir.join("store").display(),
+        free_port(),
+    );
+    std::fs::write(&conf, text).expect("conf written");
+    conf
+}
+
+/// `raftmq broker -c` refuses an invalid value, naming the key and the value, and a file that
+/// does not exist, naming the file; it starts nothing.
+#[test]
+fn broker_rejects_invalid_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (extra, needles) in [
+        ("listenPort=abc\n", ["listenPort", "\"abc\""]),
+        ("flushDiskType=SOMETIMES\n", ["flushDiskType", "SOMETIMES"]),
+        ("dLegerSelfId=n4\n", ["dLegerSelfId", "n4"]),
+    ] {
+        let conf = broker_conf(dir.path(), extra);
+        let out = raftmq()
+            .args(["broker", "-c"])
+            .arg(&conf)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{extra}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in needles {
+            assert!(stderr.contains(needle), "{extra}: {stderr}");
+        }
+        assert!(!dir.path().join("store").exists(), "nothing was started");
+    }
+    let out = raftmq()
+        .args(["broker", "-c", "/nonexistent/broker.conf"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/broker.conf"));
+}
+
+/// A one-replica `raftmq broker` warns about an unknown key, prints READY with its addresses,
+/// becomes healthy on its HTTP address once it leads, and exits 0 on SIGTERM.
+#[test]
+fn broker_runs_from_broker_conf_with_http() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http_port = free_port();
+    let conf = broker_conf(
+        dir.path(),
+        &format!("httpListenAddr=127.0.0.1:{http_port}\nsomeTypo=1\n"),
+    );
+    let stderr_path = dir.path().join("stderr.log");
+    let child = raftmq()
+        .args(["broker", "-c"])
+        .arg(&conf)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("raftmq starts");
+    let mut child = Guard(child);
+    let lines = stdout_lines(&mut child.0);
+    let line = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a READY line");
+    let ready: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("READY ").expect("READY line")).expect("JSON");
+    assert_eq!(ready["node_id"], 1);
+    assert_eq!(ready["self_id"], "n0");
+    let http = format!("127.0.0.1:{http_port}");
+    assert_eq!(ready["http"], http.as_str());
+    let stderr = std::fs::read_to_string(&stderr_path).expect("stderr");
+    assert!(
+        stderr.contains("unknown key") && stderr.contains("someTypo"),
+        "{stderr}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stream = std::net::TcpStream::connect(&http).expect("HTTP connects");
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("request sent");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer read");
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never healthy: {answer}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    assert!(wait_exit(&mut child.0).success());
+}

@@ -44,13 +44,18 @@ pub struct LedgerConfig {
     pub entry_body_bytes_max: u32,
     /// Flush policy. Default `Sync`.
     pub flush: FlushPolicy,
-    /// Leader heartbeat period. Default 100 ms.
+    /// Leader heartbeat period. Default 50 ms.
+    ///
+    /// The defaults aim at failover within a second: openraft starts an election only after the
+    /// leader lease (`election_timeout_max`) *and* a random election timeout have passed since
+    /// the last heartbeat, so a leader's death is noticed 450–600 ms after its last heartbeat
+    /// with these values (900–1,200 ms with 300–600 ms, measured: tests/failover.rs).
     pub heartbeat_interval: Duration,
-    /// Lower bound of the randomized election timeout. Default 300 ms.
+    /// Lower bound of the randomized election timeout. Default 150 ms.
     pub election_timeout_min: Duration,
-    /// Upper bound of the randomized election timeout. Default 600 ms.
+    /// Upper bound of the randomized election timeout, and the leader lease. Default 300 ms.
     pub election_timeout_max: Duration,
-    /// Deadline of each Raft RPC. Default 250 ms.
+    /// Deadline of each Raft RPC; below `election_timeout_min`. Default 120 ms.
     pub rpc_timeout: Duration,
     /// Seed of openraft's RNG (election jitter); `None` draws one from the OS. Set it only in
     /// simulations and tests that replay.
@@ -86,10 +91,10 @@ impl LedgerConfig {
             index_units_per_file: INDEX_UNITS_PER_FILE_DEFAULT,
             entry_body_bytes_max: ENTRY_BODY_BYTES_MAX,
             flush: FlushPolicy::Sync,
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(600),
-            rpc_timeout: Duration::from_millis(250),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            rpc_timeout: Duration::from_millis(120),
             seed: None,
             mutants: Mutants::default(),
         }

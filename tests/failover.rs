@@ -1,0 +1,441 @@
+//! Failover with real processes: a name server and three `raftmq broker -c broker.conf`
+//! processes; `raftmq bench produce` sends continuously and records every acknowledged
+//! (key, queue, offset); the leader is killed with `kill -9` several times and restarted each
+//! time. At the end every replica holds every acknowledged message at the queue and offset it
+//! was acknowledged with.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use protocol::RemotingCommand;
+use protocol::body::ClusterInfo;
+use protocol::code::{request, response};
+use protocol::header::{
+    CommandHeader, PullMessageRequestHeader, PullMessageResponseHeader, pull_flag,
+};
+use protocol::message::{StoredMessage, property};
+
+const TOPIC: &str = "FailoverTopic";
+const BROKER_NAME: &str = "broker-a";
+const CALL: Duration = Duration::from_secs(3);
+
+/// A child process killed (SIGKILL, by PID) when dropped.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // Already exited is fine.
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `command`. With `RAFTMQ_TEST_LOGS=DIR` in the environment, its stderr (and
+    /// `RUST_LOG`, if set) goes to `DIR/<name>.log`, for reading a failure afterwards.
+    fn spawn(mut command: Command, name: &str) -> Proc {
+        let stderr = match std::env::var_os("RAFTMQ_TEST_LOGS") {
+            Some(dir) => {
+                let path = Path::new(&dir).join(format!("{name}.log"));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+                Stdio::from(file)
+            }
+            None => Stdio::null(),
+        };
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("raftmq starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// The JSON of the process's `READY {json}` line.
+    fn ready(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("a READY line within 60 s");
+            if let Some(json) = line.strip_prefix("READY ") {
+                return serde_json::from_str(json).expect("READY carries JSON");
+            }
+        }
+    }
+
+    /// `kill -9`.
+    fn kill9(&mut self) {
+        let status = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+}
+
+fn raftmq() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_raftmq"))
+}
+
+/// A port free on 127.0.0.1 when probed.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("probe binds");
+    listener.local_addr().expect("has an address").port()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+/// One broker replica's files and addresses.
+struct Node {
+    conf: PathBuf,
+    broker_addr: String,
+}
+
+/// Writes `n<k>.conf` for three replicas sharing a name server.
+fn write_confs(dir: &Path, namesrv: &str) -> Vec<Node> {
+    let raft: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers = raft
+        .iter()
+        .enumerate()
+        .map(|(k, port)| format!("n{k}-127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(";");
+    (0..3)
+        .map(|k| {
+            let port = free_port();
+            let conf = dir.join(format!("n{k}.conf"));
+            let text = format!(
+                "brokerClusterName=FailoverCluster\nbrokerName={BROKER_NAME}\nlistenPort={port}\n\
+                 brokerIP1=127.0.0.1\nnamesrvAddr={namesrv}\nstorePathRootDir={}\n\
+                 enableDLegerCommitLog=true\ndLegerGroup={BROKER_NAME}\ndLegerPeers={peers}\n\
+                 dLegerSelfId=n{k}\nflushDiskType=SYNC_FLUSH\n",
+                dir.join(format!("n{k}")).display()
+            );
+            std::fs::write(&conf, text).expect("conf written");
+            Node {
+                conf,
+                broker_addr: format!("127.0.0.1:{port}"),
+            }
+        })
+        .collect()
+}
+
+fn start_broker(node: &Node) -> Proc {
+    let mut command = raftmq();
+    command.args(["broker", "-c"]).arg(&node.conf);
+    let name = node
+        .conf
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let proc = Proc::spawn(command, &name);
+    let ready = proc.ready();
+    assert_eq!(ready["broker_addr"], node.broker_addr.as_str());
+    proc
+}
+
+/// The group's master address and follower ids as the name server lists them.
+async fn registered(
+    client: &remoting::Client<remoting::TcpTransport>,
+    namesrv: &str,
+) -> BTreeMap<i64, String> {
+    let request = RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO, Default::default());
+    let Ok(answer) = client.request(namesrv, request, CALL).await else {
+        return BTreeMap::new();
+    };
+    let info: ClusterInfo = match protocol::body::parse(&answer.body, "cluster info") {
+        Ok(info) => info,
+        Err(_) => return BTreeMap::new(),
+    };
+    info.broker_addr_table
+        .get(BROKER_NAME)
+        .map(|b| b.broker_addrs.clone().into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// Polls the name server until `check` holds of the registration table, or panics naming
+/// `what` after `timeout`.
+async fn wait_registered(
+    client: &remoting::Client<remoting::TcpTransport>,
+    namesrv: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&BTreeMap<i64, String>) -> bool,
+) -> BTreeMap<i64, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let table = registered(client, namesrv).await;
+        if check(&table) {
+            return table;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {timeout:?}: {table:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One acknowledged message from the acks file.
+#[derive(Debug, Clone)]
+struct Ack {
+    key: String,
+    queue_id: i32,
+    queue_offset: i64,
+    at_ms: u64,
+}
+
+fn read_acks(path: &Path) -> Vec<Ack> {
+    let text = std::fs::read_to_string(path).expect("acks file");
+    text.lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            assert_eq!(fields.len(), 4, "acks line {line:?}");
+            Ack {
+                key: fields[0].to_string(),
+                queue_id: fields[1].parse().expect("queue id"),
+                queue_offset: fields[2].parse().expect("queue offset"),
+                at_ms: fields[3].parse().expect("ack time"),
+            }
+        })
+        .collect()
+}
+
+/// Reads queue `queue_id` of `broker` from offset 0 until `end`, polling until the replica
+/// has applied that far: the key of each message by queue offset.
+async fn read_queue(
+    client: &remoting::Client<remoting::TcpTransport>,
+    broker: &str,
+    queue_id: i32,
+    end: i64,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut keys = Vec::new();
+    while (keys.len() as i64) < end {
+        let header = PullMessageRequestHeader {
+            consumer_group: "failover-check".into(),
+            topic: TOPIC.into(),
+            queue_id,
+            queue_offset: keys.len() as i64,
+            max_msg_nums: 256,
+            sys_flag: pull_flag::SUBSCRIPTION,
+            commit_offset: 0,
+            suspend_timeout_millis: 0,
+            subscription: Some("*".into()),
+            sub_version: 0,
+            expression_type: Some("TAG".into()),
+            max_msg_bytes: None,
+        };
+        let answer = client
+            .request(
+                broker,
+                RemotingCommand::request(request::PULL_MESSAGE, header.to_ext()),
+                CALL,
+            )
+            .await;
+        match answer {
+            Ok(answer) if answer.code == response::SUCCESS => {
+                let next = PullMessageResponseHeader::from_ext(&answer.ext_fields)
+                    .expect("pull header")
+                    .next_begin_offset;
+                let messages = StoredMessage::decode_all(&answer.body).expect("records decode");
+                for message in messages {
+                    assert_eq!(
+                        message.queue_offset,
+                        keys.len() as i64,
+                        "{broker} queue {queue_id}"
+                    );
+                    keys.push(
+                        message
+                            .properties
+                            .get(property::KEYS)
+                            .expect("bench messages carry a key")
+                            .to_string(),
+                    );
+                }
+                assert_eq!(next, keys.len() as i64);
+            }
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{broker} queue {queue_id} stops at {} of {end}",
+                    keys.len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    keys
+}
+
+/// Three kills of the leader under continuous sync sends: each time a new leader is elected
+/// and registered as broker id 0, the producer resumes, the killed replica restarts and rejoins
+/// as a follower. Afterwards every replica holds every acknowledged message at the queue and
+/// offset it was acknowledged with (so per-queue order holds and nothing is lost), and the gap
+/// in acknowledgements around each kill is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_three_times_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut namesrv_cmd = raftmq();
+    namesrv_cmd.args([
+        "namesrv",
+        "--listen",
+        "127.0.0.1:0",
+        "--broker-timeout-secs",
+        "10",
+    ]);
+    let namesrv_proc = Proc::spawn(namesrv_cmd, "namesrv");
+    let namesrv = namesrv_proc.ready()["namesrv"]
+        .as_str()
+        .expect("namesrv address")
+        .to_string();
+    let nodes = write_confs(dir.path(), &namesrv);
+    let mut procs: Vec<Proc> = nodes.iter().map(start_broker).collect();
+    let (client, _inbound) = remoting::Client::new(remoting::TcpTransport);
+    wait_registered(
+        &client,
+        &namesrv,
+        "a master",
+        Duration::from_secs(60),
+        |t| t.contains_key(&0),
+    )
+    .await;
+
+    let acks_path = dir.path().join("acks.txt");
+    let mut bench = raftmq();
+    bench
+        .args([
+            "bench",
+            "produce",
+            "--namesrv",
+            &namesrv,
+            "--topic",
+            TOPIC,
+            "--queues",
+            "4",
+            "--message-bytes",
+            "128",
+            "--producers",
+            "16",
+            "--duration-secs",
+            "30",
+            "--acks-file",
+        ])
+        .arg(&acks_path);
+    let mut bench = Proc::spawn(bench, "bench");
+
+    let mut kills = Vec::new();
+    for round in 0..3 {
+        // Let acknowledgements flow first.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let before = std::fs::metadata(&acks_path).map_or(0, |m| m.len());
+        while std::fs::metadata(&acks_path).map_or(0, |m| m.len()) <= before + 4096 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no acknowledgements"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let table = registered(&client, &namesrv).await;
+        let master = table.get(&0).cloned().expect("a master is registered");
+        let victim = nodes
+            .iter()
+            .position(|n| n.broker_addr == master)
+            .expect("the master is one of ours");
+        procs[victim].kill9();
+        // After the process is gone: no answer from it can come later.
+        let killed_at = now_ms();
+        kills.push(killed_at);
+        wait_registered(
+            &client,
+            &namesrv,
+            "a new master",
+            Duration::from_secs(30),
+            |t| t.get(&0).is_some_and(|m| *m != master),
+        )
+        .await;
+        procs[victim] = start_broker(&nodes[victim]);
+        let rejoined = nodes[victim].broker_addr.clone();
+        wait_registered(
+            &client,
+            &namesrv,
+            "the restarted replica registered as a follower",
+            Duration::from_secs(30),
+            |t| t.iter().any(|(id, addr)| *id > 0 && *addr == rejoined),
+        )
+        .await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = bench.child.try_wait().expect("wait works") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "bench produce did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "bench produce exits 0: {exit}");
+
+    let acks = read_acks(&acks_path);
+    assert!(acks.len() > 1000, "only {} acknowledgements", acks.len());
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for ack in &acks {
+        let end = ends.entry(ack.queue_id).or_default();
+        *end = (*end).max(ack.queue_offset + 1);
+    }
+    for node in &nodes {
+        for (&queue_id, &end) in &ends {
+            let keys = read_queue(&client, &node.broker_addr, queue_id, end).await;
+            for ack in acks.iter().filter(|a| a.queue_id == queue_id) {
+                assert_eq!(
+                    keys[ack.queue_offset as usize], ack.key,
+                    "{} queue {queue_id} offset {}",
+                    node.broker_addr, ack.queue_offset
+                );
+            }
+        }
+    }
+    let mut times: Vec<u64> = acks.iter().map(|a| a.at_ms).collect();
+    times.sort_unstable();
+    for killed_at in kills {
+        let last_before = times.iter().rev().find(|&&t| t <= killed_at);
+        let first_after = times.iter().find(|&&t| t > killed_at);
+        if let (Some(before), Some(after)) = (last_before, first_after) {
+            eprintln!(
+                "failover gap around the kill at {killed_at}: {} ms (last ack {} ms before the kill)",
+                after - before,
+                killed_at - before
+            );
+        }
+        assert!(
+            first_after.is_some(),
+            "sends resumed after the kill at {killed_at}"
+        );
+    }
+}
