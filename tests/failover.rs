@@ -1,14 +1,20 @@
 //! Failover with real processes: a name server and three `raftmq broker -c broker.conf`
-//! processes; `raftmq bench produce` sends continuously and records every acknowledged
-//! (key, queue, offset); the leader is killed with `kill -9` several times and restarted each
-//! time. At the end every replica holds every acknowledged message at the queue and offset it
-//! was acknowledged with.
+//! processes; `raftmq bench produce`, our `client` crate's producer and Apache's C++ client
+//! (PyPI `rocketmq` 0.4.4) send continuously and record every acknowledged (key, queue,
+//! offset) while a push consumer group consumes; the leader is killed with `kill -9` several
+//! times and restarted each time. At the end every replica holds every acknowledged message at
+//! the queue and offset it was acknowledged with, and the consumer group got every one of them.
 
-use std::collections::BTreeMap;
+#[path = "support/python.rs"]
+mod python;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protocol::RemotingCommand;
@@ -18,6 +24,7 @@ use protocol::header::{
     CommandHeader, PullMessageRequestHeader, PullMessageResponseHeader, pull_flag,
 };
 use protocol::message::{StoredMessage, property};
+use remoting::TcpTransport;
 
 const TOPIC: &str = "FailoverTopic";
 const BROKER_NAME: &str = "broker-a";
@@ -202,6 +209,14 @@ async fn wait_registered(
     }
 }
 
+/// One message the push consumer got.
+#[derive(Debug, Clone)]
+struct Delivery {
+    key: String,
+    slot: (i32, i64),
+    at_ms: u64,
+}
+
 /// One acknowledged message from the acks file.
 #[derive(Debug, Clone)]
 struct Ack {
@@ -228,16 +243,22 @@ fn read_acks(path: &Path) -> Vec<Ack> {
 }
 
 /// Reads queue `queue_id` of `broker` from offset 0 until `end`, polling until the replica
-/// has applied that far: the key of each message by queue offset.
+/// has applied that far, and with `to_the_end` on until the broker has nothing more: the key
+/// of each message by queue offset.
 async fn read_queue(
     client: &remoting::Client<remoting::TcpTransport>,
     broker: &str,
     queue_id: i32,
     end: i64,
+    to_the_end: bool,
 ) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut keys = Vec::new();
-    while (keys.len() as i64) < end {
+    loop {
+        let short = (keys.len() as i64) < end;
+        if !short && !to_the_end {
+            break;
+        }
         let header = PullMessageRequestHeader {
             consumer_group: "failover-check".into(),
             topic: TOPIC.into(),
@@ -281,6 +302,7 @@ async fn read_queue(
                 }
                 assert_eq!(next, keys.len() as i64);
             }
+            Ok(answer) if !short && answer.code == response::PULL_NOT_FOUND => break,
             _ => {
                 assert!(
                     Instant::now() < deadline,
@@ -294,11 +316,66 @@ async fn read_queue(
     keys
 }
 
-/// Three kills of the leader under continuous sync sends: each time a new leader is elected
-/// and registered as broker id 0, the producer resumes, the killed replica restarts and rejoins
-/// as a follower. Afterwards every replica holds every acknowledged message at the queue and
-/// offset it was acknowledged with (so per-queue order holds and nothing is lost), and the gap
-/// in acknowledgements around each kill is reported.
+/// Our client crate's producer: sync sends of unique keys until `stop`, recording each
+/// acknowledged one; returns how many sends failed (after the client's own retries, which
+/// outlive a failover within the send timeout).
+async fn rust_producer(namesrv: String, stop: Arc<AtomicBool>, acks: Arc<Mutex<Vec<Ack>>>) -> u64 {
+    let producer = client::Producer::start(
+        TcpTransport,
+        client::ClientConfig::new([namesrv.as_str()]),
+        client::ProducerConfig::new("failover-rust-pg"),
+    )
+    .await
+    .expect("producer starts");
+    let mut failed = 0;
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("rust-{i}");
+        let message = client::Message::new(TOPIC, key.clone()).with_keys([key.clone()]);
+        match producer.send(message).await {
+            Ok(sent) => acks.lock().expect("acks").push(Ack {
+                key,
+                queue_id: sent.queue.queue_id,
+                queue_offset: sent.queue_offset,
+                at_ms: now_ms(),
+            }),
+            Err(_) => failed += 1,
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    producer.shutdown().await;
+    failed
+}
+
+/// Prints the gap in `times` (ms, any order) around each kill and checks sends resumed.
+fn report_gaps(who: &str, times: &mut [u64], kills: &[u64]) {
+    times.sort_unstable();
+    for &killed_at in kills {
+        let last_before = times.iter().rev().find(|&&t| t <= killed_at);
+        let first_after = times.iter().find(|&&t| t > killed_at);
+        if let (Some(before), Some(after)) = (last_before, first_after) {
+            eprintln!(
+                "{who}: failover gap around the kill at {killed_at}: {} ms (last ack {} ms before the kill)",
+                after - before,
+                killed_at - before
+            );
+        }
+    }
+    let last_kill = kills.iter().max().copied().unwrap_or(0);
+    assert!(
+        times.iter().any(|&t| t > last_kill),
+        "{who}: sends resumed after the last kill"
+    );
+}
+
+/// Three kills of the leader under continuous sync sends from three producers (the bench, our
+/// client crate, the C++ client) and a consuming push consumer group: each time a new leader
+/// is elected and registered as broker id 0, the producers resume (the C++ client once it
+/// polls its route, every 30 s), the killed replica restarts and rejoins as a follower.
+/// Afterwards every replica holds every acknowledged message at the queue and offset it was
+/// acknowledged with (so per-queue order holds and nothing is lost), the consumer group got
+/// every one, and the gaps and the consumer's redeliveries are reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_three_times_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -317,7 +394,7 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         .to_string();
     let nodes = write_confs(dir.path(), &namesrv);
     let mut procs: Vec<Proc> = nodes.iter().map(start_broker).collect();
-    let (client, _inbound) = remoting::Client::new(remoting::TcpTransport);
+    let (client, _inbound) = remoting::Client::new(TcpTransport);
     wait_registered(
         &client,
         &namesrv,
@@ -326,6 +403,76 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         |t| t.contains_key(&0),
     )
     .await;
+
+    // The C++ client first: creating its virtualenv may take a while on a fresh machine.
+    let mut cpp = tokio::task::spawn_blocking({
+        let namesrv = namesrv.clone();
+        move || {
+            python::PyProcess::client(
+                &[
+                    "produce",
+                    "--namesrv",
+                    &namesrv,
+                    "--topic",
+                    TOPIC,
+                    "--group",
+                    "failover-cpp-pg",
+                    "--mode",
+                    "sync",
+                    "--duration",
+                    "45",
+                    "--interval-ms",
+                    "20",
+                    "--keys-prefix",
+                    "cpp-",
+                    "--log-level",
+                    "warn",
+                ],
+                &[],
+            )
+        }
+    })
+    .await
+    .expect("C++ client starts");
+    tokio::task::block_in_place(|| {
+        cpp.wait_for_line(Duration::from_secs(60), |l| l.contains("\"started\""))
+    });
+
+    let (delivered_tx, mut delivered_rx) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
+    let listener = client::listener_fn(move |_queue, messages: Vec<StoredMessage>| {
+        let tx = delivered_tx.clone();
+        async move {
+            for message in messages {
+                if let Some(key) = message.properties.get(property::KEYS) {
+                    let _ = tx.send(Delivery {
+                        key: key.to_string(),
+                        slot: (message.queue_id, message.queue_offset),
+                        at_ms: now_ms(),
+                    });
+                }
+            }
+            client::ConsumeStatus::Success
+        }
+    });
+    let mut consumer_config = client::PushConsumerConfig::new("failover-cg").subscribe(TOPIC, "*");
+    consumer_config.consume_from_where = client::ConsumeFromWhere::FirstOffset;
+    let persist = consumer_config.persist_offset_interval;
+    let consumer = client::PushConsumer::start(
+        TcpTransport,
+        client::ClientConfig::new([namesrv.as_str()]),
+        consumer_config,
+        listener,
+    )
+    .await
+    .expect("push consumer starts");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let rust_acks = Arc::new(Mutex::new(Vec::new()));
+    let rust = tokio::spawn(rust_producer(
+        namesrv.clone(),
+        stop.clone(),
+        rust_acks.clone(),
+    ));
 
     let acks_path = dir.path().join("acks.txt");
     let mut bench = raftmq();
@@ -401,17 +548,82 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "bench produce exits 0: {exit}");
+    stop.store(true, Ordering::Relaxed);
+    let rust_failed = rust.await.expect("rust producer task");
+    // The C++ client ends by itself after its --duration; failed sends make it exit 1.
+    let cpp_out = tokio::task::spawn_blocking(move || cpp.wait(Duration::from_secs(120)))
+        .await
+        .expect("C++ client waited for");
 
-    let acks = read_acks(&acks_path);
-    assert!(acks.len() > 1000, "only {} acknowledgements", acks.len());
+    let mut acks = read_acks(&acks_path);
+    let bench_count = acks.len();
+    assert!(
+        bench_count > 1000,
+        "only {bench_count} bench acknowledgements"
+    );
+    let rust_acks = rust_acks.lock().expect("acks").clone();
+    assert!(
+        rust_acks.len() > 100,
+        "only {} rust acknowledgements",
+        rust_acks.len()
+    );
+    acks.extend(rust_acks.iter().cloned());
+    // The C++ wrapper reports the queue offset but not the queue: found by key below.
+    let mut cpp_acks: Vec<(String, i64, u64)> = Vec::new();
+    let mut cpp_failed = 0;
+    for line in &cpp_out.stdout {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match event["event"].as_str() {
+            Some("sent") => cpp_acks.push((
+                event["key"].as_str().expect("key").to_string(),
+                event["queue_offset"].as_i64().expect("queue offset"),
+                event["at_ms"].as_u64().expect("ack time"),
+            )),
+            Some("failed") => cpp_failed += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        cpp_acks.len() > 100,
+        "only {} C++ acknowledgements\n{}",
+        cpp_acks.len(),
+        cpp_out.stderr
+    );
+
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for ack in &acks {
         let end = ends.entry(ack.queue_id).or_default();
         *end = (*end).max(ack.queue_offset + 1);
     }
+    // Queue lengths as the leader has them now that every producer stopped: at least the
+    // acknowledged ends, and the C++ messages (whose queues are unknown) are within.
+    let master = registered(&client, &namesrv)
+        .await
+        .get(&0)
+        .cloned()
+        .expect("a master at the end");
+    for queue_id in 0..4 {
+        let end = ends.entry(queue_id).or_default();
+        *end = read_queue(&client, &master, queue_id, *end, true)
+            .await
+            .len() as i64;
+    }
+    // Where each replica holds each key: a send retried after a lost answer is stored twice
+    // (at least once delivery), so a key may sit at several slots; the acknowledged one must
+    // be among them, and every replica must hold the same slots.
+    let mut layouts: Vec<BTreeMap<String, BTreeSet<(i32, i64)>>> = Vec::new();
     for node in &nodes {
-        for (&queue_id, &end) in &ends {
-            let keys = read_queue(&client, &node.broker_addr, queue_id, end).await;
+        let mut held: BTreeMap<String, BTreeSet<(i32, i64)>> = BTreeMap::new();
+        for queue_id in 0..4 {
+            let end = ends[&queue_id];
+            let keys = read_queue(&client, &node.broker_addr, queue_id, end, false).await;
+            for (offset, key) in keys.iter().enumerate() {
+                held.entry(key.clone())
+                    .or_default()
+                    .insert((queue_id, offset as i64));
+            }
             for ack in acks.iter().filter(|a| a.queue_id == queue_id) {
                 assert_eq!(
                     keys[ack.queue_offset as usize], ack.key,
@@ -420,22 +632,89 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
                 );
             }
         }
-    }
-    let mut times: Vec<u64> = acks.iter().map(|a| a.at_ms).collect();
-    times.sort_unstable();
-    for killed_at in kills {
-        let last_before = times.iter().rev().find(|&&t| t <= killed_at);
-        let first_after = times.iter().find(|&&t| t > killed_at);
-        if let (Some(before), Some(after)) = (last_before, first_after) {
-            eprintln!(
-                "failover gap around the kill at {killed_at}: {} ms (last ack {} ms before the kill)",
-                after - before,
-                killed_at - before
+        for (key, offset, _) in &cpp_acks {
+            let slots = held.get(key);
+            assert!(
+                slots.is_some_and(|s| s.iter().any(|(_, o)| o == offset)),
+                "C++ message {key} acknowledged at offset {offset}; {} holds it at {slots:?}",
+                node.broker_addr
             );
         }
+        layouts.push(held);
+    }
+    assert!(
+        layouts.windows(2).all(|w| w[0] == w[1]),
+        "every replica holds every message at the same queue and offset"
+    );
+    let stored_twice = layouts[0].values().filter(|s| s.len() > 1).count();
+    eprintln!(
+        "messages stored more than once (a send retried after a lost answer): {stored_twice}"
+    );
+
+    // The consumer group gets every acknowledged message. A redelivery is the same stored
+    // message (queue and offset) delivered again; after a failover those are the messages
+    // consumed after the group's last offset commit, so they were first delivered shortly
+    // before a kill (within the commit interval) or while the group had no leader to commit to.
+    let wanted: BTreeSet<String> = acks
+        .iter()
+        .map(|a| a.key.clone())
+        .chain(cpp_acks.iter().map(|a| a.0.clone()))
+        .collect();
+    let mut got: BTreeSet<String> = BTreeSet::new();
+    let mut first: BTreeMap<(i32, i64), u64> = BTreeMap::new();
+    let mut redelivered: Vec<Delivery> = Vec::new();
+    let mut take = |d: Delivery, got: &mut BTreeSet<String>| {
+        got.insert(d.key.clone());
+        if let std::collections::btree_map::Entry::Vacant(slot) = first.entry(d.slot) {
+            slot.insert(d.at_ms);
+        } else {
+            redelivered.push(d);
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !wanted.is_subset(&got) {
+        let delivery = tokio::time::timeout_at(deadline, delivered_rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                let missing = wanted.difference(&got).count();
+                panic!("the consumer group is missing {missing} acknowledged messages")
+            })
+            .expect("listener alive");
+        take(delivery, &mut got);
+    }
+    while let Ok(delivery) = delivered_rx.try_recv() {
+        take(delivery, &mut got);
+    }
+    let window = persist.as_millis() as u64 + 2_000;
+    for d in &redelivered {
+        let at = first[&d.slot];
         assert!(
-            first_after.is_some(),
-            "sends resumed after the kill at {killed_at}"
+            kills.iter().any(|&k| at + window >= k && at <= k + 5_000),
+            "{} at {:?} redelivered, first delivered at {at}, not near a kill {kills:?}",
+            d.key,
+            d.slot
         );
     }
+    eprintln!(
+        "consumer group: {} messages, {} redelivered after {} kills",
+        first.len(),
+        redelivered.len(),
+        kills.len()
+    );
+    consumer.shutdown().await;
+
+    let mut times: Vec<u64> = acks[..bench_count].iter().map(|a| a.at_ms).collect();
+    report_gaps("bench produce", &mut times, &kills);
+    let mut times: Vec<u64> = rust_acks.iter().map(|a| a.at_ms).collect();
+    report_gaps("client crate producer", &mut times, &kills);
+    assert_eq!(
+        rust_failed, 0,
+        "our client's sync sends retry within their timeout and outlive each failover"
+    );
+    let mut times: Vec<u64> = cpp_acks.iter().map(|a| a.2).collect();
+    report_gaps("C++ client", &mut times, &kills);
+    eprintln!(
+        "C++ client: {} acknowledged, {cpp_failed} failed",
+        cpp_acks.len()
+    );
 }

@@ -100,6 +100,13 @@ pub enum ClientError {
         /// The topic.
         topic: String,
     },
+    /// The broker asked for a group's members does not list this client yet (it restarted, or
+    /// became leader, since this client's last heartbeat): rebalancing waits for it.
+    #[error("broker does not list this client in consumer group {group} yet")]
+    NotYetAMember {
+        /// The consumer group.
+        group: String,
+    },
     /// The topic's route has no writable queue on a broker with a master.
     #[error("topic {topic} has no writable queue with a master")]
     NoWritableQueue {

@@ -57,3 +57,11 @@ pub const PULL_CALL_MARGIN: Duration = Duration::from_secs(5);
 const _: () = assert!(COMPRESS_BODY_OVER_BYTES < MESSAGE_BYTES_MAX);
 const _: () = assert!(MESSAGE_BYTES_MAX < INFLATED_BODY_BYTES_MAX);
 const _: () = assert!(MESSAGE_BYTES_MAX < protocol::FRAME_MAX_BYTES);
+
+/// First pause before sending again to a group that is failing over (its broker gone, or
+/// answering "not master", or no master in the route) once `retry_times` is spent; doubled up
+/// to [`FAILOVER_RETRY_PAUSE_MAX`] until the send timeout. A failover takes about 0.6 s.
+pub const FAILOVER_RETRY_PAUSE_MIN: Duration = Duration::from_millis(20);
+
+/// Longest pause between sends to a group that is failing over.
+pub const FAILOVER_RETRY_PAUSE_MAX: Duration = Duration::from_millis(200);

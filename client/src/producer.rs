@@ -55,6 +55,22 @@ enum AfterFailure {
     RefreshAndRetry,
 }
 
+/// Whether a failed attempt means the broker's group is failing over (the broker is gone, or
+/// answers "not master" — raftmq's followers answer SERVICE_NOT_AVAILABLE), so sending again
+/// after a pause can succeed once a new leader is registered.
+fn failing_over(err: &ClientError) -> bool {
+    matches!(
+        err,
+        ClientError::Remoting(
+            remoting::ClientError::Connect { .. } | remoting::ClientError::Closed { .. }
+        ) | ClientError::NoBrokerAddress { .. }
+            | ClientError::Refused {
+                code: response::SERVICE_NOT_AVAILABLE,
+                ..
+            }
+    )
+}
+
 fn after_failure(err: &ClientError) -> AfterFailure {
     match err {
         ClientError::Remoting(remoting::ClientError::Encode(_)) => AfterFailure::Fail,
@@ -183,7 +199,10 @@ impl<T: Transport> Producer<T> {
     }
 
     /// Sends `message` and waits until the broker stored it, retrying up to `retry_times`
-    /// times on other brokers within `send_timeout`.
+    /// times on other brokers within `send_timeout`. A broker that is gone or answers "not
+    /// master" (its group is failing over), or a topic with no master at all, is retried past
+    /// `retry_times` with short pauses and a fresh route until `send_timeout`: a send outlives
+    /// a failover. As in RocketMQ, a retried send may store the message twice.
     ///
     /// # Errors
     /// An invalid message; [`ClientError::NoRoute`]; [`ClientError::SendTimeout`] when the
@@ -571,15 +590,17 @@ impl<T: Transport> Producer<T> {
     async fn send_with_retries(&self, prepared: &Prepared) -> Result<SendResult, ClientError> {
         let config = &self.inner.config;
         let deadline = Instant::now() + config.send_timeout;
-        let attempts_max = 1 + config.retry_times;
         let timed_out = |attempts| ClientError::SendTimeout {
             topic: prepared.topic.clone(),
             after: config.send_timeout,
             attempts,
         };
+        let mut retries_left = config.retry_times;
+        let mut pause = limits::FAILOVER_RETRY_PAUSE_MIN;
         let mut avoid: Option<String> = None;
-        let mut last = None;
-        for attempt in 1..=attempts_max {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(timed_out(attempt - 1));
@@ -588,43 +609,53 @@ impl<T: Transport> Producer<T> {
                 .await
                 .map_err(|_| timed_out(attempt - 1))??;
             let queues = publish_queues(&prepared.topic, &route);
-            if queues.is_empty() {
-                return Err(ClientError::NoWritableQueue {
-                    topic: prepared.topic.clone(),
-                });
-            }
-            let start = self.inner.next_queue.fetch_add(1, Ordering::Relaxed);
-            let queue = &queues[select_queue(&queues, start, avoid.as_deref())];
-            let left = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(left, self.send_once(prepared, queue, left)).await
-            {
-                Ok(Ok(result)) => return Ok(result),
-                Ok(Err(err)) => err,
-                Err(_) => return Err(timed_out(attempt)),
-            };
-            let next = after_failure(&err);
-            tracing::debug!(topic = %prepared.topic, broker = %queue.broker_name, attempt, cause = %err, ?next, "send attempt failed");
-            match next {
-                AfterFailure::Fail => return Err(err),
-                AfterFailure::Retry => {}
-                AfterFailure::RefreshAndRetry => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    // Out of time: the loop's check reports the timeout.
-                    let _ = tokio::time::timeout(
-                        left,
-                        self.inner.instance.refresh_route(&prepared.topic),
-                    )
-                    .await;
+            let failure = if queues.is_empty() {
+                // No group has a master: one is being elected (the name server dropped the old
+                // one when its connection closed). Wait for the new one within the deadline.
+                AfterFailure::RefreshAndRetry
+            } else {
+                let start = self.inner.next_queue.fetch_add(1, Ordering::Relaxed);
+                let queue = &queues[select_queue(&queues, start, avoid.as_deref())];
+                let left = deadline.saturating_duration_since(Instant::now());
+                let err =
+                    match tokio::time::timeout(left, self.send_once(prepared, queue, left)).await {
+                        Ok(Ok(result)) => return Ok(result),
+                        Ok(Err(err)) => err,
+                        Err(_) => return Err(timed_out(attempt)),
+                    };
+                let next = after_failure(&err);
+                tracing::debug!(topic = %prepared.topic, broker = %queue.broker_name, attempt, cause = %err, ?next, "send attempt failed");
+                if next == AfterFailure::Fail {
+                    return Err(err);
                 }
+                if retries_left == 0 && !failing_over(&err) {
+                    return Err(ClientError::SendFailed {
+                        topic: prepared.topic.clone(),
+                        attempts: attempt,
+                        last: Box::new(err),
+                    });
+                }
+                avoid = Some(queue.broker_name.clone());
+                next
+            };
+            if failure == AfterFailure::RefreshAndRetry {
+                // The broker is gone or no longer leads: its group is failing over. Retry at
+                // once on another group while `retry_times` lasts (as Java does), then keep
+                // retrying with short pauses until the deadline, so a send outlives a failover
+                // shorter than `send_timeout`.
+                if retries_left == 0 {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(limits::FAILOVER_RETRY_PAUSE_MAX);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Out of time: the loop's check reports the timeout.
+                let _ =
+                    tokio::time::timeout(left, self.inner.instance.refresh_route(&prepared.topic))
+                        .await;
             }
-            avoid = Some(queue.broker_name.clone());
-            last = Some(err);
+            retries_left = retries_left.saturating_sub(1);
         }
-        Err(ClientError::SendFailed {
-            topic: prepared.topic.clone(),
-            attempts: attempts_max,
-            last: Box::new(last.expect("at least one attempt failed before the loop ended")),
-        })
     }
 }
 

@@ -395,6 +395,16 @@ impl<L: MessageListener, T: Transport> Inner<L, T> {
             .instance
             .consumer_ids(&self.config.group, &route)
             .await?;
+        if !members.contains(&self.instance.client_id) {
+            // A broker that has not had our heartbeat (restarted, or a follower that just became
+            // leader) would make us drop every queue and later start them again from the last
+            // committed offsets, consuming again what came after. Keep the queues, greet it,
+            // and rebalance when it knows us (its NOTIFY_CONSUMER_IDS_CHANGED, or the next round).
+            self.instance.heartbeat_all().await;
+            return Err(ClientError::NotYetAMember {
+                group: self.config.group.clone(),
+            });
+        }
         Ok(allocate_average(
             &self.instance.client_id,
             &members,

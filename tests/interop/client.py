@@ -197,15 +197,30 @@ def cmd_produce(args):
 
     def ok(i, key, res, queue_id=None):
         emit(dict(base, event="sent", index=i, key=key, status=res.status.name,
-                  msg_id=res.msg_id, queue_offset=res.offset, queue_id=queue_id))
+                  msg_id=res.msg_id, queue_offset=res.offset, queue_id=queue_id,
+                  at_ms=int(time.time() * 1000)))
 
     def fail(i, key, exc):
         msg = exc.args[0] if exc.args else ""
         emit(dict(base, event="failed", index=i, key=key, error=text(msg),
-                  error_type=type(exc).__name__))
+                  error_type=type(exc).__name__, at_ms=int(time.time() * 1000)))
+
+    def indexes():
+        # --duration: send until that many seconds have passed (--count is then ignored),
+        # pausing --interval-ms between sends; for failover runs.
+        if args.duration is None:
+            for i in range(args.count):
+                yield i
+            return
+        i = 0
+        while time.time() - started < args.duration:
+            yield i
+            i += 1
+            if args.interval_ms:
+                time.sleep(args.interval_ms / 1000.0)
 
     if args.mode in ("sync", "orderly"):
-        for i in range(args.count):
+        for i in indexes():
             msg, key = make(i)
             chosen = {}
 
@@ -290,9 +305,10 @@ def cmd_produce(args):
     if args.linger > 0:
         # Keep the started producer alive (heartbeats, route polling) before shutting down.
         threading.Event().wait(args.linger)
-    finish(0 if failed == 0 and acked == args.count else 1, producer.shutdown,
+    expected = acked + failed if args.duration is not None else args.count
+    finish(0 if failed == 0 and acked == expected else 1, producer.shutdown,
            args.shutdown_timeout,
-           lambda: dict(base, event="summary", sent=args.count, acked=acked, failed=failed,
+           lambda: dict(base, event="summary", sent=expected, acked=acked, failed=failed,
                         elapsed_ms=elapsed_ms, cpp_log_dir=cpp_log_dir()))
 
 
@@ -455,6 +471,10 @@ def main():
     p.add_argument("--max-message-size", type=int,
                    help="client-side body limit in bytes (librocketmq default 131072)")
     p.add_argument("--timeout", type=float, default=60.0, help="async: seconds to wait for acks")
+    p.add_argument("--duration", type=float,
+                   help="sync/orderly: send for this many seconds instead of --count messages")
+    p.add_argument("--interval-ms", type=int, default=0,
+                   help="with --duration: pause between sends")
     p.add_argument("--linger", type=float, default=0.0,
                    help="seconds to keep the producer running after the last send")
 

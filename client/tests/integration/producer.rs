@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use client::{ClientError, Message, Producer, ProducerConfig, SendStatus};
 use protocol::code::request;
@@ -164,6 +165,42 @@ async fn not_master_answer_refreshes_the_route_at_once() {
     assert_eq!(new.all_messages("T").len(), 1);
     assert_eq!(old.count(request::SEND_MESSAGE_V2), 1);
     assert!(cluster.ns.route_requests.load(Ordering::SeqCst) > lookups);
+    cluster.shutdown().await;
+}
+
+/// A failover longer than the immediate retries: the only master answers "not master" and
+/// the name server lists it for a while before the new master registers. The send keeps
+/// trying with short pauses and a fresh route, and lands on the new master within its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_outlives_a_failover_longer_than_its_retries() {
+    let mut cluster = Cluster::start(&["broker-a"]).await;
+    cluster.create_topic("T", 2);
+    let old = cluster.broker(0).clone();
+    let new = cluster.add_broker("broker-a", false).await;
+    new.create_topic("T", 2);
+    cluster.ns.set_addrs("broker-a", &[(0, &old.addr())]);
+    let producer = producer(&cluster).await;
+    assert_eq!(producer.publish_queues("T").await.unwrap().len(), 2);
+    old.set_mode(Mode::NotMaster);
+    let send = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.send(Message::new("T", "during failover")).await }
+    });
+    // The new master registers only after the producer spent its retries on the old one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while old.count(request::SEND_MESSAGE_V2) < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the producer stopped trying"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster
+        .ns
+        .set_addrs("broker-a", &[(0, &new.addr()), (1, &old.addr())]);
+    let sent = send.await.unwrap().unwrap();
+    assert_eq!(sent.queue.broker_name, "broker-a");
+    assert_eq!(new.all_messages("T").len(), 1);
     cluster.shutdown().await;
 }
 
