@@ -176,6 +176,9 @@ pub fn unavailable_reason(status: &Status, serving_writes: bool) -> Option<&'sta
 }
 
 async fn replica_health(State(handles): State<Arc<ReplicaHandles>>) -> Response {
+    if let Some(failure) = handles.ledger.fatal() {
+        return health(Some(&format!("storage failed: {failure}")));
+    }
     let status = handles.ledger.status();
     health(unavailable_reason(&status, handles.broker.serving_writes()))
 }

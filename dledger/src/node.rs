@@ -376,6 +376,12 @@ impl Ledger {
         }
     }
 
+    /// The storage failure that stopped this replica (a failed sync or write), if any: it
+    /// then takes no more entries and must be restarted once the disk is fixed.
+    pub fn fatal(&self) -> Option<String> {
+        self.inner.log.fatal()
+    }
+
     fn stop_reason(&self, fallback: String) -> String {
         self.inner.log.fatal().unwrap_or(fallback)
     }
