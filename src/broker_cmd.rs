@@ -2,7 +2,6 @@
 //! broker, configured by RocketMQ's `broker.conf` (DLedger mode) or the same keys in TOML.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,7 +19,8 @@ pub struct BrokerArgs {
     config: PathBuf,
 }
 
-/// How long a stopping leader waits for its successor to take over.
+/// How long a stopping leader waits for its successor to take over and be listed as the master
+/// by the name servers. Sends are held meanwhile; clients give a send 3 s.
 const STEP_DOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Serves until SIGINT or SIGTERM; a leader hands leadership over before it stops.
@@ -49,7 +49,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     };
     let preferred = conf
         .preferred_leader
-        .map(|p| tokio::spawn(leadership::follow_preferred(replica.ledger.clone(), p)));
+        .map(|p| tokio::spawn(leadership::follow_preferred(replica.broker.leadership(), p)));
     let ready = serde_json::json!({
         "node_id": node_id,
         "self_id": conf.self_id,
@@ -72,9 +72,9 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
 
 /// Hands leadership over if this replica leads, then stops the broker and the ledger.
 async fn stop(replica: Replica, preferred: Option<dledger::NodeId>) {
-    let ledger: Arc<dledger::Ledger> = replica.ledger.clone();
-    if let Some(to) = leadership::step_down(&ledger, preferred, STEP_DOWN_TIMEOUT).await {
-        eprintln!("handed leadership to node {to}");
+    let handle = replica.broker.leadership();
+    if let Some(to) = leadership::step_down(&handle, preferred, STEP_DOWN_TIMEOUT).await {
+        eprintln!("handed leadership to {}", broker::handover::describe(to));
     }
     replica.shutdown().await;
 }

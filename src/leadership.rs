@@ -2,16 +2,27 @@
 //! (`preferredLeaderId`), and away from a leader that is being stopped, so a rolling restart
 //! costs no election timeout.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dledger::{Ledger, NodeId, Role};
+use broker::Leadership;
+use broker::handover::TRANSFER_LAG_ENTRIES_MAX;
+use dledger::{Disk, Ledger, NodeId, Role};
+use remoting::Transport;
 
 /// How often the preferred-leader check runs.
 pub const PREFERRED_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The follower to hand leadership to: `preferred` when it is fully caught up, else the
-/// follower with the highest matched index (lowest id first on a tie); `None` when this replica
-/// does not lead or no follower has matched anything.
+/// How long a move to the preferred leader may take before it counts as failed.
+pub const PREFERRED_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause after a failed move to the preferred leader.
+pub const PREFERRED_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The follower to hand leadership to: `preferred` when it trails by at most
+/// [`TRANSFER_LAG_ENTRIES_MAX`] entries (under load no follower has matched the very last
+/// entry at any given moment; the transfer waits for that), else the follower with the highest
+/// matched index (lowest id first on a tie); `None` when this replica does not lead or no
+/// follower has matched anything.
 pub fn successor(ledger: &Ledger, preferred: Option<NodeId>) -> Option<NodeId> {
     let status = ledger.status();
     if status.role != Role::Leader {
@@ -20,7 +31,12 @@ pub fn successor(ledger: &Ledger, preferred: Option<NodeId>) -> Option<NodeId> {
     let last = status.last_log_index?;
     if let Some(p) = preferred
         && p != status.node_id
-        && status.matched.get(&p).copied().flatten() == Some(last)
+        && status
+            .matched
+            .get(&p)
+            .copied()
+            .flatten()
+            .is_some_and(|m| last.saturating_sub(m) <= TRANSFER_LAG_ENTRIES_MAX)
     {
         return Some(p);
     }
@@ -33,47 +49,70 @@ pub fn successor(ledger: &Ledger, preferred: Option<NodeId>) -> Option<NodeId> {
         .map(|(_, id)| id)
 }
 
-/// Runs forever: whenever this replica leads, `preferred` is another node, and that node has
-/// matched the whole log, asks Raft to hand leadership to it.
-pub async fn follow_preferred(ledger: std::sync::Arc<Ledger>, preferred: NodeId) {
+/// Runs forever: whenever this replica leads, `preferred` is another node, and that node trails
+/// by at most [`broker::handover::TRANSFER_LAG_ENTRIES_MAX`] entries, hands leadership to it
+/// (sends are held meanwhile, see [`broker::handover`]). After a failed transfer it waits
+/// [`PREFERRED_RETRY_AFTER`] before trying again, so a preferred node that cannot take over
+/// does not cost the group a pause every half second.
+pub async fn follow_preferred<D: Disk, T: Transport>(
+    leadership: Leadership<D, T>,
+    preferred: NodeId,
+) {
     loop {
         tokio::time::sleep(PREFERRED_CHECK_INTERVAL).await;
-        let status = ledger.status();
+        let status = leadership.ledger().status();
         if status.role != Role::Leader || status.node_id == preferred {
             continue;
         }
-        let caught_up = status.last_log_index.is_some()
-            && status.matched.get(&preferred).copied().flatten() == status.last_log_index;
-        if caught_up {
-            tracing::info!(to = preferred, "handing leadership to the preferred leader");
-            if let Err(err) = ledger.transfer_leadership(preferred).await {
-                tracing::warn!(cause = %err, "transfer to the preferred leader failed");
-            }
+        let Some(last) = status.last_log_index else {
+            continue;
+        };
+        let close = status
+            .matched
+            .get(&preferred)
+            .copied()
+            .flatten()
+            .is_some_and(|m| last.saturating_sub(m) <= TRANSFER_LAG_ENTRIES_MAX);
+        if !close {
+            continue;
+        }
+        tracing::info!(to = preferred, "handing leadership to the preferred leader");
+        if let Err(err) = leadership
+            .transfer(preferred, PREFERRED_TRANSFER_TIMEOUT, true)
+            .await
+        {
+            tracing::warn!(cause = %err, to = preferred, "transfer to the preferred leader failed");
+            tokio::time::sleep(PREFERRED_RETRY_AFTER).await;
         }
     }
 }
 
-/// If this replica leads, hands leadership to the best follower and waits (up to `timeout`)
-/// until it no longer leads. Returns the node it handed to, if any.
-pub async fn step_down(
-    ledger: &Ledger,
+/// If this replica leads, hands leadership to the best follower ([`successor`]) and waits, up
+/// to `timeout` in all, until another replica leads and the name servers list it as the
+/// master, so that sends held here are answered with a route to it before this replica stops
+/// serving. Returns the node it handed to, if any.
+pub async fn step_down<D: Disk, T: Transport>(
+    leadership: &Leadership<D, T>,
     preferred: Option<NodeId>,
     timeout: Duration,
 ) -> Option<NodeId> {
-    let to = successor(ledger, preferred)?;
+    let started = Instant::now();
+    let to = successor(leadership.ledger(), preferred)?;
     tracing::info!(to, "leader stopping: handing leadership over first");
-    if let Err(err) = ledger.transfer_leadership(to).await {
-        tracing::warn!(cause = %err, "leadership transfer before stopping failed");
+    // The successor may trail (it is the best there is): transfer anyway, rather than leave
+    // the group to notice the leader's absence after an election timeout. The broker logs the
+    // outcome.
+    let handed = leadership.transfer(to, timeout, false).await.is_ok();
+    if leadership.ledger().status().role == Role::Leader {
         return None;
     }
-    let mut roles = ledger.watch_role();
-    let left = tokio::time::timeout(timeout, roles.wait_for(|r| r.role != Role::Leader)).await;
-    if left.is_err() {
+    // Even when another replica than `to` won, sends held here wait for it to be listed.
+    let left = timeout.saturating_sub(started.elapsed());
+    if leadership.await_master_elsewhere(left).await.is_none() {
         tracing::warn!(
-            to,
             ?timeout,
-            "still leading after the transfer; stopping anyway"
+            "the name servers list no new master yet; stopping anyway"
         );
     }
-    Some(to)
+    handed.then_some(to)
 }

@@ -1,5 +1,6 @@
 //! The `raftmq` command: thin wrappers that parse flags, set up logging and call the crates.
 
+mod admin;
 mod bench;
 mod bench_mq;
 mod broker_cmd;
@@ -36,6 +37,9 @@ enum Command {
     /// Drive load and print throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Operate a running cluster (leadership transfer).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             Command::Namesrv(args) => namesrv::run(args).await,
             Command::Broker(args) => broker_cmd::run(args).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Admin(command) => admin::run(command).await,
         }
     })
 }

@@ -6,6 +6,7 @@
 //! - `writer`: sends batched into Raft entries, answered once applied.
 //! - `clients`: consumer groups and producers from heartbeats.
 //! - [`metrics`]: request counts, bytes, latency histograms, long polls, elections.
+//! - [`handover`]: moving leadership on purpose, and holding sends while it moves.
 //! - [`Broker`]: start, role changes, namesrv registration, shutdown.
 //!
 //! The leader registers as brokerId 0 once it has applied its whole log, and only then takes
@@ -14,12 +15,13 @@
 
 pub mod clients;
 pub mod config;
+pub mod handover;
 pub mod metrics;
 mod processor;
 mod writer;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ use store::Store;
 use tokio::sync::{Notify, mpsc};
 
 pub use config::BrokerConfig;
+pub use handover::{HandoverError, Transferred};
 pub use metrics::Metrics;
 
 /// The auto-create template topic.
@@ -61,6 +64,16 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     pub rng: Mutex<rand::rngs::StdRng>,
     /// What the broker counts, for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The term in which this replica asked Raft to hand leadership over, and to whom: no
+    /// writes are taken in that term (see `handover`).
+    pub handover: Mutex<Option<(u64, dledger::NodeId)>>,
+    /// `handover`'s term (0: none), read on every send.
+    pub handover_term: AtomicU64,
+    /// When this replica last stopped leading, or began to hand leadership over: for a while
+    /// after, sends reaching it are held (see `handover`).
+    pub left_leadership_at: Mutex<Option<tokio::time::Instant>>,
+    /// The master the name servers listed at the last lookup, and when it was made.
+    pub master_lookup: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<String>)>>,
 }
 
 /// Queue locks of orderly consumers, held in memory as RocketMQ does (clients renew every 20 s).
@@ -204,6 +217,10 @@ impl<D: Disk, T: Transport> Broker<D, T> {
                 None => rand::SeedableRng::from_os_rng(),
             }),
             metrics: Arc::new(Metrics::default()),
+            handover: Mutex::new(None),
+            handover_term: AtomicU64::new(0),
+            left_leadership_at: Mutex::new(None),
+            master_lookup: tokio::sync::Mutex::new(None),
         });
         let processor = Arc::new(processor::Processor {
             shared: shared.clone(),
@@ -219,6 +236,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
                 shared.ledger.clone(),
                 shared.metrics.clone(),
             )),
+            tokio::spawn(handover::note_lost_leadership(shared.clone())),
         ];
         tracing::info!(addr = %server.local_addr(), broker = %config.broker_name, "broker serving");
         Ok(Broker {
@@ -262,6 +280,14 @@ impl<D: Disk, T: Transport> Broker<D, T> {
     /// broker (it shares its state, and reports `serving_writes: false` once it shut down).
     pub fn view(&self) -> BrokerView<D, T> {
         BrokerView {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A handle that moves this replica's leadership on purpose; it can outlive the borrow of
+    /// the broker.
+    pub fn leadership(&self) -> Leadership<D, T> {
+        Leadership {
             shared: self.shared.clone(),
         }
     }
@@ -361,6 +387,50 @@ impl<D: Disk, T: Transport> BrokerView<D, T> {
                 }
             })
             .collect()
+    }
+}
+
+/// Moves leadership on purpose (see [`handover`]). Cheap to clone.
+pub struct Leadership<D: Disk, T: Transport> {
+    shared: Arc<Shared<D, T>>,
+}
+
+impl<D: Disk, T: Transport> Clone for Leadership<D, T> {
+    fn clone(&self) -> Self {
+        Leadership {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<D: Disk, T: Transport> Leadership<D, T> {
+    /// The replica's ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.shared.ledger
+    }
+
+    /// Hands this replica's leadership to `to` (sends are held meanwhile) and waits, up to
+    /// `timeout`, until this replica sees `to` lead. With `require_caught_up`, a target more
+    /// than [`handover::TRANSFER_LAG_ENTRIES_MAX`] entries behind is refused first.
+    ///
+    /// # Errors
+    /// Why leadership did not move to `to` ([`HandoverError`]).
+    pub async fn transfer(
+        &self,
+        to: dledger::NodeId,
+        timeout: Duration,
+        require_caught_up: bool,
+    ) -> Result<Transferred, HandoverError> {
+        self.shared
+            .transfer_leadership(to, timeout, require_caught_up)
+            .await
+    }
+
+    /// Waits up to `timeout` until the name servers list another replica as the group's
+    /// master, so that sends held here get an answer that sends clients there. Returns its
+    /// address.
+    pub async fn await_master_elsewhere(&self, timeout: Duration) -> Option<String> {
+        self.shared.await_master_elsewhere(timeout).await
     }
 }
 

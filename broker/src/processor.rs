@@ -30,6 +30,7 @@ use remoting::{Handler, Peer, Transport};
 use store::entry::OffsetCommit;
 use tokio::sync::oneshot;
 
+use crate::handover::{self, Held};
 use crate::metrics;
 use crate::writer::{Landed, Write};
 use crate::{Shared, TBW102};
@@ -46,6 +47,10 @@ const SEND_STORE_TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE_LOCK_TTL: Duration = Duration::from_secs(60);
 /// Most queues a topic may have.
 const TOPIC_QUEUES_MAX: i32 = 1024;
+/// How long a RAFTMQ_TRANSFER_LEADER request waits for the target to take over, unless it says.
+const TRANSFER_WAIT_DEFAULT: Duration = Duration::from_secs(5);
+/// The longest wait a RAFTMQ_TRANSFER_LEADER request may ask for: sends are held that long.
+const TRANSFER_WAIT_MAX: Duration = Duration::from_secs(30);
 
 pub(crate) struct Processor<D: Disk, T: Transport> {
     pub shared: Arc<Shared<D, T>>,
@@ -129,6 +134,7 @@ impl<D: Disk, T: Transport> Handler for Processor<D, T> {
             request::CONSUMER_SEND_MSG_BACK => self.send_back(&req).await,
             request::LOCK_BATCH_MQ => self.lock_queues(&req, true),
             request::UNLOCK_BATCH_MQ => self.lock_queues(&req, false),
+            request::RAFTMQ_TRANSFER_LEADER => self.transfer_leader(&req).await,
             code => refuse(
                 &req,
                 response::REQUEST_CODE_NOT_SUPPORTED,
@@ -179,6 +185,76 @@ impl<D: Disk, T: Transport> Processor<D, T> {
                     .map_or("unknown".to_string(), |l| format!("replica {l}")),
             ),
         )
+    }
+
+    /// `not_master`, naming the master the name servers list after a held send.
+    fn not_master_after(&self, req: &RemotingCommand, held: &Held) -> RemotingCommand {
+        let mut answer = self.not_master(req);
+        let listed = match held {
+            Held::MasterElsewhere(addr) => format!("; the name servers list {addr} as master"),
+            _ => format!(
+                "; no other master was listed within {} ms",
+                handover::SEND_HOLD_MAX.as_millis()
+            ),
+        };
+        answer.remark = Some(format!("{}{listed}", answer.remark.unwrap_or_default()));
+        answer
+    }
+
+    /// RAFTMQ_TRANSFER_LEADER (raftmq's own): hands leadership to ext field `to` (`n1` or a
+    /// node id) and answers once this replica sees it lead, or why not. Ext `timeoutMillis`
+    /// bounds the wait (default 5 s, at most 30 s).
+    async fn transfer_leader(&self, req: &RemotingCommand) -> RemotingCommand {
+        let Some(text) = req.ext_fields.get("to") else {
+            return refuse(
+                req,
+                response::INVALID_PARAMETER,
+                "the field to is missing: the target node, a DLedger id (n0, n1, ...) or a node id (1, 2, ...)",
+            );
+        };
+        let to = match handover::parse_node(text) {
+            Ok(to) => to,
+            Err(reason) => return refuse(req, response::INVALID_PARAMETER, reason),
+        };
+        let timeout = match req.ext_fields.get("timeoutMillis") {
+            None => TRANSFER_WAIT_DEFAULT,
+            Some(text) => match text.parse::<u64>().ok().map(Duration::from_millis) {
+                Some(t) if !t.is_zero() && t <= TRANSFER_WAIT_MAX => t,
+                _ => {
+                    return refuse(
+                        req,
+                        response::INVALID_PARAMETER,
+                        format!(
+                            "timeoutMillis {text:?} is not a number of milliseconds from 1 to {}",
+                            TRANSFER_WAIT_MAX.as_millis()
+                        ),
+                    );
+                }
+            },
+        };
+        match self.shared.transfer_leadership(to, timeout, true).await {
+            Ok(done) => {
+                let ext = [
+                    ("from", done.from.to_string()),
+                    ("leaderId", done.to.to_string()),
+                    ("term", done.term.to_string()),
+                    ("elapsedMillis", done.elapsed.as_millis().to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+                ok(req)
+                    .with_remark(format!(
+                        "leadership moved from {} to {} (term {}) in {} ms",
+                        handover::describe(done.from),
+                        handover::describe(done.to),
+                        done.term,
+                        done.elapsed.as_millis()
+                    ))
+                    .with_ext(ext)
+            }
+            Err(err) => refuse(req, err.response_code(), err.to_string()).with_ext(err.ext()),
+        }
     }
 
     /// The topic's configuration, auto-creating it from its template if allowed.
@@ -297,8 +373,14 @@ impl<D: Disk, T: Transport> Processor<D, T> {
             Ok(h) => h,
             Err(err) => return refuse(req, response::INVALID_PARAMETER, err.to_string()),
         };
-        if !self.shared.serving_writes.load(Ordering::Acquire) {
-            return self.not_master(req);
+        if !self.shared.takes_writes() {
+            if !self.shared.leadership_moving() {
+                return self.not_master(req);
+            }
+            match self.shared.hold_send().await {
+                Held::TakesWrites => {}
+                held => return self.not_master_after(req, &held),
+            }
         }
         if let Err(reason) = check_topic_name(&header.topic) {
             return refuse(req, response::MESSAGE_ILLEGAL, reason);
@@ -446,6 +528,13 @@ impl<D: Disk, T: Transport> Processor<D, T> {
                 "stored, but its placement was lost",
             )),
             Ok(Ok(Err(reason))) => {
+                if !self.shared.takes_writes() && self.shared.leadership_moving() {
+                    // Leadership is moving: answer once the client can find the new master.
+                    let held = self.shared.hold_send().await;
+                    if held != Held::TakesWrites {
+                        return Err(self.not_master_after(req, &held));
+                    }
+                }
                 if self.shared.serving_writes.load(Ordering::Acquire) {
                     return Err(refuse(
                         req,

@@ -64,6 +64,18 @@ pub mod request {
     pub const LITE_PULL_MESSAGE: i32 = 361;
     /// Broker → namesrv keep-alive in 5.x controller setups.
     pub const BROKER_HEARTBEAT: i32 = 904;
+
+    /// raftmq's own: admin → broker replica, hand the group's leadership to the node in ext
+    /// field `to` (`n1` or a node id). Not a RocketMQ code: raftmq's private codes live in
+    /// 30000..=30999, far above every code Apache RocketMQ 5.3 defines that fits 16 bits (the
+    /// highest is 3543, BATCH_ACK_MESSAGE; 4.x's POP codes 200050+ do not fit), and below
+    /// `i16::MAX`, so RocketMQ's binary header (an int16 code) can carry it. DLedger moves
+    /// leadership through its own protocol on the DLedger port; raftmq's Raft port speaks
+    /// openraft's, so the request goes to the broker's client port instead.
+    pub const RAFTMQ_TRANSFER_LEADER: i32 = 30_001;
+
+    const _: () =
+        assert!(RAFTMQ_TRANSFER_LEADER > 3543 && RAFTMQ_TRANSFER_LEADER <= i16::MAX as i32);
 }
 
 /// Response codes (RocketMQ's `RemotingSysResponseCode` and `ResponseCode`).

@@ -1,0 +1,443 @@
+//! Real `raftmq` processes for integration tests: a name server and `raftmq broker -c FILE`
+//! replicas on 127.0.0.1 with probed free ports, their READY lines, signals by PID, and the
+//! name server's view of a broker group.
+//!
+//! Include it with `#[path = "support/procs.rs"] mod procs;` (path relative to the including
+//! file). Every process is killed (SIGKILL, by its PID) when its [`Proc`] is dropped.
+//!
+//! With `RAFTMQ_TEST_LOGS=DIR` in the environment, each process's stderr goes to
+//! `DIR/<name>.log` (appended), for reading a failure afterwards.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use protocol::RemotingCommand;
+use protocol::body::ClusterInfo;
+use protocol::code::{request, response};
+use protocol::header::{
+    CommandHeader, PullMessageRequestHeader, PullMessageResponseHeader, pull_flag,
+};
+use protocol::message::{StoredMessage, property};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Deadline of one remoting call from a test.
+pub const CALL: Duration = Duration::from_secs(3);
+
+/// Pause between two looks at something a test waits for.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// A child process, killed (SIGKILL, by PID) when dropped.
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    /// Its stdout, line by line.
+    pub lines: Receiver<String>,
+    /// Its name (log file name).
+    pub name: String,
+    /// Where its stderr goes.
+    pub stderr_path: PathBuf,
+    /// Removes the stderr file when `RAFTMQ_TEST_LOGS` did not ask to keep it.
+    _stderr_file: Option<tempfile::TempPath>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // Already exited is fine.
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `command` with its stdout piped (read line by line on a thread) and its stderr
+    /// in a file (`RAFTMQ_TEST_LOGS/<name>.log` if set, else a temporary file), quoted when it
+    /// exits before its READY line.
+    pub fn spawn(mut command: Command, name: &str) -> Proc {
+        let (stderr, stderr_path, stderr_file) = match std::env::var_os("RAFTMQ_TEST_LOGS") {
+            Some(dir) => {
+                let path = Path::new(&dir).join(format!("{name}.log"));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+                (Stdio::from(file), path, None)
+            }
+            None => {
+                let (file, path) = tempfile::NamedTempFile::new()
+                    .expect("a temporary file for stderr")
+                    .into_parts();
+                (Stdio::from(file), path.to_path_buf(), Some(path))
+            }
+        };
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("raftmq starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            name: name.to_string(),
+            stderr_path,
+            _stderr_file: stderr_file,
+        }
+    }
+
+    /// The last lines of its stderr.
+    pub fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The JSON of the process's `READY {json}` line, waiting up to 60 s.
+    pub fn ready(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: no READY line within 60 s", self.name)
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: exited before its READY line; stderr ends:\n{}",
+                    self.name,
+                    self.stderr_tail()
+                ),
+            };
+            if let Some(json) = line.strip_prefix("READY ") {
+                return serde_json::from_str(json).expect("READY carries JSON");
+            }
+        }
+    }
+
+    /// Sends `signal` (`"-9"`, `"-TERM"`) to the process by its PID.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {}", self.child.id());
+    }
+
+    /// `kill -9`, then reaps it.
+    pub fn kill9(&mut self) {
+        self.signal("-9");
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait works") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// The `raftmq` binary under test.
+pub fn raftmq() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_raftmq"))
+}
+
+/// A port free on 127.0.0.1 when probed, below the kernel's ephemeral range: a port from that
+/// range (what binding port 0 gives) can be taken, while its server is down for a restart, by
+/// an outgoing connection, even one to that very port (a TCP self-connect on loopback).
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low: u16 = 10_000;
+    if ephemeral_low <= low + 1000 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("probe binds");
+        return listener.local_addr().expect("has an address").port();
+    }
+    let seed = now_ms() ^ (u64::from(std::process::id()) << 32);
+    for _ in 0..1000 {
+        // splitmix64 over a per-process counter: no two draws of this process repeat.
+        let mut x = seed.wrapping_add(
+            DRAWS
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        let port = low + (x % u64::from(ephemeral_low - low)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {ephemeral_low} after 1000 draws");
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+/// Starts `raftmq namesrv` on a free port; returns it and its address.
+pub fn start_namesrv() -> (Proc, String) {
+    let mut command = raftmq();
+    command.args([
+        "namesrv",
+        "--listen",
+        "127.0.0.1:0",
+        "--broker-timeout-secs",
+        "10",
+    ]);
+    let proc = Proc::spawn(command, "namesrv");
+    let addr = proc.ready()["namesrv"]
+        .as_str()
+        .expect("namesrv address")
+        .to_string();
+    (proc, addr)
+}
+
+/// One broker replica's files and addresses.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// DLedger id, `n0`...
+    pub self_id: String,
+    /// Node id (`nK` is K + 1).
+    pub node_id: u64,
+    /// Its broker.conf.
+    pub conf: PathBuf,
+    /// Client address.
+    pub broker_addr: String,
+    /// HTTP status address.
+    pub http_addr: String,
+}
+
+/// Writes `n<k>.conf` for `replicas` replicas of group `broker_name` sharing a name server,
+/// each serving HTTP; `extra` lines (`key=value\n`) go into every file.
+pub fn write_confs(
+    dir: &Path,
+    namesrv: &str,
+    broker_name: &str,
+    replicas: usize,
+    extra: &str,
+) -> Vec<Node> {
+    let raft: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    let peers = raft
+        .iter()
+        .enumerate()
+        .map(|(k, port)| format!("n{k}-127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(";");
+    (0..replicas)
+        .map(|k| {
+            let port = free_port();
+            let http = free_port();
+            let conf = dir.join(format!("n{k}.conf"));
+            let text = format!(
+                "brokerClusterName=TestCluster\nbrokerName={broker_name}\nlistenPort={port}\n\
+                 brokerIP1=127.0.0.1\nnamesrvAddr={namesrv}\nstorePathRootDir={}\n\
+                 enableDLegerCommitLog=true\ndLegerGroup={broker_name}\ndLegerPeers={peers}\n\
+                 dLegerSelfId=n{k}\nflushDiskType=SYNC_FLUSH\nhttpListenAddr=127.0.0.1:{http}\n\
+                 {extra}",
+                dir.join(format!("n{k}")).display()
+            );
+            std::fs::write(&conf, text).expect("conf written");
+            Node {
+                self_id: format!("n{k}"),
+                node_id: k as u64 + 1,
+                conf,
+                broker_addr: format!("127.0.0.1:{port}"),
+                http_addr: format!("127.0.0.1:{http}"),
+            }
+        })
+        .collect()
+}
+
+/// Starts `raftmq broker -c` for `node` and waits for its READY line.
+pub fn start_broker(node: &Node) -> Proc {
+    let mut command = raftmq();
+    command.args(["broker", "-c"]).arg(&node.conf);
+    let proc = Proc::spawn(command, &node.self_id);
+    let ready = proc.ready();
+    assert_eq!(ready["broker_addr"], node.broker_addr.as_str());
+    proc
+}
+
+/// Broker id → address of group `broker_name` as the name server lists it (empty when it does
+/// not answer).
+pub async fn registered(
+    client: &remoting::Client<remoting::TcpTransport>,
+    namesrv: &str,
+    broker_name: &str,
+) -> BTreeMap<i64, String> {
+    let request = RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO, Default::default());
+    let Ok(answer) = client.request(namesrv, request, CALL).await else {
+        return BTreeMap::new();
+    };
+    let info: ClusterInfo = match protocol::body::parse(&answer.body, "cluster info") {
+        Ok(info) => info,
+        Err(_) => return BTreeMap::new(),
+    };
+    info.broker_addr_table
+        .get(broker_name)
+        .map(|b| b.broker_addrs.clone().into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// Polls the name server until `check` holds of group `broker_name`'s registrations, or panics
+/// naming `what` after `timeout`.
+pub async fn wait_registered(
+    client: &remoting::Client<remoting::TcpTransport>,
+    namesrv: &str,
+    broker_name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&BTreeMap<i64, String>) -> bool,
+) -> BTreeMap<i64, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let table = registered(client, namesrv, broker_name).await;
+        if check(&table) {
+            return table;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {timeout:?}: {table:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `GET path` over HTTP/1.1; the JSON body of a 200 answer, or `None`.
+pub async fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    let io = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).await.ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        serde_json::from_str(body).ok()
+    };
+    tokio::time::timeout(CALL, io).await.ok().flatten()
+}
+
+/// Polls replica `node`'s `/status` until `check` holds, or panics naming `what`.
+pub async fn wait_status(
+    node: &Node,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = http_json(&node.http_addr, "/status").await;
+        if let Some(status) = status.filter(|s| check(s)) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} {what} within {timeout:?}",
+            node.self_id
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Reads queue `queue_id` of `topic` from `broker`, offsets 0 to `end`, polling until the
+/// replica has applied that far: each message's KEYS by queue offset.
+pub async fn read_queue(
+    client: &remoting::Client<remoting::TcpTransport>,
+    broker: &str,
+    topic: &str,
+    queue_id: i32,
+    end: i64,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut keys = Vec::new();
+    while (keys.len() as i64) < end {
+        let header = PullMessageRequestHeader {
+            consumer_group: "procs-check".into(),
+            topic: topic.into(),
+            queue_id,
+            queue_offset: keys.len() as i64,
+            max_msg_nums: 256,
+            sys_flag: pull_flag::SUBSCRIPTION,
+            commit_offset: 0,
+            suspend_timeout_millis: 0,
+            subscription: Some("*".into()),
+            sub_version: 0,
+            expression_type: Some("TAG".into()),
+            max_msg_bytes: None,
+        };
+        let answer = client
+            .request(
+                broker,
+                RemotingCommand::request(request::PULL_MESSAGE, header.to_ext()),
+                CALL,
+            )
+            .await;
+        match answer {
+            Ok(answer) if answer.code == response::SUCCESS => {
+                let next = PullMessageResponseHeader::from_ext(&answer.ext_fields)
+                    .expect("pull header")
+                    .next_begin_offset;
+                for message in StoredMessage::decode_all(&answer.body).expect("records decode") {
+                    assert_eq!(
+                        message.queue_offset,
+                        keys.len() as i64,
+                        "{broker} queue {queue_id}"
+                    );
+                    keys.push(
+                        message
+                            .properties
+                            .get(property::KEYS)
+                            .expect("test messages carry a key")
+                            .to_string(),
+                    );
+                }
+                assert_eq!(next, keys.len() as i64);
+            }
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{broker} queue {queue_id} stops at {} of {end}",
+                    keys.len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    keys
+}
