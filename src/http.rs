@@ -212,9 +212,15 @@ pub fn replica_status(handles: &ReplicaHandles) -> Value {
             })
             .collect()
     });
-    let leader_addr = status
-        .leader
-        .and_then(|leader| handles.broker_addrs.get(&leader).cloned());
+    // Known for every replica in `raftmq dev`; a lone `raftmq broker` follower knows the
+    // master address the name servers answered its registration with.
+    let leader_addr = status.leader.and_then(|leader| {
+        handles
+            .broker_addrs
+            .get(&leader)
+            .cloned()
+            .or_else(|| handles.broker.registered_master())
+    });
     let leader_raft_addr = status
         .leader
         .and_then(|leader| handles.ledger.peer_addr(leader).map(str::to_string));

@@ -123,6 +123,26 @@ fn now_ms() -> u64 {
 struct Node {
     conf: PathBuf,
     broker_addr: String,
+    http_addr: String,
+}
+
+/// `GET path` on an HTTP server, as JSON; `None` while it does not answer 200.
+fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(CALL)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    serde_json::from_str(body).ok()
 }
 
 /// Writes `n<k>.conf` for three replicas sharing a name server.
@@ -137,18 +157,20 @@ fn write_confs(dir: &Path, namesrv: &str) -> Vec<Node> {
     (0..3)
         .map(|k| {
             let port = free_port();
+            let http_addr = format!("127.0.0.1:{}", free_port());
             let conf = dir.join(format!("n{k}.conf"));
             let text = format!(
                 "brokerClusterName=FailoverCluster\nbrokerName={BROKER_NAME}\nlistenPort={port}\n\
                  brokerIP1=127.0.0.1\nnamesrvAddr={namesrv}\nstorePathRootDir={}\n\
                  enableDLegerCommitLog=true\ndLegerGroup={BROKER_NAME}\ndLegerPeers={peers}\n\
-                 dLegerSelfId=n{k}\nflushDiskType=SYNC_FLUSH\n",
+                 dLegerSelfId=n{k}\nflushDiskType=SYNC_FLUSH\nhttpListenAddr={http_addr}\n",
                 dir.join(format!("n{k}")).display()
             );
             std::fs::write(&conf, text).expect("conf written");
             Node {
                 conf,
                 broker_addr: format!("127.0.0.1:{port}"),
+                http_addr,
             }
         })
         .collect()
@@ -395,7 +417,7 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
     let nodes = write_confs(dir.path(), &namesrv);
     let mut procs: Vec<Proc> = nodes.iter().map(start_broker).collect();
     let (client, _inbound) = remoting::Client::new(TcpTransport);
-    wait_registered(
+    let table = wait_registered(
         &client,
         &namesrv,
         "a master",
@@ -403,6 +425,27 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         |t| t.contains_key(&0),
     )
     .await;
+    // Every replica's /status names the leader's client address, followers' too (they learn
+    // it from the name server's answer to their registration).
+    let master = table[&0].clone();
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let status = http_json(&node.http_addr, "/status");
+            if status
+                .as_ref()
+                .is_some_and(|s| s["leader_addr"] == master.as_str())
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} /status does not name the leader {master}: {status:?}",
+                node.http_addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     // The C++ client first: creating its virtualenv may take a while on a fresh machine.
     let mut cpp = tokio::task::spawn_blocking({

@@ -62,6 +62,8 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     pub locks: Mutex<LockTable>,
     /// The broker's random choices, seeded by `config.seed` when set.
     pub rng: Mutex<rand::rngs::StdRng>,
+    /// The group's master address as the name servers last answered a registration.
+    pub registered_master: Mutex<Option<String>>,
     /// What the broker counts, for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The term in which this replica asked Raft to hand leadership over, and to whom: no
@@ -141,7 +143,14 @@ impl<D: Disk, T: Transport> Shared<D, T> {
                     .request(addr, request, Duration::from_secs(3))
                     .await
                 {
-                    Ok(answer) if answer.code == response::SUCCESS => {}
+                    Ok(answer) if answer.code == response::SUCCESS => {
+                        if let Ok(header) =
+                            protocol::header::RegisterBrokerResponseHeader::from_ext(&answer.ext_fields)
+                            && let Some(master) = header.master_addr.filter(|m| !m.is_empty())
+                        {
+                            *self.registered_master.lock().expect("master lock") = Some(master);
+                        }
+                    }
                     Ok(answer) => {
                         tracing::warn!(namesrv = %addr, code = answer.code, remark = ?answer.remark, "registration refused")
                     }
@@ -212,6 +221,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             pending_offsets: Mutex::new(Default::default()),
             offsets_tx,
             locks: Mutex::new(LockTable::new()),
+            registered_master: Mutex::new(None),
             rng: Mutex::new(match config.seed {
                 Some(seed) => rand::SeedableRng::seed_from_u64(seed),
                 None => rand::SeedableRng::from_os_rng(),
@@ -351,6 +361,16 @@ impl<D: Disk, T: Transport> BrokerView<D, T> {
         self.shared.serving_writes.load(Ordering::Acquire)
     }
 
+    /// The group's master address as a name server last answered this broker's registration
+    /// (`masterAddr`): how a follower learns the leader's client address.
+    pub fn registered_master(&self) -> Option<String> {
+        self.shared
+            .registered_master
+            .lock()
+            .expect("master lock")
+            .clone()
+    }
+
     /// The broker group's name (`brokerName`).
     pub fn broker_name(&self) -> &str {
         &self.shared.config.broker_name
@@ -457,8 +477,15 @@ async fn count_elections(ledger: Arc<Ledger>, metrics: Arc<Metrics>) {
 /// writes at once.
 async fn watch_role<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
     let mut roles = shared.ledger.watch_role();
+    let mut leader = None;
     loop {
         let state = roles.borrow_and_update().clone();
+        if state.leader != leader {
+            // The master the name servers named is stale: learn the new one by registering.
+            leader = state.leader;
+            *shared.registered_master.lock().expect("master lock") = None;
+            shared.register_now.notify_one();
+        }
         if state.role == Role::Leader {
             if !shared.serving_writes.load(Ordering::Acquire) {
                 // Everything up to our own blank entry must be applied before offsets continue.
@@ -497,13 +524,32 @@ async fn watch_role<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
 async fn register_loop<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
     loop {
         shared.register_all().await;
+        // A follower whose registration named no master (the leader has not registered yet, or
+        // just died) asks again soon: the answer is how it learns the leader's client address.
+        let masterless = !shared.serving_writes.load(Ordering::Acquire)
+            && shared
+                .registered_master
+                .lock()
+                .expect("master lock")
+                .is_none();
+        let wait = if masterless {
+            shared
+                .config
+                .register_interval
+                .min(MASTERLESS_REGISTER_INTERVAL)
+        } else {
+            shared.config.register_interval
+        };
         tokio::select! {
             biased;
             _ = shared.register_now.notified() => {}
-            _ = tokio::time::sleep(shared.config.register_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
+
+/// How soon a follower registers again when its last registration named no master.
+const MASTERLESS_REGISTER_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn expire_clients<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
