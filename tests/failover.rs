@@ -5,6 +5,8 @@
 //! times and restarted each time. At the end every replica holds every acknowledged message at
 //! the queue and offset it was acknowledged with, and the consumer group got every one of them.
 
+#[path = "support/procs.rs"]
+mod procs;
 #[path = "support/python.rs"]
 mod python;
 
@@ -108,8 +110,9 @@ fn raftmq() -> Command {
 
 /// A port free on 127.0.0.1 when probed.
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("probe binds");
-    listener.local_addr().expect("has an address").port()
+    // Below the ephemeral range: brokers restart on their ports, which an outgoing connection
+    // could otherwise take while they are down.
+    procs::free_port()
 }
 
 fn now_ms() -> u64 {
