@@ -11,228 +11,20 @@ mod procs;
 mod python;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use protocol::RemotingCommand;
-use protocol::body::ClusterInfo;
-use protocol::code::{request, response};
-use protocol::header::{
-    CommandHeader, PullMessageRequestHeader, PullMessageResponseHeader, pull_flag,
+use procs::{
+    Proc, now_ms, raftmq, read_queue_from, registered, start_broker, start_namesrv,
+    wait_registered, wait_status, write_confs,
 };
 use protocol::message::{StoredMessage, property};
 use remoting::TcpTransport;
 
 const TOPIC: &str = "FailoverTopic";
 const BROKER_NAME: &str = "broker-a";
-const CALL: Duration = Duration::from_secs(3);
-
-/// A child process killed (SIGKILL, by PID) when dropped.
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // Already exited is fine.
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Starts `command`. With `RAFTMQ_TEST_LOGS=DIR` in the environment, its stderr (and
-    /// `RUST_LOG`, if set) goes to `DIR/<name>.log`, for reading a failure afterwards.
-    fn spawn(mut command: Command, name: &str) -> Proc {
-        let stderr = match std::env::var_os("RAFTMQ_TEST_LOGS") {
-            Some(dir) => {
-                let path = Path::new(&dir).join(format!("{name}.log"));
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-                Stdio::from(file)
-            }
-            None => Stdio::null(),
-        };
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("raftmq starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The JSON of the process's `READY {json}` line.
-    fn ready(&self) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .expect("a READY line within 60 s");
-            if let Some(json) = line.strip_prefix("READY ") {
-                return serde_json::from_str(json).expect("READY carries JSON");
-            }
-        }
-    }
-
-    /// `kill -9`.
-    fn kill9(&mut self) {
-        let status = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-}
-
-fn raftmq() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_raftmq"))
-}
-
-/// A port free on 127.0.0.1 when probed.
-fn free_port() -> u16 {
-    // Below the ephemeral range: brokers restart on their ports, which an outgoing connection
-    // could otherwise take while they are down.
-    procs::free_port()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as u64
-}
-
-/// One broker replica's files and addresses.
-struct Node {
-    conf: PathBuf,
-    broker_addr: String,
-    http_addr: String,
-}
-
-/// `GET path` on an HTTP server, as JSON; `None` while it does not answer 200.
-fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(CALL)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    serde_json::from_str(body).ok()
-}
-
-/// Writes `n<k>.conf` for three replicas sharing a name server.
-fn write_confs(dir: &Path, namesrv: &str) -> Vec<Node> {
-    let raft: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers = raft
-        .iter()
-        .enumerate()
-        .map(|(k, port)| format!("n{k}-127.0.0.1:{port}"))
-        .collect::<Vec<_>>()
-        .join(";");
-    (0..3)
-        .map(|k| {
-            let port = free_port();
-            let http_addr = format!("127.0.0.1:{}", free_port());
-            let conf = dir.join(format!("n{k}.conf"));
-            let text = format!(
-                "brokerClusterName=FailoverCluster\nbrokerName={BROKER_NAME}\nlistenPort={port}\n\
-                 brokerIP1=127.0.0.1\nnamesrvAddr={namesrv}\nstorePathRootDir={}\n\
-                 enableDLegerCommitLog=true\ndLegerGroup={BROKER_NAME}\ndLegerPeers={peers}\n\
-                 dLegerSelfId=n{k}\nflushDiskType=SYNC_FLUSH\nhttpListenAddr={http_addr}\n",
-                dir.join(format!("n{k}")).display()
-            );
-            std::fs::write(&conf, text).expect("conf written");
-            Node {
-                conf,
-                broker_addr: format!("127.0.0.1:{port}"),
-                http_addr,
-            }
-        })
-        .collect()
-}
-
-fn start_broker(node: &Node) -> Proc {
-    let mut command = raftmq();
-    command.args(["broker", "-c"]).arg(&node.conf);
-    let name = node
-        .conf
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    let proc = Proc::spawn(command, &name);
-    let ready = proc.ready();
-    assert_eq!(ready["broker_addr"], node.broker_addr.as_str());
-    proc
-}
-
-/// The group's master address and follower ids as the name server lists them.
-async fn registered(
-    client: &remoting::Client<remoting::TcpTransport>,
-    namesrv: &str,
-) -> BTreeMap<i64, String> {
-    let request = RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO, Default::default());
-    let Ok(answer) = client.request(namesrv, request, CALL).await else {
-        return BTreeMap::new();
-    };
-    let info: ClusterInfo = match protocol::body::parse(&answer.body, "cluster info") {
-        Ok(info) => info,
-        Err(_) => return BTreeMap::new(),
-    };
-    info.broker_addr_table
-        .get(BROKER_NAME)
-        .map(|b| b.broker_addrs.clone().into_iter().collect())
-        .unwrap_or_default()
-}
-
-/// Polls the name server until `check` holds of the registration table, or panics naming
-/// `what` after `timeout`.
-async fn wait_registered(
-    client: &remoting::Client<remoting::TcpTransport>,
-    namesrv: &str,
-    what: &str,
-    timeout: Duration,
-    check: impl Fn(&BTreeMap<i64, String>) -> bool,
-) -> BTreeMap<i64, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let table = registered(client, namesrv).await;
-        if check(&table) {
-            return table;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {timeout:?}: {table:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// One message the push consumer got.
 #[derive(Debug, Clone)]
@@ -265,80 +57,6 @@ fn read_acks(path: &Path) -> Vec<Ack> {
             }
         })
         .collect()
-}
-
-/// Reads queue `queue_id` of `broker` from offset 0 until `end`, polling until the replica
-/// has applied that far, and with `to_the_end` on until the broker has nothing more: the key
-/// of each message by queue offset.
-async fn read_queue(
-    client: &remoting::Client<remoting::TcpTransport>,
-    broker: &str,
-    queue_id: i32,
-    end: i64,
-    to_the_end: bool,
-) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut keys = Vec::new();
-    loop {
-        let short = (keys.len() as i64) < end;
-        if !short && !to_the_end {
-            break;
-        }
-        let header = PullMessageRequestHeader {
-            consumer_group: "failover-check".into(),
-            topic: TOPIC.into(),
-            queue_id,
-            queue_offset: keys.len() as i64,
-            max_msg_nums: 256,
-            sys_flag: pull_flag::SUBSCRIPTION,
-            commit_offset: 0,
-            suspend_timeout_millis: 0,
-            subscription: Some("*".into()),
-            sub_version: 0,
-            expression_type: Some("TAG".into()),
-            max_msg_bytes: None,
-        };
-        let answer = client
-            .request(
-                broker,
-                RemotingCommand::request(request::PULL_MESSAGE, header.to_ext()),
-                CALL,
-            )
-            .await;
-        match answer {
-            Ok(answer) if answer.code == response::SUCCESS => {
-                let next = PullMessageResponseHeader::from_ext(&answer.ext_fields)
-                    .expect("pull header")
-                    .next_begin_offset;
-                let messages = StoredMessage::decode_all(&answer.body).expect("records decode");
-                for message in messages {
-                    assert_eq!(
-                        message.queue_offset,
-                        keys.len() as i64,
-                        "{broker} queue {queue_id}"
-                    );
-                    keys.push(
-                        message
-                            .properties
-                            .get(property::KEYS)
-                            .expect("bench messages carry a key")
-                            .to_string(),
-                    );
-                }
-                assert_eq!(next, keys.len() as i64);
-            }
-            Ok(answer) if !short && answer.code == response::PULL_NOT_FOUND => break,
-            _ => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{broker} queue {queue_id} stops at {} of {end}",
-                    keys.len()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    keys
 }
 
 /// Our client crate's producer: sync sends of unique keys until `stop`, recording each
@@ -404,25 +122,14 @@ fn report_gaps(who: &str, times: &mut [u64], kills: &[u64]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_three_times_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut namesrv_cmd = raftmq();
-    namesrv_cmd.args([
-        "namesrv",
-        "--listen",
-        "127.0.0.1:0",
-        "--broker-timeout-secs",
-        "10",
-    ]);
-    let namesrv_proc = Proc::spawn(namesrv_cmd, "namesrv");
-    let namesrv = namesrv_proc.ready()["namesrv"]
-        .as_str()
-        .expect("namesrv address")
-        .to_string();
-    let nodes = write_confs(dir.path(), &namesrv);
+    let (_namesrv_proc, namesrv) = start_namesrv();
+    let nodes = write_confs(dir.path(), &namesrv, BROKER_NAME, 3, "");
     let mut procs: Vec<Proc> = nodes.iter().map(start_broker).collect();
     let (client, _inbound) = remoting::Client::new(TcpTransport);
     let table = wait_registered(
         &client,
         &namesrv,
+        BROKER_NAME,
         "a master",
         Duration::from_secs(60),
         |t| t.contains_key(&0),
@@ -432,22 +139,13 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
     // it from the name server's answer to their registration).
     let master = table[&0].clone();
     for node in &nodes {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let status = http_json(&node.http_addr, "/status");
-            if status
-                .as_ref()
-                .is_some_and(|s| s["leader_addr"] == master.as_str())
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} /status does not name the leader {master}: {status:?}",
-                node.http_addr
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_status(
+            node,
+            "/status names the leader",
+            Duration::from_secs(15),
+            |s| s["leader_addr"] == master.as_str(),
+        )
+        .await;
     }
 
     // The C++ client first: creating its virtualenv may take a while on a fresh machine.
@@ -484,20 +182,27 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         cpp.wait_for_line(Duration::from_secs(60), |l| l.contains("\"started\""))
     });
 
-    let (delivered_tx, mut delivered_rx) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
-    let listener = client::listener_fn(move |_queue, messages: Vec<StoredMessage>| {
-        let tx = delivered_tx.clone();
-        async move {
-            for message in messages {
-                if let Some(key) = message.properties.get(property::KEYS) {
-                    let _ = tx.send(Delivery {
-                        key: key.to_string(),
-                        slot: (message.queue_id, message.queue_offset),
-                        at_ms: now_ms(),
-                    });
+    // Every delivery, in order: a list the listener appends to (no queue to bound, and the
+    // listener never waits on the test).
+    let delivered: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+    let listener = client::listener_fn({
+        let delivered = delivered.clone();
+        move |_queue, messages: Vec<StoredMessage>| {
+            let delivered = delivered.clone();
+            async move {
+                let at_ms = now_ms();
+                let mut delivered = delivered.lock().expect("deliveries");
+                for message in messages {
+                    if let Some(key) = message.properties.get(property::KEYS) {
+                        delivered.push(Delivery {
+                            key: key.to_string(),
+                            slot: (message.queue_id, message.queue_offset),
+                            at_ms,
+                        });
+                    }
                 }
+                client::ConsumeStatus::Success
             }
-            client::ConsumeStatus::Success
         }
     });
     let mut consumer_config = client::PushConsumerConfig::new("failover-cg").subscribe(TOPIC, "*");
@@ -555,7 +260,7 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let table = registered(&client, &namesrv).await;
+        let table = registered(&client, &namesrv, BROKER_NAME).await;
         let master = table.get(&0).cloned().expect("a master is registered");
         let victim = nodes
             .iter()
@@ -568,6 +273,7 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         wait_registered(
             &client,
             &namesrv,
+            BROKER_NAME,
             "a new master",
             Duration::from_secs(30),
             |t| t.get(&0).is_some_and(|m| *m != master),
@@ -578,6 +284,7 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         wait_registered(
             &client,
             &namesrv,
+            BROKER_NAME,
             "the restarted replica registered as a follower",
             Duration::from_secs(30),
             |t| t.iter().any(|(id, addr)| *id > 0 && *addr == rejoined),
@@ -645,14 +352,14 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
     }
     // Queue lengths as the leader has them now that every producer stopped: at least the
     // acknowledged ends, and the C++ messages (whose queues are unknown) are within.
-    let master = registered(&client, &namesrv)
+    let master = registered(&client, &namesrv, BROKER_NAME)
         .await
         .get(&0)
         .cloned()
         .expect("a master at the end");
     for queue_id in 0..4 {
         let end = ends.entry(queue_id).or_default();
-        *end = read_queue(&client, &master, queue_id, *end, true)
+        *end = read_queue_from(&client, &master, TOPIC, queue_id, *end, true)
             .await
             .len() as i64;
     }
@@ -664,7 +371,8 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         let mut held: BTreeMap<String, BTreeSet<(i32, i64)>> = BTreeMap::new();
         for queue_id in 0..4 {
             let end = ends[&queue_id];
-            let keys = read_queue(&client, &node.broker_addr, queue_id, end, false).await;
+            let keys =
+                read_queue_from(&client, &node.broker_addr, TOPIC, queue_id, end, false).await;
             for (offset, key) in keys.iter().enumerate() {
                 held.entry(key.clone())
                     .or_default()
@@ -706,30 +414,31 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         .map(|a| a.key.clone())
         .chain(cpp_acks.iter().map(|a| a.0.clone()))
         .collect();
-    let mut got: BTreeSet<String> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let deliveries = loop {
+        let missing = {
+            let deliveries = delivered.lock().expect("deliveries");
+            let got: BTreeSet<&str> = deliveries.iter().map(|d| d.key.as_str()).collect();
+            let missing = wanted.iter().filter(|k| !got.contains(k.as_str())).count();
+            if missing == 0 {
+                break deliveries.clone();
+            }
+            missing
+        };
+        assert!(
+            Instant::now() < deadline,
+            "the consumer group is missing {missing} acknowledged messages"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let mut first: BTreeMap<(i32, i64), u64> = BTreeMap::new();
     let mut redelivered: Vec<Delivery> = Vec::new();
-    let mut take = |d: Delivery, got: &mut BTreeSet<String>| {
-        got.insert(d.key.clone());
+    for d in deliveries {
         if let std::collections::btree_map::Entry::Vacant(slot) = first.entry(d.slot) {
             slot.insert(d.at_ms);
         } else {
             redelivered.push(d);
         }
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !wanted.is_subset(&got) {
-        let delivery = tokio::time::timeout_at(deadline, delivered_rx.recv())
-            .await
-            .unwrap_or_else(|_| {
-                let missing = wanted.difference(&got).count();
-                panic!("the consumer group is missing {missing} acknowledged messages")
-            })
-            .expect("listener alive");
-        take(delivery, &mut got);
-    }
-    while let Ok(delivery) = delivered_rx.try_recv() {
-        take(delivery, &mut got);
     }
     let window = persist.as_millis() as u64 + 2_000;
     for d in &redelivered {

@@ -384,9 +384,25 @@ pub async fn read_queue(
     queue_id: i32,
     end: i64,
 ) -> Vec<String> {
+    read_queue_from(client, broker, topic, queue_id, end, false).await
+}
+
+/// As [`read_queue`], then on past `end` until the broker has nothing more (`to_the_end`).
+pub async fn read_queue_from(
+    client: &remoting::Client<remoting::TcpTransport>,
+    broker: &str,
+    topic: &str,
+    queue_id: i32,
+    end: i64,
+    to_the_end: bool,
+) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut keys = Vec::new();
-    while (keys.len() as i64) < end {
+    loop {
+        let short = (keys.len() as i64) < end;
+        if !short && !to_the_end {
+            break;
+        }
         let header = PullMessageRequestHeader {
             consumer_group: "procs-check".into(),
             topic: topic.into(),
@@ -429,6 +445,7 @@ pub async fn read_queue(
                 }
                 assert_eq!(next, keys.len() as i64);
             }
+            Ok(answer) if !short && answer.code == response::PULL_NOT_FOUND => break,
             _ => {
                 assert!(
                     Instant::now() < deadline,
