@@ -11,10 +11,13 @@
 //! reports the request's `opaque` when it got that far, so the error can be answered.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::code::{Language, SerializeType, VERSION};
+
+mod json_header;
 
 /// Largest frame, length prefix included (Java's `NettyDecoder` cap; clients use the same
 /// one, so larger answers would be dropped by them too).
@@ -211,7 +214,7 @@ impl RemotingCommand {
         }
         let header = &frame[4..4 + header_len];
         let mut command = match serialize {
-            SerializeType::Json => decode_json_header(header)?,
+            SerializeType::Json => json_header::decode(header)?,
             SerializeType::RocketMq => decode_binary_header(header)?,
         };
         command.serialize = serialize;
@@ -255,7 +258,7 @@ impl RemotingCommand {
     fn encode_json_header(&self) -> String {
         let mut out = String::with_capacity(160 + 32 * self.ext_fields.len());
         out.push_str("{\"code\":");
-        out.push_str(&self.code.to_string());
+        let _ = write!(out, "{}", self.code);
         out.push_str(",\"extFields\":{");
         for (i, (key, value)) in self.ext_fields.iter().enumerate() {
             if i > 0 {
@@ -266,11 +269,11 @@ impl RemotingCommand {
             push_json_string(&mut out, value);
         }
         out.push_str("},\"flag\":");
-        out.push_str(&self.flag.to_string());
+        let _ = write!(out, "{}", self.flag);
         out.push_str(",\"language\":\"");
         out.push_str(self.language.name());
         out.push_str("\",\"opaque\":");
-        out.push_str(&self.opaque.to_string());
+        let _ = write!(out, "{}", self.opaque);
         if let Some(remark) = &self.remark {
             out.push_str(",\"remark\":");
             push_json_string(&mut out, remark);
@@ -278,7 +281,7 @@ impl RemotingCommand {
         out.push_str(",\"serializeTypeCurrentRPC\":\"");
         out.push_str(self.serialize.name());
         out.push_str("\",\"version\":");
-        out.push_str(&self.version.to_string());
+        let _ = write!(out, "{}", self.version);
         out.push('}');
         out
     }
@@ -310,101 +313,38 @@ impl RemotingCommand {
     }
 }
 
+/// Appends `value` as a JSON string: quotes, backslashes and control characters (`\u0001`,
+/// `\u0002` in properties) escaped as serde_json escapes them, other text as raw UTF-8, as
+/// fastjson writes it.
 fn push_json_string(out: &mut String, value: &str) {
-    // serde_json escapes quotes, backslashes and control characters (`\u0001`, `\u0002` in
-    // properties) and writes other text as raw UTF-8, as fastjson does.
-    match serde_json::to_string(value) {
-        Ok(text) => out.push_str(&text),
-        Err(_) => out.push_str("\"\""),
-    }
-}
-
-fn json_int(value: Option<&serde_json::Value>, field: &str) -> Result<Option<i32>, String> {
-    match value {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Number(n)) => n
-            .as_i64()
-            .and_then(|v| i32::try_from(v).ok())
-            .map(Some)
-            .ok_or_else(|| format!("`{field}` is not a 32-bit integer: {n}")),
-        Some(serde_json::Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("`{field}` is not a 32-bit integer: {s:?}")),
-        Some(other) => Err(format!("`{field}` is not a number: {other}")),
-    }
-}
-
-/// The JSON header, leniently: unknown keys ignored, missing ones defaulted (but `code`),
-/// `extFields` values that are numbers or booleans turned into text (ali-ons), trailing
-/// whitespace and NULs accepted (the C++ client ends its header with a newline).
-fn decode_json_header(header: &[u8]) -> Result<RemotingCommand, DecodeError> {
-    let end = header
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t' | 0))
-        .map_or(0, |i| i + 1);
-    let value: serde_json::Value = serde_json::from_slice(&header[..end])
-        .map_err(|err| DecodeError::new(format!("header is not JSON: {err}")))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(DecodeError::new("header is not a JSON object"));
-    };
-    // The opaque and flag first, so that later errors can be answered.
-    let opaque = json_int(map.get("opaque"), "opaque").map_err(DecodeError::new)?;
-    let flag = json_int(map.get("flag"), "flag")
-        .map_err(DecodeError::new)?
-        .unwrap_or(0);
-    let fail = |reason: String| DecodeError {
-        opaque,
-        oneway: flag & FLAG_ONEWAY != 0,
-        reason,
-    };
-    let code = json_int(map.get("code"), "code")
-        .map_err(fail)?
-        .ok_or_else(|| fail("header has no `code`".into()))?;
-    let version = json_int(map.get("version"), "version")
-        .map_err(fail)?
-        .unwrap_or(0);
-    let language = match map.get("language") {
-        Some(serde_json::Value::String(name)) => Language::from_name(name),
-        Some(serde_json::Value::Number(n)) => {
-            Language::from_code(n.as_u64().and_then(|v| u8::try_from(v).ok()).unwrap_or(7))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(value.len() + 2);
+    out.push('"');
+    let mut plain = 0;
+    for (i, byte) in value.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&value[plain..i]);
+        plain = i + 1;
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
         }
-        _ => Language::Other,
-    };
-    let remark = match map.get("remark") {
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        None | Some(serde_json::Value::Null) => None,
-        Some(other) => Some(other.to_string()),
-    };
-    let mut ext_fields = BTreeMap::new();
-    match map.get("extFields") {
-        None | Some(serde_json::Value::Null) => {}
-        Some(serde_json::Value::Object(fields)) => {
-            for (key, value) in fields {
-                let text = match value {
-                    serde_json::Value::Null => continue,
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Bool(b) => b.to_string(),
-                    serde_json::Value::Number(n) => n.to_string(),
-                    other => other.to_string(),
-                };
-                ext_fields.insert(key.clone(), text);
-            }
-        }
-        Some(other) => return Err(fail(format!("`extFields` is not an object: {other}"))),
     }
-    Ok(RemotingCommand {
-        code,
-        language,
-        version,
-        opaque: opaque.unwrap_or(0),
-        flag,
-        remark,
-        ext_fields,
-        serialize: SerializeType::Json,
-        body: Bytes::new(),
-    })
+    out.push_str(&value[plain..]);
+    out.push('"');
 }
 
 /// Reads `n` bytes of `header` at `*at`, advancing it.
@@ -717,6 +657,14 @@ mod tests {
                 let _ = RemotingCommand::decode(&frame);
             }
             let _ = RemotingCommand::decode(&Bytes::from(bytes));
+        }
+
+        /// Our JSON string escaping is serde_json's, byte for byte.
+        #[test]
+        fn json_strings_escape_as_serde_json_does(text in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = String::new();
+            push_json_string(&mut out, &text);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&text).unwrap());
         }
 
         /// Arbitrary binary headers never panic, whatever the declared lengths.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use protocol::{RemotingCommand, split_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::transport::Transport;
@@ -96,16 +96,7 @@ impl Connection {
         let writer_task = tokio::spawn({
             let closed = closed.clone();
             async move {
-                let mut batch = Vec::with_capacity(64);
-                while rx.recv_many(&mut batch, 64).await > 0 {
-                    let mut out = BytesMut::new();
-                    for frame in batch.drain(..) {
-                        out.extend_from_slice(&frame);
-                    }
-                    if writer.write_all(&out).await.is_err() {
-                        break;
-                    }
-                }
+                let _ = crate::frames::pump(&mut rx, &mut writer).await;
                 closed.store(true, Ordering::Release);
             }
         });

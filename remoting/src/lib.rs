@@ -7,6 +7,7 @@
 //! this code, and none of them may depend on another.
 
 pub mod client;
+mod frames;
 pub mod server;
 pub mod transport;
 

@@ -28,8 +28,6 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 const WRITE_QUEUE_FRAMES: usize = 1024;
 /// How long a closing connection's queued answers may take to go out.
 const WRITER_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
-/// Frames written in one syscall at most.
-const WRITE_BATCH_FRAMES: usize = 64;
 
 /// One connected client, as request handlers see it.
 #[derive(Debug)]
@@ -147,17 +145,9 @@ async fn serve_connection<T: Transport, H: Handler>(
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
     let peer = Arc::new(Peer { id, addr, tx });
     let writer_task = tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES);
-        while rx.recv_many(&mut batch, WRITE_BATCH_FRAMES).await > 0 {
-            let mut out = BytesMut::new();
-            for frame in batch.drain(..) {
-                out.extend_from_slice(&frame);
-            }
-            if writer.write_all(&out).await.is_err() {
-                return;
-            }
+        if crate::frames::pump(&mut rx, &mut writer).await.is_ok() {
+            let _ = writer.shutdown().await;
         }
-        let _ = writer.shutdown().await;
     });
     let in_flight = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
     let mut requests = JoinSet::new();
