@@ -198,7 +198,11 @@ impl<D: Disk> LogShared<D> {
                 FlushPolicy::Async { interval } => tokio::time::sleep(interval).await,
             }
             let stopping = self.stopping.load(Ordering::Acquire);
-            if let Err(err) = self.flush_once().await {
+            let periodic =
+                stopping || last_committed_persist.elapsed() >= COMMITTED_PERSIST_INTERVAL;
+            // The index files only now and then: recovery rebuilds what they lack from the
+            // data (`CommitLog::take_dirty`).
+            if let Err(err) = self.flush_once(periodic).await {
                 tracing::error!(cause = %err, "flush failed; the replica stops");
                 *lock(&self.fatal) = Some(err.to_string());
                 self.flushed.notify_waiters();
@@ -208,7 +212,7 @@ impl<D: Disk> LogShared<D> {
                 // Not fatal: the append that needs the file creates it itself.
                 tracing::warn!(cause = %err, "creating the next file ahead of time failed");
             }
-            if stopping || last_committed_persist.elapsed() >= COMMITTED_PERSIST_INTERVAL {
+            if periodic {
                 last_committed_persist = tokio::time::Instant::now();
                 if let Err(err) = self.persist_committed(&mut persisted_committed).await {
                     tracing::error!(cause = %err, "persisting the committed log id failed");
@@ -222,11 +226,11 @@ impl<D: Disk> LogShared<D> {
         }
     }
 
-    async fn flush_once(&self) -> Result<(), StorageError> {
+    async fn flush_once(&self, index: bool) -> Result<(), StorageError> {
         let callbacks = std::mem::take(&mut *lock(&self.pending));
         let (ranges, next) = {
             let mut log = self.write_log();
-            (log.take_dirty(), log.next_index())
+            (log.take_dirty(index), log.next_index())
         };
         if ranges.is_empty() && callbacks.is_empty() {
             return Ok(());

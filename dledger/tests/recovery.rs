@@ -275,6 +275,62 @@ fn power_loss_keeps_exactly_the_synced_entries() {
     assert_eq!(log.read(54).unwrap().unwrap().header.term, 2);
 }
 
+/// The flusher syncs the index files only now and then (`CommitLog::take_dirty`): a power loss
+/// after the data of entries was synced but not their index units keeps every entry, re-indexed
+/// from the data; index units that reached the disk without their entries are cut.
+#[test]
+fn power_loss_with_the_index_behind_the_data_keeps_the_synced_entries() {
+    use dledger::SegmentFile;
+    let disk = MemDisk::new();
+    let dir = Path::new("/log");
+    let (mut log, _) = open(disk.clone(), dir, None).unwrap();
+    fill(&mut log, 0..20);
+    let bodies: Vec<Vec<u8>> = (20..60).map(body).collect();
+    log.append(bodies.iter().enumerate().map(|(i, b)| NewEntry {
+        log_id: LogId {
+            term: 1,
+            index: 20 + i as u64,
+        },
+        kind: EntryKind::Normal,
+        body: b,
+    }))
+    .unwrap();
+    for range in log.take_dirty(false) {
+        range.file.sync_range(range.offset, range.len).unwrap();
+    }
+    drop(log);
+    let disk = disk.crash();
+    let (log, report) = open(disk.clone(), dir, Some(59)).unwrap();
+    assert_eq!((report.indexed, report.rebuilt), (20, 40), "{report:?}");
+    assert_eq!(log.next_index(), 60);
+    assert_reads(&log, 0..60);
+    drop(log);
+
+    // Now the other way round: index units synced, their entries' data not.
+    let (mut log, _) = open(disk.clone(), dir, Some(59)).unwrap();
+    let bodies: Vec<Vec<u8>> = (60..70).map(body).collect();
+    log.append(bodies.iter().enumerate().map(|(i, b)| NewEntry {
+        log_id: LogId {
+            term: 1,
+            index: 60 + i as u64,
+        },
+        kind: EntryKind::Normal,
+        body: b,
+    }))
+    .unwrap();
+    let ranges = log.take_dirty(true);
+    assert!(ranges.len() >= 2, "data and index ranges");
+    for range in ranges.iter().skip(1) {
+        range.file.sync_range(range.offset, range.len).unwrap();
+    }
+    drop(log);
+    let disk = disk.crash();
+    let (log, report) = open(disk, dir, Some(59)).unwrap();
+    assert_eq!(log.next_index(), 60, "{report:?}");
+    assert!(report.cut.is_some(), "{report:?}");
+    assert_reads(&log, 0..60);
+}
+
 /// Truncation zeroes the removed entries, so after a crash they cannot reappear behind shorter
 /// new ones.
 #[test]
