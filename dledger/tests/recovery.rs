@@ -26,8 +26,8 @@ fn body(index: u64) -> Vec<u8> {
     format!("entry-{index}-{:>100}", "").into_bytes()
 }
 
-/// Appends entries `range` (term 1) and syncs them.
-fn fill<D: Disk>(log: &mut CommitLog<D>, range: std::ops::Range<u64>) {
+/// Appends entries `range` (term 1) without syncing them.
+fn append_unsynced<D: Disk>(log: &mut CommitLog<D>, range: std::ops::Range<u64>) {
     let bodies: Vec<(u64, Vec<u8>)> = range.map(|i| (i, body(i))).collect();
     log.append(bodies.iter().map(|(i, b)| NewEntry {
         log_id: LogId { term: 1, index: *i },
@@ -35,6 +35,11 @@ fn fill<D: Disk>(log: &mut CommitLog<D>, range: std::ops::Range<u64>) {
         body: b,
     }))
     .unwrap();
+}
+
+/// Appends entries `range` (term 1) and syncs them.
+fn fill<D: Disk>(log: &mut CommitLog<D>, range: std::ops::Range<u64>) {
+    append_unsynced(log, range);
     log.sync().unwrap();
 }
 
@@ -238,16 +243,7 @@ fn power_loss_keeps_exactly_the_synced_entries() {
     let dir = Path::new("/log");
     let (mut log, _) = open(disk.clone(), dir, None).unwrap();
     fill(&mut log, 0..50);
-    let unsynced: Vec<Vec<u8>> = (50..80).map(body).collect();
-    log.append(unsynced.iter().enumerate().map(|(i, b)| NewEntry {
-        log_id: LogId {
-            term: 1,
-            index: 50 + i as u64,
-        },
-        kind: EntryKind::Normal,
-        body: b,
-    }))
-    .unwrap();
+    append_unsynced(&mut log, 50..80);
     drop(log);
     let disk = disk.crash();
     let (mut log, _) = open(disk.clone(), dir, Some(49)).unwrap();
@@ -285,16 +281,7 @@ fn power_loss_with_the_index_behind_the_data_keeps_the_synced_entries() {
     let dir = Path::new("/log");
     let (mut log, _) = open(disk.clone(), dir, None).unwrap();
     fill(&mut log, 0..20);
-    let bodies: Vec<Vec<u8>> = (20..60).map(body).collect();
-    log.append(bodies.iter().enumerate().map(|(i, b)| NewEntry {
-        log_id: LogId {
-            term: 1,
-            index: 20 + i as u64,
-        },
-        kind: EntryKind::Normal,
-        body: b,
-    }))
-    .unwrap();
+    append_unsynced(&mut log, 20..60);
     for range in log.take_dirty(false) {
         range.file.sync_range(range.offset, range.len).unwrap();
     }
@@ -308,16 +295,7 @@ fn power_loss_with_the_index_behind_the_data_keeps_the_synced_entries() {
 
     // Now the other way round: index units synced, their entries' data not.
     let (mut log, _) = open(disk.clone(), dir, Some(59)).unwrap();
-    let bodies: Vec<Vec<u8>> = (60..70).map(body).collect();
-    log.append(bodies.iter().enumerate().map(|(i, b)| NewEntry {
-        log_id: LogId {
-            term: 1,
-            index: 60 + i as u64,
-        },
-        kind: EntryKind::Normal,
-        body: b,
-    }))
-    .unwrap();
+    append_unsynced(&mut log, 60..70);
     let ranges = log.take_dirty(true);
     assert!(ranges.len() >= 2, "data and index ranges");
     for range in ranges.iter().skip(1) {
