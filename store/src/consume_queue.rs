@@ -7,8 +7,10 @@
 //! `<root>/<topic>/<queue_id>/`. Files are zero-filled when created, so an all-zero unit is one
 //! never written: it ends the queue.
 //!
-//! Durability: `append` only copies a unit into its file and records the dirty range; `flush`
-//! syncs the dirty ranges. Rare paths sync on their own, so that recovery only ever has to look
+//! Durability: `append` only keeps a unit in memory, readable at once; the units are written to
+//! their file [`WRITE_BACK_UNITS`] at a time (or at `flush`), and `flush` syncs the dirty ranges.
+//! Units not yet flushed may be lost in a crash, written or not: the store re-applies the log from
+//! its last checkpoint, which flushes first. Rare paths sync on their own, so that recovery only ever has to look
 //! at the last file: moving into a new file first syncs the previous one; truncation, and opening
 //! (which may cut a torn tail), sync before they return. Opening also syncs the last file's units,
 //! which the process before may have written but not synced: what recovery found stays found.
@@ -71,6 +73,11 @@ const UNIT_BYTES: u64 = CONSUME_QUEUE_UNIT_BYTES as u64;
 /// grows with a file. A multiple of the unit size, so a chunk holds whole units.
 const SCAN_CHUNK_BYTES: u64 = 3276 * UNIT_BYTES;
 const _: () = assert!(SCAN_CHUNK_BYTES.is_multiple_of(UNIT_BYTES));
+
+/// Appended units kept in memory before they are written to their file together. Writing each
+/// entry's few units of a queue as they came cost one `pwrite` per entry, queue and replica, the
+/// most numerous syscall of a produce benchmark.
+pub const WRITE_BACK_UNITS: usize = 256;
 
 /// One ConsumeQueue unit: where a message sits in the CommitLog, and its tag's hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,8 +213,12 @@ pub struct ConsumeQueue<D: Disk> {
     units_per_file: u64,
     /// Files by starting byte offset; contiguous.
     files: BTreeMap<u64, Arc<D::File>>,
-    /// The next queue offset to be written.
+    /// The next queue offset to be appended.
     queue_offset_max: u64,
+    /// Units appended but not yet written to their file: those from `written_max` on.
+    pending: Vec<ConsumeQueueUnit>,
+    /// The next queue offset to be written to a file.
+    written_max: u64,
     /// Unsynced byte range per file, by starting byte offset.
     dirty: BTreeMap<u64, (u64, u64)>,
 }
@@ -241,6 +252,8 @@ impl<D: Disk> ConsumeQueue<D> {
             units_per_file,
             files: BTreeMap::new(),
             queue_offset_max: 0,
+            pending: Vec::new(),
+            written_max: 0,
             dirty: BTreeMap::new(),
         };
         queue.open_files()?;
@@ -335,6 +348,7 @@ impl<D: Disk> ConsumeQueue<D> {
         }
         self.cut_tail(end)?;
         self.queue_offset_max = end;
+        self.written_max = end;
         Ok(())
     }
 
@@ -478,7 +492,7 @@ impl<D: Disk> ConsumeQueue<D> {
         self.files
             .keys()
             .next()
-            .map_or(self.queue_offset_max, |start| start / UNIT_BYTES)
+            .map_or(self.written_max, |start| start / UNIT_BYTES)
     }
 
     /// The next queue offset to be written: one past the last unit.
@@ -542,34 +556,11 @@ impl<D: Disk> ConsumeQueue<D> {
                 });
             }
         }
-        let units_per_chunk = (SCAN_CHUNK_BYTES / UNIT_BYTES) as usize;
-        let mut buf = Vec::with_capacity(units.len().min(units_per_chunk) * UNIT_BYTES as usize);
-        let mut next = first_queue_offset;
-        let mut rest = units;
-        while !rest.is_empty() {
-            let byte = next * UNIT_BYTES;
-            let file_start = byte - byte % self.file_bytes();
-            let in_file = (file_start + self.file_bytes() - byte) / UNIT_BYTES;
-            let run = rest.len().min(units_per_chunk).min(in_file as usize);
-            let (head, tail) = rest.split_at(run);
-            buf.clear();
-            for unit in head {
-                buf.extend_from_slice(&unit.encode());
-            }
-            let file = self.file_for(file_start)?;
-            let offset = byte - file_start;
-            file.write_at(offset, &buf)
-                .map_err(|source| StoreError::io(Verb::Write, self.subject(file_start), source))?;
-            extend(
-                &mut self.dirty,
-                file_start,
-                offset,
-                offset + buf.len() as u64,
-            );
-            next += run as u64;
-            rest = tail;
+        self.pending.extend_from_slice(units);
+        self.queue_offset_max += units.len() as u64;
+        if self.pending.len() >= WRITE_BACK_UNITS {
+            self.write_back()?;
         }
-        self.queue_offset_max = next;
         self.check_invariants();
         Ok(())
     }
@@ -596,7 +587,9 @@ impl<D: Disk> ConsumeQueue<D> {
         let mut units = Vec::with_capacity(count as usize);
         let mut next = from;
         let mut buf = Vec::new();
-        while (units.len() as u64) < count {
+        // From the files up to `written_max`, from memory after it.
+        let from_files = count.min(self.written_max.saturating_sub(from));
+        while (units.len() as u64) < from_files {
             let byte = next * UNIT_BYTES;
             let file_start = byte - byte % self.file_bytes();
             let file = self
@@ -604,7 +597,7 @@ impl<D: Disk> ConsumeQueue<D> {
                 .get(&file_start)
                 .expect("files cover queue_offset_min..queue_offset_max");
             let in_file = (file_start + self.file_bytes() - byte) / UNIT_BYTES;
-            let run = in_file.min(count - units.len() as u64);
+            let run = in_file.min(from_files - units.len() as u64);
             buf.resize((run * UNIT_BYTES) as usize, 0);
             file.read_at(byte - file_start, &mut buf);
             for (i, raw) in buf.chunks_exact(UNIT_BYTES as usize).enumerate() {
@@ -624,6 +617,11 @@ impl<D: Disk> ConsumeQueue<D> {
                 });
             }
             next += run;
+        }
+        if (units.len() as u64) < count {
+            let start = (next - self.written_max) as usize;
+            let end = start + (count - units.len() as u64) as usize;
+            units.extend_from_slice(&self.pending[start..end]);
         }
         Ok(units)
     }
@@ -647,7 +645,14 @@ impl<D: Disk> ConsumeQueue<D> {
             });
         }
         tracing::info!(dir = %self.dir.display(), queue_offset, queue_offset_max = self.queue_offset_max, "ConsumeQueue truncated");
-        self.cut_tail(queue_offset)?;
+        if queue_offset >= self.written_max {
+            // Only units still in memory go.
+            self.pending.truncate((queue_offset - self.written_max) as usize);
+        } else {
+            self.pending.clear();
+            self.cut_tail(queue_offset)?;
+            self.written_max = queue_offset;
+        }
         self.queue_offset_max = queue_offset;
         self.check_invariants();
         Ok(())
@@ -669,15 +674,19 @@ impl<D: Disk> ConsumeQueue<D> {
             queue_offset_max = self.queue_offset_max,
             "ConsumeQueue cleared"
         );
+        self.pending.clear();
+        self.queue_offset_max = self.written_max;
         while let Some(&file_start) = self.files.keys().next_back() {
             self.queue_offset_max = if self.files.len() == 1 {
                 0
             } else {
                 self.queue_offset_max.min(file_start / UNIT_BYTES)
             };
+            self.written_max = self.queue_offset_max;
             self.remove_file(file_start)?;
         }
         self.queue_offset_max = 0;
+        self.written_max = 0;
         self.check_invariants();
         Ok(())
     }
@@ -689,6 +698,8 @@ impl<D: Disk> ConsumeQueue<D> {
     /// # Errors
     /// [`StoreError::Io`] if a file cannot be removed; those before it are gone.
     pub fn purge_before(&mut self, queue_offset: u64) -> Result<u64, StoreError> {
+        // Units in memory go to their files first, which must then not be removed under them.
+        self.write_back()?;
         let mut removed = 0;
         while self.files.len() > 1
             && let Some((&file_start, _)) = self.files.first_key_value()
@@ -704,11 +715,49 @@ impl<D: Disk> ConsumeQueue<D> {
         Ok(removed)
     }
 
-    /// Makes every appended unit durable, syncing the dirty ranges in file order.
+    /// Writes the units kept in memory to their files: one write per file touched (and per
+    /// [`SCAN_CHUNK_BYTES`] of units). Moving into a new file syncs the previous one. On an error
+    /// the units not written stay in memory.
+    fn write_back(&mut self) -> Result<(), StoreError> {
+        let units_per_chunk = (SCAN_CHUNK_BYTES / UNIT_BYTES) as usize;
+        let mut buf = Vec::with_capacity(self.pending.len().min(units_per_chunk) * UNIT_BYTES as usize);
+        while !self.pending.is_empty() {
+            let byte = self.written_max * UNIT_BYTES;
+            let file_start = byte - byte % self.file_bytes();
+            let in_file = (file_start + self.file_bytes() - byte) / UNIT_BYTES;
+            let run = self
+                .pending
+                .len()
+                .min(units_per_chunk)
+                .min(in_file as usize);
+            buf.clear();
+            for unit in &self.pending[..run] {
+                buf.extend_from_slice(&unit.encode());
+            }
+            let file = self.file_for(file_start)?;
+            let offset = byte - file_start;
+            file.write_at(offset, &buf)
+                .map_err(|source| StoreError::io(Verb::Write, self.subject(file_start), source))?;
+            extend(
+                &mut self.dirty,
+                file_start,
+                offset,
+                offset + buf.len() as u64,
+            );
+            self.written_max += run as u64;
+            self.pending.drain(..run);
+        }
+        Ok(())
+    }
+
+    /// Makes every appended unit durable: writes the units kept in memory, then syncs the dirty
+    /// ranges in file order.
     ///
     /// # Errors
-    /// [`StoreError::Io`] with [`Verb::Flush`]. A failed sync is not retried: stop the replica.
+    /// [`StoreError::Io`] with [`Verb::Write`] or [`Verb::Flush`]. A failed sync is not retried:
+    /// stop the replica.
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.write_back()?;
         let starts: Vec<u64> = self.dirty.keys().copied().collect();
         for file_start in starts {
             self.sync_file(file_start)?;
@@ -724,19 +773,24 @@ impl<D: Disk> ConsumeQueue<D> {
         for (a, b) in self.files.keys().zip(self.files.keys().skip(1)) {
             assert_eq!(a + file_bytes, *b, "ConsumeQueue files are contiguous");
         }
+        assert_eq!(
+            self.written_max + self.pending.len() as u64,
+            self.queue_offset_max,
+            "units in memory follow the written ones"
+        );
         if let (Some(first), Some(last)) = (self.files.keys().next(), self.files.keys().last()) {
             assert!(
-                self.queue_offset_max >= first / UNIT_BYTES,
-                "queue end {} is not before the first file {first}",
-                self.queue_offset_max
+                self.written_max >= first / UNIT_BYTES,
+                "written end {} is not before the first file {first}",
+                self.written_max
             );
             assert!(
-                self.queue_offset_max <= last / UNIT_BYTES + self.units_per_file,
-                "queue end {} is within the last file {last}",
-                self.queue_offset_max
+                self.written_max <= last / UNIT_BYTES + self.units_per_file,
+                "written end {} is within the last file {last}",
+                self.written_max
             );
         } else {
-            assert_eq!(self.queue_offset_max, 0, "a queue without files is empty");
+            assert_eq!(self.written_max, 0, "a queue without files has written nothing");
         }
         for file_start in self.dirty.keys() {
             assert!(self.files.contains_key(file_start), "dirty files are open");
@@ -957,9 +1011,11 @@ mod tests {
         PathBuf::from("/store/consumequeue/TopicA/0")
     }
 
+    /// Appends units up to `to`, each written to its file at once (not synced).
     fn fill<D: Disk>(queue: &mut ConsumeQueue<D>, to: u64) {
         for n in queue.queue_offset_max()..to {
             queue.append(n, unit(n)).unwrap();
+            queue.write_back().unwrap();
         }
     }
 
@@ -1043,8 +1099,9 @@ mod tests {
         assert_eq!(all(&queue), expected(0..12));
     }
 
-    /// A crash loses the units not flushed and keeps the flushed ones; moving into a new file
-    /// synced the previous one, so only the unit in the new file is lost there.
+    /// A crash loses the units not flushed and keeps the flushed ones. Units written back
+    /// without a flush (a full buffer) are durable up to the last file they moved into: moving
+    /// into a new file synced the previous one.
     #[test]
     fn crash_keeps_synced_units_and_loses_the_rest() {
         let disk = MemDisk::new();
@@ -1056,19 +1113,21 @@ mod tests {
         let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
         assert_eq!(all(&queue), expected(0..6));
 
-        fill(&mut queue, 9);
+        let end = 6 + WRITE_BACK_UNITS as u64;
+        fill(&mut queue, end);
         let disk = disk.crash();
         let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
+        let last_file_start = (end - 1) / 4 * 4;
         assert_eq!(
             queue.queue_offset_max(),
-            8,
-            "the roll into file 2 synced file 1"
+            last_file_start,
+            "each roll synced the file before"
         );
-        assert_eq!(all(&queue), expected(0..8));
-        fill(&mut queue, 10);
+        assert_eq!(all(&queue), expected(0..last_file_start));
+        fill(&mut queue, last_file_start + 2);
         queue.flush().unwrap();
         let queue = ConsumeQueue::open(disk.crash(), &dir(), 4).unwrap();
-        assert_eq!(all(&queue), expected(0..10));
+        assert_eq!(all(&queue), expected(0..last_file_start + 2));
     }
 
     /// Offsets are dense: an append anywhere but at the end is rejected and changes nothing.
@@ -1122,27 +1181,29 @@ mod tests {
         assert_eq!(queue.queue_offset_max(), 0);
     }
 
-    /// `append_many` writes each file's units with one write: 2 units then 9 more across three
-    /// files of 4 cost 2 + 3 writes. The bytes are those `append` writes one unit at a time, and
-    /// moving into a new file synced the previous one, so a crash keeps the first two files.
+    /// Appended units wait in memory, readable, and are written together: at `flush` (one write
+    /// per file touched; moving into a new file synced the previous one) or once
+    /// [`WRITE_BACK_UNITS`] are waiting. The bytes are those of units written one at a time. A
+    /// crash loses the units never flushed, and nothing else.
     #[test]
-    fn append_many_writes_once_per_file() {
+    fn units_are_written_back_together() {
         let disk = CountingDisk::new(MemDisk::new());
         let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
-        fill(&mut queue, 2);
-        assert_eq!(disk.writes(), 2);
+        queue.append_many(0, &expected(0..2)).unwrap();
         queue.append_many(2, &expected(2..11)).unwrap();
-        assert_eq!(disk.writes(), 2 + 3, "one write per file touched");
-        assert_eq!(queue.queue_offset_max(), 11);
-        assert_eq!(all(&queue), expected(0..11));
         queue.append_many(11, &[]).unwrap();
-        assert_eq!(disk.writes(), 5, "an empty batch writes nothing");
+        assert_eq!(disk.writes(), 0, "nothing written before a flush");
+        assert_eq!(all(&queue), expected(0..11));
+        queue.flush().unwrap();
+        assert_eq!(disk.writes(), 3, "one write per file touched");
+        assert_eq!(all(&queue), expected(0..11));
 
         let one_by_one = MemDisk::new();
-        fill(
-            &mut ConsumeQueue::open(one_by_one.clone(), &dir(), 4).unwrap(),
-            11,
-        );
+        let mut single = ConsumeQueue::open(one_by_one.clone(), &dir(), 4).unwrap();
+        for n in 0..11 {
+            single.append(n, unit(n)).unwrap();
+            single.flush().unwrap();
+        }
         for name in [
             "00000000000000000000",
             "00000000000000000080",
@@ -1156,14 +1217,24 @@ mod tests {
             };
             assert_eq!(read(disk.inner()), read(&one_by_one), "{name}");
         }
-
-        let crashed = disk.inner().crash();
-        let queue = ConsumeQueue::open(crashed, &dir(), 4).unwrap();
+        queue.append_many(11, &expected(11..13)).unwrap();
+        let crashed = ConsumeQueue::open(disk.inner().crash(), &dir(), 4).unwrap();
         assert_eq!(
-            all(&queue),
-            expected(0..8),
-            "the rolls synced files 0 and 1"
+            all(&crashed),
+            expected(0..11),
+            "flushed units kept, units never written lost"
         );
+
+        let many = WRITE_BACK_UNITS as u64;
+        let disk = CountingDisk::new(MemDisk::new());
+        let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4 * many).unwrap();
+        queue.append_many(0, &expected(0..many - 1)).unwrap();
+        assert_eq!(disk.writes(), 0);
+        queue.append(many - 1, unit(many - 1)).unwrap();
+        assert_eq!(disk.writes(), 1, "a full buffer is written at once");
+        queue.append(many, unit(many)).unwrap();
+        assert_eq!(disk.writes(), 1);
+        assert_eq!(all(&queue), expected(0..many + 1));
     }
 
     /// `append_many` checks the whole batch first: a gap, or one invalid unit anywhere in it,
@@ -1385,6 +1456,7 @@ mod tests {
         let disk = MemDisk::new();
         let mut queue = ConsumeQueue::open(disk.clone(), &dir(), 4).unwrap();
         fill(&mut queue, 10);
+        queue.flush().unwrap();
         disk.remove(&dir().join(file_name(80))).unwrap();
         let err = ConsumeQueue::open(disk, &dir(), 4).unwrap_err();
         assert!(matches!(err, StoreError::MissingFile { .. }), "{err}");
@@ -1532,63 +1604,76 @@ mod tests {
         proptest! {
             /// Random appends (one by one and in batches), clears, flushes, reopens, crashes,
             /// truncations and purges against a model:
-            /// the units held (a `Vec` from the first file's start), the first and last file, and
-            /// how many units are durable. Moving into a new file, opening and truncating sync,
-            /// as documented, so the model tracks that too.
+            /// the units held (a `Vec` from the first file's start), the first and last file, how
+            /// many units were written to files and how many are durable. Units wait in memory
+            /// until a flush, a purge or [`WRITE_BACK_UNITS`] of them; moving into a new file,
+            /// opening and truncating written units sync, as documented, so the model tracks that
+            /// too.
             #[test]
-            fn queue_matches_a_vec_model(ops in proptest::collection::vec(op(), 1..40), upf in 1u64..5) {
+            fn queue_matches_a_vec_model(ops in proptest::collection::vec(op(), 1..80), upf in 1u64..5) {
                 let mut disk = MemDisk::new();
                 let mut queue = ConsumeQueue::open(disk.clone(), &dir(), upf).unwrap();
                 let mut first_file = 0u64;
                 let mut last_file: Option<u64> = None;
                 let mut units: Vec<ConsumeQueueUnit> = Vec::new();
+                let mut written = 0u64;
                 let mut durable = 0u64;
+                // Writing units `written..end` to their files.
+                let write_back = |written: &mut u64, end: u64, last_file: &mut Option<u64>, durable: &mut u64| {
+                    for offset in *written..end {
+                        let file = offset / upf;
+                        if last_file.is_some_and(|last| last < file) {
+                            *durable = offset;
+                        }
+                        *last_file = Some(last_file.map_or(file, |last| last.max(file)));
+                    }
+                    *written = end;
+                };
                 for op in ops {
                     let min = first_file * upf;
                     let end = min + units.len() as u64;
                     match op {
                         Op::Append(n) => {
                             for offset in end..end + u64::from(n) {
-                                let file = offset / upf;
-                                if last_file.is_some_and(|last| last < file) {
-                                    durable = offset;
-                                }
-                                last_file = Some(last_file.map_or(file, |last| last.max(file)));
                                 queue.append(offset, unit(offset)).unwrap();
                                 units.push(unit(offset));
+                                if offset + 1 - written >= WRITE_BACK_UNITS as u64 {
+                                    write_back(&mut written, offset + 1, &mut last_file, &mut durable);
+                                }
                             }
                         }
                         Op::AppendMany(n) => {
                             let batch = expected(end..end + u64::from(n));
                             queue.append_many(end, &batch).unwrap();
-                            for offset in end..end + u64::from(n) {
-                                let file = offset / upf;
-                                if last_file.is_some_and(|last| last < file) {
-                                    durable = offset;
-                                }
-                                last_file = Some(last_file.map_or(file, |last| last.max(file)));
-                            }
                             units.extend(batch);
+                            let new_end = end + u64::from(n);
+                            if new_end - written >= WRITE_BACK_UNITS as u64 {
+                                write_back(&mut written, new_end, &mut last_file, &mut durable);
+                            }
                         }
                         Op::Clear => {
                             queue.clear().unwrap();
                             units.clear();
                             first_file = 0;
                             last_file = None;
+                            written = 0;
                             durable = 0;
                         }
                         Op::Flush => {
                             queue.flush().unwrap();
+                            write_back(&mut written, end, &mut last_file, &mut durable);
                             durable = end;
                         }
                         Op::Reopen => {
                             queue = ConsumeQueue::open(disk.clone(), &dir(), upf).unwrap();
-                            durable = end;
+                            units.truncate((written - min) as usize);
+                            durable = written;
                         }
                         Op::Crash => {
                             disk = disk.crash();
                             queue = ConsumeQueue::open(disk.clone(), &dir(), upf).unwrap();
                             units.truncate((durable - min) as usize);
+                            written = durable;
                             last_file = last_file.map(|last| last.min(durable / upf));
                         }
                         Op::Truncate(k) => {
@@ -1596,13 +1681,17 @@ mod tests {
                             queue.truncate_from(at).unwrap();
                             if at < end {
                                 units.truncate((at - min) as usize);
-                                last_file = Some(at / upf);
-                                durable = at;
+                                if at < written {
+                                    last_file = Some(at / upf);
+                                    written = at;
+                                    durable = at;
+                                }
                             }
                         }
                         Op::Purge(k) => {
                             let at = u64::from(k) % (end + 2);
                             queue.purge_before(at).unwrap();
+                            write_back(&mut written, end, &mut last_file, &mut durable);
                             while last_file.is_some_and(|last| first_file < last)
                                 && (first_file + 1) * upf <= at.min(end)
                             {

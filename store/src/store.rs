@@ -783,8 +783,8 @@ mod tests {
 
     /// Records of one entry spread over queues in no order get dense queue offsets per queue in
     /// record order, continuing across entries; the placement lists them in record order; each
-    /// unit points at its record with its tags' hash; and every key is queryable at once. The
-    /// ConsumeQueues cost one write per queue, and the index none before its bound.
+    /// unit points at its record with its tags' hash; and every key is queryable at once. Neither
+    /// the ConsumeQueues nor the index write anything before their bounds.
     #[test]
     fn apply_places_records_per_queue_in_record_order() {
         let disk = CountingDisk::new(MemDisk::new());
@@ -801,8 +801,8 @@ mod tests {
         );
         assert_eq!(
             disk.writes(),
-            3,
-            "one ConsumeQueue write per queue, no index write"
+            0,
+            "ConsumeQueue units and the index wait in memory"
         );
         let offsets = offsets_of(0, &records);
         let items = store.read_queue("A", 0, 0, 10).unwrap();
