@@ -31,13 +31,25 @@ pub enum HeaderError {
 /// Header fields as text.
 pub type ExtFields = BTreeMap<String, String>;
 
+/// Where a header's fields are read from: [`ExtFields`], or a view of them under other names.
+pub trait Fields {
+    /// The text of field `name`, if present.
+    fn field(&self, name: &str) -> Option<&String>;
+}
+
+impl Fields for ExtFields {
+    fn field(&self, name: &str) -> Option<&String> {
+        self.get(name)
+    }
+}
+
 /// A value that can be a header field.
 pub trait FieldValue: Sized {
     /// Reads field `name` from `ext`.
     ///
     /// # Errors
     /// [`HeaderError`] when required and missing, or unparseable.
-    fn read(ext: &ExtFields, name: &'static str) -> Result<Self, HeaderError>;
+    fn read<F: Fields>(ext: &F, name: &'static str) -> Result<Self, HeaderError>;
     /// Writes the field into `ext` (nothing for an absent optional field).
     fn write(&self, ext: &mut ExtFields, name: &'static str);
 }
@@ -91,8 +103,10 @@ impl Scalar for bool {
 }
 
 impl<T: Scalar> FieldValue for T {
-    fn read(ext: &ExtFields, name: &'static str) -> Result<Self, HeaderError> {
-        let text = ext.get(name).ok_or(HeaderError::Missing { field: name })?;
+    fn read<F: Fields>(ext: &F, name: &'static str) -> Result<Self, HeaderError> {
+        let text = ext
+            .field(name)
+            .ok_or(HeaderError::Missing { field: name })?;
         T::parse(text).ok_or_else(|| HeaderError::Invalid {
             field: name,
             value: text.clone(),
@@ -105,8 +119,8 @@ impl<T: Scalar> FieldValue for T {
 }
 
 impl<T: Scalar> FieldValue for Option<T> {
-    fn read(ext: &ExtFields, name: &'static str) -> Result<Self, HeaderError> {
-        match ext.get(name) {
+    fn read<F: Fields>(ext: &F, name: &'static str) -> Result<Self, HeaderError> {
+        match ext.field(name) {
             None => Ok(None),
             Some(text) => T::parse(text)
                 .map(Some)
@@ -143,9 +157,20 @@ macro_rules! header {
             $($(#[$fmeta])* pub $field: $ty,)*
         }
 
+        impl $name {
+            /// Reads the header from fields under their wire names.
+            ///
+            /// # Errors
+            /// The first field that is missing or invalid.
+            #[allow(dead_code)]
+            fn from_fields<F: Fields>(ext: &F) -> Result<Self, HeaderError> {
+                Ok($name { $($field: <$ty as FieldValue>::read(ext, $wire)?,)* })
+            }
+        }
+
         impl CommandHeader for $name {
             fn from_ext(ext: &ExtFields) -> Result<Self, HeaderError> {
-                Ok($name { $($field: <$ty as FieldValue>::read(ext, $wire)?,)* })
+                Self::from_fields(ext)
             }
             fn to_ext(&self) -> ExtFields {
                 let mut ext = ExtFields::new();
@@ -274,26 +299,35 @@ impl SendMessageRequestHeader {
     /// # Errors
     /// The first missing or invalid field, named by its V1 name.
     pub fn from_v2(ext: &ExtFields) -> Result<Self, HeaderError> {
-        let mut v1 = ExtFields::new();
-        for (short, long) in SEND_V2_NAMES {
-            if let Some(value) = ext.get(short) {
-                v1.insert(long.to_string(), value.clone());
-            }
-        }
-        if let Some(bname) = ext.get("bname") {
-            v1.entry("bname".to_string())
-                .or_insert_with(|| bname.clone());
-        }
-        Self::from_ext(&v1)
+        Self::from_fields(&SendV2Fields(ext))
     }
 
     /// The V2 fields.
     pub fn to_v2(&self) -> ExtFields {
-        let v1 = self.to_ext();
+        let mut v1 = self.to_ext();
         SEND_V2_NAMES
             .iter()
-            .filter_map(|(short, long)| v1.get(*long).map(|v| (short.to_string(), v.clone())))
+            .filter_map(|(short, long)| v1.remove(*long).map(|v| (short.to_string(), v)))
             .collect()
+    }
+}
+
+/// A V2 send header's fields under their V1 names, read in place.
+struct SendV2Fields<'a>(&'a ExtFields);
+
+impl Fields for SendV2Fields<'_> {
+    fn field(&self, name: &str) -> Option<&String> {
+        let short = SEND_V2_NAMES
+            .iter()
+            .find(|(_, long)| *long == name)
+            .map(|(short, _)| *short)?;
+        let value = self.0.get(short);
+        if name == "bname" {
+            // 5.x clients may also send it under its own name.
+            value.or_else(|| self.0.get("bname"))
+        } else {
+            value
+        }
     }
 }
 
@@ -572,7 +606,25 @@ mod tests {
         assert_eq!(header.born_timestamp, 1_700_000_000_000);
         assert_eq!(header.batch, Some(false));
         assert_eq!(header.max_reconsume_times, None);
+        assert_eq!(header.broker_name, None);
         assert_eq!(header.to_v2(), fields);
+
+        // The broker name comes as `n` or, from 5.x clients, as `bname`; `n` wins. V1 names in
+        // a V2 header are not read, and a missing required field is named by its V1 name.
+        let mut with_bname = fields.clone();
+        with_bname.insert("bname".into(), "broker-b".into());
+        with_bname.insert("topic".into(), "Other".into());
+        let header = SendMessageRequestHeader::from_v2(&with_bname).unwrap();
+        assert_eq!(header.broker_name.as_deref(), Some("broker-b"));
+        assert_eq!(header.topic, "T");
+        with_bname.insert("n".into(), "broker-n".into());
+        let header = SendMessageRequestHeader::from_v2(&with_bname).unwrap();
+        assert_eq!(header.broker_name.as_deref(), Some("broker-n"));
+        with_bname.remove("b");
+        assert_eq!(
+            SendMessageRequestHeader::from_v2(&with_bname),
+            Err(HeaderError::Missing { field: "topic" })
+        );
     }
 
     #[test]
