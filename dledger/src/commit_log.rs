@@ -12,13 +12,16 @@
 //! (recovery, truncation, purge) sync before they return, because a crash in the middle of them
 //! must never leave stale entries that look valid.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::disk::{Disk, SegmentFile};
 use crate::error::{StorageError, Subject, Verb};
-use crate::limits::{ENTRY_HEADER_BYTES, INDEX_UNIT_BYTES, RECOVERY_VERIFY_BYTES};
+use crate::limits::{
+    ENTRY_HEADER_BYTES, INDEX_UNIT_BYTES, RECENT_BYTES_MAX, RECENT_ENTRIES_MAX,
+    RECOVERY_VERIFY_BYTES,
+};
 use crate::record::{
     EntryHeader, EntryKind, HeaderProblem, IndexUnit, SEGMENT_END_MAGIC, decode_header,
 };
@@ -67,7 +70,7 @@ pub struct StoredEntry {
     /// The verified header.
     pub header: EntryHeader,
     /// The verified body.
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 /// Zeroing works in chunks of this many bytes, so no buffer grows with the range.
@@ -78,6 +81,8 @@ struct Plan {
     /// Bytes per file touched, in order: (file start, offset in file, bytes).
     chunks: Vec<Chunk>,
     units: Vec<IndexUnit>,
+    /// Each entry's header, chunk and body start in that chunk.
+    entries: Vec<(EntryHeader, usize, usize)>,
     /// Position after the batch.
     end: u64,
 }
@@ -138,6 +143,9 @@ pub struct CommitLog<D: Disk> {
     hook: Option<Arc<dyn AppendHook>>,
     /// Whether reads verify body CRCs (always, but for the `skip_recovery_crc` mutant).
     check_crc: bool,
+    /// The last entries appended, contiguous; see [`RECENT_ENTRIES_MAX`].
+    recent: VecDeque<StoredEntry>,
+    recent_bytes: u64,
 }
 
 fn file_name(start: u64) -> String {
@@ -203,6 +211,8 @@ impl<D: Disk> CommitLog<D> {
             hook,
             check_crc: !config.skip_recovery_crc,
             config,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
         };
         log.segments = log.open_dir(true)?;
         log.index_files = log.open_dir(false)?;
@@ -309,7 +319,10 @@ impl<D: Disk> CommitLog<D> {
                 header.body_crc
             )));
         }
-        Ok(StoredEntry { header, body })
+        Ok(StoredEntry {
+            header,
+            body: body.into(),
+        })
     }
 
     fn recover(&mut self, committed: Option<u64>) -> Result<RecoveryReport, StorageError> {
@@ -645,6 +658,38 @@ impl<D: Disk> CommitLog<D> {
         self.write_units(&[unit])
     }
 
+    /// Keeps the entries just written (bodies as laid out, hook applied) for later reads.
+    fn remember(&mut self, chunks: Vec<Chunk>, entries: &[(EntryHeader, usize, usize)]) {
+        if let (Some(last), Some((first, _, _))) = (self.recent.back(), entries.first())
+            && last.header.index + 1 != first.index
+        {
+            // Not a continuation (an empty log restarted past a purge): start over.
+            self.recent.clear();
+            self.recent_bytes = 0;
+        }
+        let chunks: Vec<bytes::Bytes> = chunks.into_iter().map(|c| c.bytes.into()).collect();
+        for &(header, chunk, body_at) in entries {
+            let body = chunks[chunk].slice(body_at..body_at + header.body_bytes() as usize);
+            self.recent_bytes += body.len() as u64;
+            self.recent.push_back(StoredEntry { header, body });
+        }
+        while self.recent.len() > RECENT_ENTRIES_MAX || self.recent_bytes > RECENT_BYTES_MAX {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some(entry) = self.recent.pop_front() {
+            self.recent_bytes -= entry.body.len() as u64;
+        }
+    }
+
+    fn forget_newest(&mut self) {
+        if let Some(entry) = self.recent.pop_back() {
+            self.recent_bytes -= entry.body.len() as u64;
+        }
+    }
+
     /// Appends entries. They are readable on return and durable once the flusher has synced the
     /// ranges from `take_dirty`. The whole batch is laid out in memory first and written with one
     /// write per file touched; if a write fails, the log is left as it was before the call.
@@ -677,6 +722,7 @@ impl<D: Disk> CommitLog<D> {
             let end = chunk.offset + chunk.bytes.len() as u64;
             extend(&mut self.dirty_data, chunk.file_start, chunk.offset, end);
         }
+        self.remember(plan.chunks, &plan.entries);
         if let Some(first) = plan.units.first()
             && self.is_empty()
             && first.index > self.next_index
@@ -701,6 +747,7 @@ impl<D: Disk> CommitLog<D> {
         let mut plan = Plan {
             chunks: Vec::new(),
             units: Vec::new(),
+            entries: Vec::new(),
             end: self.write_position,
         };
         let mut next = self.next_index;
@@ -757,6 +804,11 @@ impl<D: Disk> CommitLog<D> {
                 .try_into()
                 .expect("header-sized slice");
             header.encode(header_bytes);
+            plan.entries.push((
+                header,
+                plan.chunks.len() - 1,
+                header_at + ENTRY_HEADER_BYTES as usize,
+            ));
             plan.units.push(IndexUnit {
                 index: header.index,
                 term: header.term,
@@ -891,6 +943,13 @@ impl<D: Disk> CommitLog<D> {
         if index < self.first_index || index >= self.next_index {
             return Ok(None);
         }
+        if let Some(first) = self.recent.front()
+            && let Some(entry) = index
+                .checked_sub(first.header.index)
+                .and_then(|i| self.recent.get(i as usize))
+        {
+            return Ok(Some(entry.clone()));
+        }
         let Some(unit) = self.read_unit(index) else {
             return Err(StorageError::Corrupt {
                 index,
@@ -1000,6 +1059,13 @@ impl<D: Disk> CommitLog<D> {
         } else {
             self.last_term_before_first()
         };
+        while self
+            .recent
+            .back()
+            .is_some_and(|e| e.header.index >= new_next)
+        {
+            self.forget_newest();
+        }
         self.cut_tail_from(cut, new_next)?;
         self.next_index = new_next;
         self.write_position = cut;
@@ -1075,6 +1141,13 @@ impl<D: Disk> CommitLog<D> {
         };
         self.first_index = upto.index + 1;
         self.purged = Some(upto);
+        while self
+            .recent
+            .front()
+            .is_some_and(|e| e.header.index <= upto.index)
+        {
+            self.forget_oldest();
+        }
         if self.next_index < self.first_index {
             self.next_index = self.first_index;
             self.last_term = upto.term;

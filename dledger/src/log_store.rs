@@ -332,7 +332,7 @@ impl<D: Disk> Clone for LogStore<D> {
 fn to_entry(stored: StoredEntry) -> Result<OrEntry, io::Error> {
     let h = stored.header;
     let payload = match h.kind {
-        EntryKind::Normal => EntryPayload::Normal(Payload(bytes::Bytes::from(stored.body))),
+        EntryKind::Normal => EntryPayload::Normal(Payload(stored.body)),
         EntryKind::Blank => EntryPayload::Blank,
         EntryKind::Membership => {
             EntryPayload::Membership(bincode::deserialize(&stored.body).map_err(|err| {

@@ -553,7 +553,7 @@ impl Ledger {
 fn to_committed(stored: crate::commit_log::StoredEntry) -> CommittedEntry {
     let h = stored.header;
     let payload = match h.kind {
-        EntryKind::Normal => EntryPayload::Data(bytes::Bytes::from(stored.body)),
+        EntryKind::Normal => EntryPayload::Data(stored.body),
         EntryKind::Blank => EntryPayload::Blank,
         EntryKind::Membership => EntryPayload::Membership,
     };

@@ -150,13 +150,23 @@ fn flipped_byte_in_committed_region_refuses_to_start() {
 }
 
 /// A committed entry damaged while the replica runs (older than the window recovery
-/// re-verifies) is caught when it is read: the read fails naming the file and the position, and
-/// never returns the bad bytes.
+/// re-verifies) is caught when it is read from the files: the read fails naming the file and
+/// the position, and never returns the bad bytes. An entry still held in memory since it was
+/// appended (`RECENT_ENTRIES_MAX`) is answered from there, as written.
 #[test]
 fn damaged_committed_entry_fails_the_read() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
-    let log = fresh(dir.path(), 200);
+    let entries = dledger::limits::RECENT_ENTRIES_MAX as u64 + 200;
+    let log = fresh(dir.path(), entries);
+    let (path, offset) = segment_file(&log, entries - 1);
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_at(b"\xff", offset + 80).unwrap();
+    assert_eq!(
+        log.read(entries - 1).unwrap().unwrap().body,
+        body(entries - 1)
+    );
+
     let (path, offset) = segment_file(&log, 3);
     let position = log.locate(3).unwrap().position;
     let file = fs::OpenOptions::new()
@@ -405,7 +415,7 @@ fn truncating_a_rolled_entry_puts_the_next_one_where_every_replica_does() {
     drop(log);
     let (log, report) = open(MmapDisk, dir.path(), None).unwrap();
     assert_eq!((log.next_index(), report.cut), (next + 1, None));
-    assert_eq!(log.read(next).unwrap().unwrap().body, b"small");
+    assert_eq!(log.read(next).unwrap().unwrap().body, &b"small"[..]);
     assert_reads(&log, 0..next);
 }
 

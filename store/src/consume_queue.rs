@@ -647,7 +647,8 @@ impl<D: Disk> ConsumeQueue<D> {
         tracing::info!(dir = %self.dir.display(), queue_offset, queue_offset_max = self.queue_offset_max, "ConsumeQueue truncated");
         if queue_offset >= self.written_max {
             // Only units still in memory go.
-            self.pending.truncate((queue_offset - self.written_max) as usize);
+            self.pending
+                .truncate((queue_offset - self.written_max) as usize);
         } else {
             self.pending.clear();
             self.cut_tail(queue_offset)?;
@@ -720,7 +721,8 @@ impl<D: Disk> ConsumeQueue<D> {
     /// the units not written stay in memory.
     fn write_back(&mut self) -> Result<(), StoreError> {
         let units_per_chunk = (SCAN_CHUNK_BYTES / UNIT_BYTES) as usize;
-        let mut buf = Vec::with_capacity(self.pending.len().min(units_per_chunk) * UNIT_BYTES as usize);
+        let mut buf =
+            Vec::with_capacity(self.pending.len().min(units_per_chunk) * UNIT_BYTES as usize);
         while !self.pending.is_empty() {
             let byte = self.written_max * UNIT_BYTES;
             let file_start = byte - byte % self.file_bytes();
@@ -790,7 +792,10 @@ impl<D: Disk> ConsumeQueue<D> {
                 self.written_max
             );
         } else {
-            assert_eq!(self.written_max, 0, "a queue without files has written nothing");
+            assert_eq!(
+                self.written_max, 0,
+                "a queue without files has written nothing"
+            );
         }
         for file_start in self.dirty.keys() {
             assert!(self.files.contains_key(file_start), "dirty files are open");
