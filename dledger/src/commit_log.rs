@@ -8,7 +8,8 @@
 //! - `index/<pos>`: index files of `index_units_per_file` units; unit `i` sits at byte `i * 32`.
 //!
 //! This type does no syncing of its own on the hot path: `append` only copies bytes into the
-//! files and records which ranges are dirty; the flusher takes them with `take_dirty`. Rare paths
+//! files and records which ranges are dirty; the flusher takes them with `take_dirty`. The last
+//! entries appended stay in memory too ([`crate::limits::RECENT_ENTRIES_MAX`]) and answer reads. Rare paths
 //! (recovery, truncation, purge) sync before they return, because a crash in the middle of them
 //! must never leave stale entries that look valid.
 

@@ -9,9 +9,9 @@
 //!
 //! Durability: `append` only keeps a unit in memory, readable at once; the units are written to
 //! their file [`WRITE_BACK_UNITS`] at a time (or at `flush`), and `flush` syncs the dirty ranges.
-//! Units not yet flushed may be lost in a crash, written or not: the store re-applies the log from
-//! its last checkpoint, which flushes first. Rare paths sync on their own, so that recovery only ever has to look
-//! at the last file: moving into a new file first syncs the previous one; truncation, and opening
+//! Units not yet flushed may be lost in a crash, written or not: the store re-applies the log
+//! from its last checkpoint, which flushes first. Rare paths sync on their own, so that recovery
+//! only ever has to look at the last file: moving into a new file first syncs the previous one; truncation, and opening
 //! (which may cut a torn tail), sync before they return. Opening also syncs the last file's units,
 //! which the process before may have written but not synced: what recovery found stays found.
 //!
@@ -501,8 +501,8 @@ impl<D: Disk> ConsumeQueue<D> {
     }
 
     /// Appends the unit for `queue_offset`, which must be [`Self::queue_offset_max`]. The unit is
-    /// readable on return and durable after the next [`Self::flush`]. On an error the queue is as
-    /// it was (a failed write may leave bytes past the end, which the next append overwrites).
+    /// readable on return and durable after the next [`Self::flush`]. See
+    /// [`Self::append_many`] for errors.
     ///
     /// # Errors
     /// Those of [`Self::append_many`].
@@ -511,19 +511,20 @@ impl<D: Disk> ConsumeQueue<D> {
     }
 
     /// Appends `units` at `first_queue_offset` and after; `first_queue_offset` must be
-    /// [`Self::queue_offset_max`]. Contiguous units are encoded together, so this costs one write
-    /// per file touched (and per [`SCAN_CHUNK_BYTES`] of units) instead of one per unit. The
-    /// units are readable on return and durable after the next [`Self::flush`]. Every unit is
-    /// checked before anything is written; on an error no unit is appended (a failed write may
-    /// leave bytes past the end, which the next append overwrites). Moving into a new file syncs
-    /// the previous one, as [`Self::append`] does.
+    /// [`Self::queue_offset_max`]. The units are kept in memory, readable on return, and written
+    /// to their files once [`WRITE_BACK_UNITS`] are waiting (one write per file touched and per
+    /// ~64 KiB of units; moving into a new file syncs the previous one) or at the
+    /// next [`Self::flush`], after which they are durable. Every unit is checked first: a gap or
+    /// an invalid unit appends nothing. An I/O error writing the waiting units back is returned
+    /// with the units appended and still in memory (a failed write may leave bytes past the
+    /// written end, which the next write-back overwrites); the store stops on it.
     ///
     /// # Errors
     /// [`StoreError::QueueOffsetGap`] for any other offset; [`StoreError::InvalidUnit`], naming
     /// the unit's queue offset, for a unit of size 0 or an offset or size past the on-disk field;
     /// [`StoreError::OutOfRange`] for a queue offset whose byte position overflows;
-    /// [`StoreError::Io`] if a file cannot be created, synced (when moving into a new file) or
-    /// written.
+    /// [`StoreError::Io`] if, writing the waiting units back, a file cannot be created, synced
+    /// (when moving into a new file) or written.
     pub fn append_many(
         &mut self,
         first_queue_offset: u64,

@@ -180,8 +180,8 @@ struct QueueBatch<'a> {
 }
 
 /// Applies the records of a messages entry: parses every record first, appends each queue's
-/// units with one [`ConsumeQueue::append_many`] (one write per file touched instead of one per
-/// message), then indexes the keys in record order. Returns where each record went, in record
+/// units with one [`ConsumeQueue::append_many`] (kept in memory and written back in runs of
+/// [`crate::consume_queue::WRITE_BACK_UNITS`]), then indexes the keys in record order. Returns where each record went, in record
 /// order; queue offsets are dense per queue in record order, as the leader predicted them.
 fn apply_messages<'a, D: Disk>(
     state: &mut State<D>,
