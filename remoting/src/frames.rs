@@ -7,6 +7,10 @@ use tokio::sync::mpsc;
 /// Frames written with one syscall at most.
 pub(crate) const WRITE_BATCH_FRAMES: usize = 256;
 
+/// The write buffer is kept between batches up to this size; one grown past it by a large
+/// frame (a pull answer of many messages) is given back after the write.
+const KEPT_BUFFER_BYTES: usize = 1024 * 1024;
+
 /// Writes the frames of `rx` to `writer` until the channel closes (`Ok`) or a write fails.
 ///
 /// Frames queued together go out in one write. Once woken by a frame, the writer yields once
@@ -33,10 +37,20 @@ pub(crate) async fn pump<W: AsyncWrite + Unpin>(
                 }
             }
         }
+        if let [frame] = batch.as_slice() {
+            // One frame: written as it is, not copied.
+            writer.write_all(frame).await?;
+            batch.clear();
+            continue;
+        }
         for frame in batch.drain(..) {
             out.extend_from_slice(&frame);
         }
         writer.write_all(&out).await?;
-        out.clear();
+        if out.capacity() > KEPT_BUFFER_BYTES {
+            out = BytesMut::new();
+        } else {
+            out.clear();
+        }
     }
 }
