@@ -161,13 +161,16 @@ pub async fn serve_namesrv(addr: &str, namesrv: &Namesrv) -> anyhow::Result<Http
 }
 
 /// Why a replica is not serving, or `None` when it is: a stopped replica (shut down, or stopped
-/// by a fatal storage error), no known leader, or a leader still applying its log before it
-/// takes writes. A follower that knows its leader serves (pulls of what it applied).
+/// by a fatal storage error), no known leader, a leader that no quorum answered within the
+/// lease (it refuses writes until one does: check-quorum), or a leader still applying its log
+/// before it takes writes. A follower that knows its leader serves (pulls of what it applied).
 pub fn unavailable_reason(status: &Status, serving_writes: bool) -> Option<&'static str> {
     if status.role == Role::Shutdown {
         Some("replica stopped")
     } else if status.leader.is_none() {
         Some("no leader")
+    } else if status.role == Role::Leader && !status.has_quorum {
+        Some("leader without quorum")
     } else if status.role == Role::Leader && !serving_writes {
         Some("leader applying its log")
     } else {
@@ -244,6 +247,9 @@ pub fn replica_status(handles: &ReplicaHandles) -> Value {
         "broker_name": handles.broker.broker_name(),
         "broker_addr": handles.broker.advertised_addr().to_string(),
         "serving_writes": handles.broker.serving_writes(),
+        "write_refusal": handles.broker.write_refusal(),
+        "has_quorum": status.has_quorum,
+        "quorum_acked_ms_ago": status.quorum_acked_ms_ago,
         "topics": handles.broker.topic_queues(),
     })
 }
@@ -292,6 +298,12 @@ pub fn replica_metrics_text(handles: &ReplicaHandles) -> String {
         "raftmq_serving_writes",
         "1 when this replica's broker takes writes (a leader that applied its log), else 0.",
         u64::from(handles.broker.serving_writes()),
+    );
+    write_gauge(
+        &mut out,
+        "raftmq_leader_without_quorum",
+        "1 when this replica leads but no quorum answered it within the lease (it refuses writes), else 0.",
+        u64::from(status.role == Role::Leader && !status.has_quorum),
     );
     if status.role == Role::Leader {
         let last = status.last_log_index.unwrap_or(0);

@@ -11,14 +11,13 @@ mod procs;
 mod python;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use procs::{
-    Proc, now_ms, raftmq, read_queue_from, registered, start_broker, start_namesrv,
-    wait_registered, wait_status, write_confs,
+    Ack, Proc, assert_acked_everywhere, now_ms, raftmq, read_acks, registered, start_broker,
+    start_namesrv, wait_registered, wait_status, write_confs,
 };
 use protocol::message::{StoredMessage, property};
 use remoting::TcpTransport;
@@ -32,31 +31,6 @@ struct Delivery {
     key: String,
     slot: (i32, i64),
     at_ms: u64,
-}
-
-/// One acknowledged message from the acks file.
-#[derive(Debug, Clone)]
-struct Ack {
-    key: String,
-    queue_id: i32,
-    queue_offset: i64,
-    at_ms: u64,
-}
-
-fn read_acks(path: &Path) -> Vec<Ack> {
-    let text = std::fs::read_to_string(path).expect("acks file");
-    text.lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            assert_eq!(fields.len(), 4, "acks line {line:?}");
-            Ack {
-                key: fields[0].to_string(),
-                queue_id: fields[1].parse().expect("queue id"),
-                queue_offset: fields[2].parse().expect("queue offset"),
-                at_ms: fields[3].parse().expect("ack time"),
-            }
-        })
-        .collect()
 }
 
 /// Our client crate's producer: sync sends of unique keys until `stop`, recording each
@@ -345,62 +319,14 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         cpp_out.stderr
     );
 
-    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-    for ack in &acks {
-        let end = ends.entry(ack.queue_id).or_default();
-        *end = (*end).max(ack.queue_offset + 1);
-    }
-    // Queue lengths as the leader has them now that every producer stopped: at least the
-    // acknowledged ends, and the C++ messages (whose queues are unknown) are within.
     let master = registered(&client, &namesrv, BROKER_NAME)
         .await
         .get(&0)
         .cloned()
         .expect("a master at the end");
-    for queue_id in 0..4 {
-        let end = ends.entry(queue_id).or_default();
-        *end = read_queue_from(&client, &master, TOPIC, queue_id, *end, true)
-            .await
-            .len() as i64;
-    }
-    // Where each replica holds each key: a send retried after a lost answer is stored twice
-    // (at least once delivery), so a key may sit at several slots; the acknowledged one must
-    // be among them, and every replica must hold the same slots.
-    let mut layouts: Vec<BTreeMap<String, BTreeSet<(i32, i64)>>> = Vec::new();
-    for node in &nodes {
-        let mut held: BTreeMap<String, BTreeSet<(i32, i64)>> = BTreeMap::new();
-        for queue_id in 0..4 {
-            let end = ends[&queue_id];
-            let keys =
-                read_queue_from(&client, &node.broker_addr, TOPIC, queue_id, end, false).await;
-            for (offset, key) in keys.iter().enumerate() {
-                held.entry(key.clone())
-                    .or_default()
-                    .insert((queue_id, offset as i64));
-            }
-            for ack in acks.iter().filter(|a| a.queue_id == queue_id) {
-                assert_eq!(
-                    keys[ack.queue_offset as usize], ack.key,
-                    "{} queue {queue_id} offset {}",
-                    node.broker_addr, ack.queue_offset
-                );
-            }
-        }
-        for (key, offset, _) in &cpp_acks {
-            let slots = held.get(key);
-            assert!(
-                slots.is_some_and(|s| s.iter().any(|(_, o)| o == offset)),
-                "C++ message {key} acknowledged at offset {offset}; {} holds it at {slots:?}",
-                node.broker_addr
-            );
-        }
-        layouts.push(held);
-    }
-    assert!(
-        layouts.windows(2).all(|w| w[0] == w[1]),
-        "every replica holds every message at the same queue and offset"
-    );
-    let stored_twice = layouts[0].values().filter(|s| s.len() > 1).count();
+    let cpp_at: Vec<(String, i64)> = cpp_acks.iter().map(|a| (a.0.clone(), a.1)).collect();
+    let stored_twice =
+        assert_acked_everywhere(&client, &nodes, &master, TOPIC, 4, &acks, &cpp_at).await;
     eprintln!(
         "messages stored more than once (a send retried after a lost answer): {stored_twice}"
     );

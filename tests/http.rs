@@ -232,6 +232,12 @@ async fn every_process_serves_health_status_and_metrics() {
     assert_eq!(status["broker_name"], "broker-a");
     assert_eq!(status["broker_addr"], leader_broker.as_str());
     assert_eq!(status["serving_writes"], true);
+    assert!(status["write_refusal"].is_null(), "{status}");
+    assert_eq!(status["has_quorum"], true);
+    assert!(
+        status["quorum_acked_ms_ago"].is_u64(),
+        "a leader of a group of three says when a quorum last answered: {status}"
+    );
     assert!(
         status["topics"]
             .as_array()
@@ -249,6 +255,9 @@ async fn every_process_serves_health_status_and_metrics() {
     assert_eq!(status["leader_addr"], leader_broker.as_str());
     assert!(status["followers"].is_null(), "{status}");
     assert_eq!(status["serving_writes"], false);
+    assert_eq!(status["write_refusal"], "not leader");
+    assert_eq!(status["has_quorum"], false);
+    assert!(status["quorum_acked_ms_ago"].is_null(), "{status}");
     assert!(status["term"].as_u64().unwrap() > 0);
 
     // Metrics before a send.
@@ -272,6 +281,8 @@ async fn every_process_serves_health_status_and_metrics() {
         "raftmq_raft_elections_total",
         "raftmq_long_poll_holds",
         "raftmq_long_poll_holds_total",
+        "raftmq_leader_without_quorum",
+        "raftmq_leader_quorum_losses_total",
     ] {
         assert!(
             text.contains(&format!("# HELP {name} ")),
@@ -285,6 +296,8 @@ async fn every_process_serves_health_status_and_metrics() {
     assert!(sample(text, "raftmq_raft_term").unwrap() >= 1.0);
     assert!(sample(text, "raftmq_raft_elections_total").unwrap() >= 1.0);
     assert!(sample(text, "raftmq_raft_commit_index").unwrap() >= 1.0);
+    assert_eq!(sample(text, "raftmq_leader_without_quorum"), Some(0.0));
+    assert_eq!(sample(text, "raftmq_leader_quorum_losses_total"), Some(0.0));
     let sends = "raftmq_requests_total{request_code=\"10\",response_code=\"0\"}";
     let sends_before = sample(text, sends).unwrap_or(0.0);
     let send_count_before = sample(text, "raftmq_send_latency_seconds_count").unwrap();
@@ -458,8 +471,23 @@ fn health_names_why_a_replica_does_not_serve() {
         applied: Some(9),
         purged: None,
         matched: BTreeMap::new(),
+        has_quorum: role == Role::Leader,
+        quorum_acked_ms_ago: (role == Role::Leader).then_some(20),
+    };
+    let without_quorum = Status {
+        has_quorum: false,
+        quorum_acked_ms_ago: Some(450),
+        ..status(Role::Leader, Some(1))
     };
     use raftmq::http::unavailable_reason;
+    assert_eq!(
+        unavailable_reason(&without_quorum, true),
+        Some("leader without quorum")
+    );
+    assert_eq!(
+        unavailable_reason(&without_quorum, false),
+        Some("leader without quorum")
+    );
     assert_eq!(
         unavailable_reason(&status(Role::Follower, None), false),
         Some("no leader")

@@ -362,18 +362,53 @@ fn matched_all(status: &Status, to: NodeId) -> bool {
 }
 
 impl<D: Disk, T: Transport> Shared<D, T> {
-    /// Whether sends may go to the writer: a leader that applied its log and is not handing
-    /// leadership over.
+    /// Whether sends may go to the writer: a leader holding its quorum lease that applied its
+    /// log and is not handing leadership over. Reads the role as the ledger publishes it, so a
+    /// lost quorum counts at once, before the role watch of `lib.rs` clears `serving_writes`.
     pub(crate) fn takes_writes(&self) -> bool {
         if !self.serving_writes.load(Ordering::Acquire) {
             return false;
         }
+        let state = self.roles.borrow();
         let handover = self.handover_term.load(Ordering::Acquire);
-        handover == 0 || handover != self.ledger.watch_role().borrow().term
+        state.leads_with_quorum() && (handover == 0 || handover != state.term)
+    }
+
+    /// Returns once this replica no longer leads with its quorum lease in `term`: it lost its
+    /// quorum, its leadership, or stopped.
+    pub(crate) async fn writes_stopped(&self, term: u64) {
+        let mut roles = self.roles.clone();
+        loop {
+            {
+                let state = roles.borrow_and_update();
+                if !state.leads_with_quorum() || state.term != term {
+                    return;
+                }
+            }
+            if roles.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Why this replica takes no writes now, or `None` when it takes them (see
+    /// [`crate::BrokerView::write_refusal`]).
+    pub(crate) fn write_refusal(&self) -> Option<&'static str> {
+        let state = self.roles.borrow().clone();
+        match state.role {
+            Role::Shutdown => Some("replica stopped"),
+            Role::Leader if !state.has_quorum => Some("leader without quorum"),
+            Role::Leader if !self.serving_writes.load(Ordering::Acquire) => {
+                Some("leader applying its log")
+            }
+            Role::Leader if !self.takes_writes() => Some("handing leadership over"),
+            Role::Leader => None,
+            Role::Follower | Role::Candidate | Role::Learner => Some("not leader"),
+        }
     }
 
     /// Whether leadership is moving here: this replica leads but does not take writes (it applies
-    /// its log, or hands over), or it led less than [`HOLD_AFTER_LEADING`] ago.
+    /// its log, hands over, or lost its quorum), or it led less than [`HOLD_AFTER_LEADING`] ago.
     pub(crate) fn leadership_moving(&self) -> bool {
         if self.ledger.watch_role().borrow().role == Role::Leader {
             return true;
@@ -585,7 +620,19 @@ impl<D: Disk, T: Transport> Shared<D, T> {
 
     /// Holds a send at a replica that does not take writes: see the module's documentation.
     pub(crate) async fn hold_send(&self) -> Held {
-        let deadline = Instant::now() + SEND_HOLD_MAX;
+        self.hold_send_until(Instant::now() + SEND_HOLD_MAX).await
+    }
+
+    /// Sends that waited in the writer's queue while this replica stopped taking writes: held
+    /// only for what is left of [`SEND_HOLD_MAX`] since it stopped, so that queued sends do not
+    /// each wait a whole hold in turn.
+    pub(crate) async fn hold_queued_send(&self) -> Held {
+        let stopped = *self.left_leadership_at.lock().expect("left leadership at");
+        let deadline = stopped.map_or_else(Instant::now, |at| at + SEND_HOLD_MAX);
+        self.hold_send_until(deadline.max(Instant::now())).await
+    }
+
+    async fn hold_send_until(&self, deadline: Instant) -> Held {
         let ours = self.config.advertised_addr.to_string();
         loop {
             if self.takes_writes() {
@@ -671,7 +718,8 @@ impl<D: Disk, T: Transport> Shared<D, T> {
     }
 }
 
-/// Records when this replica stops leading, for [`Shared::leadership_moving`].
+/// Records when this replica stops leading, for [`Shared::leadership_moving`] (a leader that
+/// loses its quorum is recorded by the role watch of `lib.rs`).
 pub(crate) async fn note_lost_leadership<D: Disk, T: Transport>(
     shared: std::sync::Arc<Shared<D, T>>,
 ) {

@@ -47,6 +47,8 @@ pub const TBW102: &str = "TBW102";
 pub(crate) struct Shared<D: Disk, T: Transport> {
     pub config: BrokerConfig,
     pub ledger: Arc<Ledger>,
+    /// The replica's role, term and quorum lease as the ledger publishes them.
+    pub roles: tokio::sync::watch::Receiver<dledger::RoleState>,
     pub store: Arc<Store<D>>,
     pub clients: Mutex<clients::Clients>,
     /// Leader that has applied its whole log: takes writes, registers as id 0.
@@ -71,8 +73,9 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     pub handover: Mutex<Option<(u64, dledger::NodeId)>>,
     /// `handover`'s term (0: none), read on every send.
     pub handover_term: AtomicU64,
-    /// When this replica last stopped leading, or began to hand leadership over: for a while
-    /// after, sends reaching it are held (see `handover`).
+    /// When this replica last stopped taking writes (it stopped leading, lost its quorum, or
+    /// began to hand leadership over): for a while after, sends reaching it are held (see
+    /// `handover`).
     pub left_leadership_at: Mutex<Option<tokio::time::Instant>>,
     /// The master the name servers listed at the last lookup, and when it was made.
     pub master_lookup: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<String>)>>,
@@ -211,6 +214,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
         let (namesrv, _inbound) = Client::new(transport.clone());
         let shared = Arc::new(Shared {
             config: config.clone(),
+            roles: ledger.watch_role(),
             ledger,
             store,
             clients: Mutex::new(clients::Clients::default()),
@@ -361,6 +365,13 @@ impl<D: Disk, T: Transport> BrokerView<D, T> {
         self.shared.serving_writes.load(Ordering::Acquire)
     }
 
+    /// Why this replica takes no writes now, or `None` when it takes them: `"not leader"`,
+    /// `"leader without quorum"` (it leads, but no quorum answered within the lease),
+    /// `"leader applying its log"`, `"handing leadership over"` or `"replica stopped"`.
+    pub fn write_refusal(&self) -> Option<&'static str> {
+        self.shared.write_refusal()
+    }
+
     /// The group's master address as a name server last answered this broker's registration
     /// (`masterAddr`): how a follower learns the leader's client address.
     pub fn registered_master(&self) -> Option<String> {
@@ -473,11 +484,13 @@ async fn count_elections(ledger: Arc<Ledger>, metrics: Arc<Metrics>) {
 }
 
 /// Follows the replica's role: a new leader first applies its whole log (and makes sure the
-/// template topic exists), then takes writes and registers as id 0; losing leadership stops
-/// writes at once.
+/// template topic exists), then takes writes and registers as id 0; losing leadership, or the
+/// quorum lease (check-quorum: no quorum answered within the election timeout's upper bound),
+/// stops writes at once and registers as a slave, until a quorum answers again.
 async fn watch_role<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
     let mut roles = shared.ledger.watch_role();
     let mut leader = None;
+    let mut previous: Option<dledger::RoleState> = None;
     loop {
         let state = roles.borrow_and_update().clone();
         if state.leader != leader {
@@ -486,7 +499,16 @@ async fn watch_role<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
             *shared.registered_master.lock().expect("master lock") = None;
             shared.register_now.notify_one();
         }
-        if state.role == Role::Leader {
+        let lost_quorum = state.role == Role::Leader
+            && !state.has_quorum
+            && previous
+                .as_ref()
+                .is_some_and(|p| p.leads_with_quorum() && p.term == state.term);
+        if lost_quorum {
+            shared.metrics.record_quorum_loss();
+        }
+        previous = Some(state.clone());
+        if state.leads_with_quorum() {
             if !shared.serving_writes.load(Ordering::Acquire) {
                 // Everything up to our own blank entry must be applied before offsets continue.
                 let last = shared.ledger.status().last_log_index.unwrap_or(0);
@@ -495,7 +517,7 @@ async fn watch_role<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
                     _ = roles.changed() => continue,
                     _ = shared.store.wait_applied(last) => {}
                 }
-                if shared.ledger.status().role == Role::Leader {
+                if shared.ledger.watch_role().borrow().leads_with_quorum() {
                     if shared.config.auto_create_topic && shared.store.topic(TBW102).is_none() {
                         let template = TopicConfig::new(
                             TBW102,
@@ -512,7 +534,18 @@ async fn watch_role<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
                 }
             }
         } else if shared.serving_writes.swap(false, Ordering::AcqRel) {
-            tracing::info!(role = ?state.role, "lost leadership: refusing writes");
+            *shared
+                .left_leadership_at
+                .lock()
+                .expect("left leadership at") = Some(tokio::time::Instant::now());
+            if state.role == Role::Leader {
+                tracing::warn!(
+                    term = state.term,
+                    "leader without quorum: refusing writes, registering as a slave"
+                );
+            } else {
+                tracing::info!(role = ?state.role, "lost leadership: refusing writes");
+            }
             shared.register_now.notify_one();
         }
         if roles.changed().await.is_err() {

@@ -103,6 +103,7 @@ pub struct Metrics {
     long_polls_held: AtomicU64,
     long_polls_total: AtomicU64,
     elections: AtomicU64,
+    quorum_losses: AtomicU64,
 }
 
 /// Bytes a command takes on the wire: the body exactly, the header estimated from its fields
@@ -188,6 +189,16 @@ impl Metrics {
         self.elections.load(Ordering::Relaxed)
     }
 
+    /// Counts one more time this replica, leading with its quorum lease, lost it.
+    pub fn record_quorum_loss(&self) {
+        self.quorum_losses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times this replica, leading, lost its quorum lease since it started.
+    pub fn quorum_losses(&self) -> u64 {
+        self.quorum_losses.load(Ordering::Relaxed)
+    }
+
     /// Writes every family of this broker in Prometheus' text format.
     pub fn render(&self, out: &mut String) {
         let requests = self
@@ -245,6 +256,12 @@ impl Metrics {
             "raftmq_raft_elections_total",
             "Distinct Raft terms this replica has seen become current since it started.",
             self.elections(),
+        );
+        write_counter(
+            out,
+            "raftmq_leader_quorum_losses_total",
+            "Times this replica, leading, heard from no quorum within the lease and stopped taking writes.",
+            self.quorum_losses(),
         );
     }
 }

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::handover::{self, Held};
 use crate::metrics;
-use crate::writer::{Landed, Write};
+use crate::writer::{Landed, NotStored, Write};
 use crate::{Shared, TBW102};
 
 /// Most messages in one pull answer.
@@ -171,15 +171,24 @@ impl<D: Disk, T: Transport> Handler for Processor<D, T> {
 impl<D: Disk, T: Transport> Processor<D, T> {
     fn not_master(&self, req: &RemotingCommand) -> RemotingCommand {
         let status = self.shared.ledger.status();
+        let state = if status.role == dledger::Role::Leader && !status.has_quorum {
+            format!(
+                "leads term {} without a quorum (none answered for {})",
+                status.term,
+                status
+                    .quorum_acked_ms_ago
+                    .map_or("its whole term".to_string(), |ms| format!("{ms} ms")),
+            )
+        } else {
+            format!("is {:?} in term {}", status.role, status.term)
+        };
         refuse(
             req,
             response::SERVICE_NOT_AVAILABLE,
             format!(
-                "not master: broker {} replica {} is {:?} in term {}, leader is {}",
+                "not master: broker {} replica {} {state}, leader is {}",
                 self.shared.config.broker_name,
                 status.node_id,
-                status.role,
-                status.term,
                 status
                     .leader
                     .map_or("unknown".to_string(), |l| format!("replica {l}")),
@@ -527,7 +536,8 @@ impl<D: Disk, T: Transport> Processor<D, T> {
                 response::SYSTEM_ERROR,
                 "stored, but its placement was lost",
             )),
-            Ok(Ok(Err(reason))) => {
+            Ok(Ok(Err(NotStored::NotMaster(held)))) => Err(self.not_master_after(req, &held)),
+            Ok(Ok(Err(NotStored::Failed(reason)))) => {
                 if !self.shared.takes_writes() && self.shared.leadership_moving() {
                     // Leadership is moving: answer once the client can find the new master.
                     let held = self.shared.hold_send().await;

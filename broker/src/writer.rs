@@ -11,6 +11,7 @@ use store::entry::{self, OffsetCommit};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::Shared;
+use crate::handover::Held;
 
 /// Raft entries proposed and not yet answered, at most. Sends arriving while all are in flight
 /// wait and go out together in the next entry. Measured through `raftmq dev` with 256 senders
@@ -34,7 +35,19 @@ pub struct Write {
     /// Records back to back.
     pub records: Vec<u8>,
     /// The answer: where each record landed, in order, or why it was not stored.
-    pub reply: oneshot::Sender<Result<Vec<Landed>, String>>,
+    pub reply: oneshot::Sender<Result<Vec<Landed>, NotStored>>,
+}
+
+/// Why a send's records were not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotStored {
+    /// The proposal failed (the reason goes in the refusal).
+    Failed(String),
+    /// This replica stopped taking writes (it lost its quorum or its leadership) before or while
+    /// the entry was in flight, and did not take them again within the hold: what the hold
+    /// found. An entry in flight may still commit (a new leader that has it commits it), so a
+    /// client that retries elsewhere may store the message twice, as after any timeout.
+    NotMaster(Held),
 }
 
 pub(crate) async fn run<D: Disk, T: Transport>(
@@ -102,24 +115,11 @@ async fn propose_batch<D: Disk, T: Transport>(shared: &Shared<D, T>, batch: Vec<
         records.extend_from_slice(&write.records);
     }
     let body = bytes::Bytes::from(entry::messages(&records));
-    let outcome = match shared.ledger.propose(body).await {
-        Ok(committed) => {
-            shared.store.wait_applied(committed.index).await;
-            match shared.store.take_placement(committed.index) {
-                Some(placement) => Ok((committed, placement)),
-                None => Err(format!(
-                    "entry {} was applied but its placement is gone",
-                    committed.index
-                )),
-            }
-        }
-        Err(err) => Err(err.to_string()),
-    };
-    let (committed, placement) = match outcome {
-        Ok(ok) => ok,
-        Err(reason) => {
+    let (committed, placement) = match commit(shared, body).await {
+        Ok(done) => done,
+        Err(failure) => {
             for write in batch {
-                let _ = write.reply.send(Err(reason.clone()));
+                let _ = write.reply.send(Err(failure.clone()));
             }
             return;
         }
@@ -138,6 +138,58 @@ async fn propose_batch<D: Disk, T: Transport>(shared: &Shared<D, T>, batch: Vec<
             })
             .collect();
         let _ = write.reply.send(Ok(landed));
+    }
+}
+
+/// Proposes one entry of messages and waits until it is applied; returns where it landed and
+/// each record's (queue id, queue offset).
+///
+/// A replica that stopped taking writes while the sends waited holds them (see `handover`). One
+/// that loses its quorum or its leadership with the entry in flight keeps waiting for it while
+/// the hold lasts: a quorum that answers again commits it. When the name servers list another
+/// master first, or the hold ends, the sends are answered "not master" at once instead of
+/// waiting out the client's timeout.
+async fn commit<D: Disk, T: Transport>(
+    shared: &Shared<D, T>,
+    body: bytes::Bytes,
+) -> Result<(dledger::Committed, store::Placement), NotStored> {
+    if !shared.takes_writes() {
+        match shared.hold_queued_send().await {
+            Held::TakesWrites => {}
+            held => return Err(NotStored::NotMaster(held)),
+        }
+    }
+    let term = shared.roles.borrow().term;
+    let proposal = shared.ledger.propose(body);
+    tokio::pin!(proposal);
+    let proposed = loop {
+        tokio::select! {
+            biased;
+            proposed = &mut proposal => break proposed,
+            () = shared.writes_stopped(term) => {}
+        }
+        let held = tokio::select! {
+            biased;
+            proposed = &mut proposal => break proposed,
+            held = shared.hold_send() => held,
+        };
+        if held != Held::TakesWrites {
+            return Err(NotStored::NotMaster(held));
+        }
+        if shared.roles.borrow().term != term {
+            // Leading again in a later term: openraft answers the old term's proposal itself.
+            break proposal.await;
+        }
+        // The quorum answered again: the entry in flight commits.
+    };
+    let committed = proposed.map_err(|err| NotStored::Failed(err.to_string()))?;
+    shared.store.wait_applied(committed.index).await;
+    match shared.store.take_placement(committed.index) {
+        Some(placement) => Ok((committed, placement)),
+        None => Err(NotStored::Failed(format!(
+            "entry {} was applied but its placement is gone",
+            committed.index
+        ))),
     }
 }
 

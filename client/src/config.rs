@@ -129,6 +129,12 @@ pub struct ProducerConfig {
     pub group: String,
     /// Deadline of a whole send, retries included. Default 3 s.
     pub send_timeout: Duration,
+    /// Longest one attempt of a send waits for its answer before it is retried on the
+    /// route's master as it is then (within `send_timeout`): a broker that stopped answering
+    /// (cut off, frozen) costs this, not the whole send. Default 2 s, longer than a raftmq
+    /// broker holds a send while its group fails over. An abandoned attempt may still have
+    /// been stored, so a retry may store the message twice, as after any timeout.
+    pub attempt_timeout: Duration,
     /// Further attempts after a failed one, each on another broker when there is one
     /// (Java's `retryTimesWhenSendFailed`). Default 2; at most
     /// [`limits::SEND_RETRY_TIMES_MAX`].
@@ -151,6 +157,7 @@ impl Default for ProducerConfig {
         ProducerConfig {
             group: "DEFAULT_PRODUCER".into(),
             send_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(2),
             retry_times: 2,
             default_topic: "TBW102".into(),
             default_topic_queue_nums: 4,
@@ -177,6 +184,7 @@ impl ProducerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_group(&self.group)?;
         check_positive("send_timeout", self.send_timeout)?;
+        check_positive("attempt_timeout", self.attempt_timeout)?;
         check_range(
             "retry_times",
             u64::from(self.retry_times),

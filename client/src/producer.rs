@@ -55,14 +55,17 @@ enum AfterFailure {
     RefreshAndRetry,
 }
 
-/// Whether a failed attempt means the broker's group is failing over (the broker is gone, or
-/// answers "not master" — raftmq's followers answer SERVICE_NOT_AVAILABLE), so sending again
-/// after a pause can succeed once a new leader is registered.
+/// Whether a failed attempt means the broker's group is failing over (the broker is gone, does
+/// not answer, or answers "not master" — raftmq's followers and cut-off leaders answer
+/// SERVICE_NOT_AVAILABLE), so sending again after a pause can succeed once a new leader is
+/// registered.
 fn failing_over(err: &ClientError) -> bool {
     matches!(
         err,
         ClientError::Remoting(
-            remoting::ClientError::Connect { .. } | remoting::ClientError::Closed { .. }
+            remoting::ClientError::Connect { .. }
+                | remoting::ClientError::Closed { .. }
+                | remoting::ClientError::Timeout { .. }
         ) | ClientError::NoBrokerAddress { .. }
             | ClientError::Refused {
                 code: response::SERVICE_NOT_AVAILABLE,
@@ -617,8 +620,11 @@ impl<T: Transport> Producer<T> {
                 let start = self.inner.next_queue.fetch_add(1, Ordering::Relaxed);
                 let queue = &queues[select_queue(&queues, start, avoid.as_deref())];
                 let left = deadline.saturating_duration_since(Instant::now());
+                let attempt_left = left.min(config.attempt_timeout);
                 let err =
-                    match tokio::time::timeout(left, self.send_once(prepared, queue, left)).await {
+                    match tokio::time::timeout(left, self.send_once(prepared, queue, attempt_left))
+                        .await
+                    {
                         Ok(Ok(result)) => return Ok(result),
                         Ok(Err(err)) => err,
                         Err(_) => return Err(timed_out(attempt)),

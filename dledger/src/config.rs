@@ -78,6 +78,9 @@ pub struct Mutants {
     pub skip_recovery_crc: bool,
     /// Do not persist the vote.
     pub forget_vote: bool,
+    /// Report a leader as holding its quorum lease whether or not a quorum answered it
+    /// lately (check-quorum off): a cut-off leader goes on claiming writes.
+    pub ignore_quorum_loss: bool,
 }
 
 impl LedgerConfig {

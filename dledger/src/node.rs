@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, ForwardReason, RaftError};
-use openraft::{Config, ServerState, SnapshotPolicy};
+use openraft::{Config, Instant as _, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
 use crate::commit_log::{AppendHook, CommitLogConfig, RecoveryReport};
@@ -118,7 +118,10 @@ struct LedgerInner {
     role: watch::Receiver<RoleState>,
     shutdown: watch::Sender<bool>,
     recovery: RecoveryReport,
-    lease_wait: Duration,
+    /// The quorum lease: openraft's leader takes proposals only while a quorum acknowledged a
+    /// request sent less than this long ago (its `leader_lease`, the election timeout's upper
+    /// bound).
+    lease: Duration,
     flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -145,6 +148,11 @@ fn openraft_config(config: &LedgerConfig) -> Result<Arc<Config>, StartError> {
         // term (found by the simulation; regression seed 1 in simulation/tests/sweep.rs): it
         // must stand for election again.
         enable_leader_restore: Some(false),
+        // A leader that lost its quorum goes quiet for this long, then probes for as long, in
+        // turn: a group whose followers still receive a cut-off leader's heartbeats (it can send
+        // but not hear) then elects a leader that can commit. The least openraft allows: one
+        // lease and one election timeout.
+        quorum_loss_probe_interval: Some(2 * ms(config.election_timeout_max)),
         ..Default::default()
     };
     let raft_config = raft_config.validate().map_err(|err| StartError::Raft {
@@ -296,7 +304,8 @@ impl Ledger {
             }
         }
 
-        let role = spawn_role_watch(&raft, seed);
+        let lease = config.election_timeout_max;
+        let role = spawn_role_watch(&raft, seed, lease, mutants.ignore_quorum_loss);
         tracing::info!(node_id = config.node_id, seed, "replica started");
         Ok(Ledger {
             inner: Arc::new(LedgerInner {
@@ -308,7 +317,7 @@ impl Ledger {
                 role,
                 shutdown,
                 recovery,
-                lease_wait: config.election_timeout_max,
+                lease,
                 flusher: std::sync::Mutex::new(Some(flusher)),
                 server: std::sync::Mutex::new(Some(server)),
             }),
@@ -341,7 +350,7 @@ impl Ledger {
         // A leader accepts writes only while its quorum lease is valid: a new leader gets it with
         // its first quorum acknowledgement, a moment after winning. Wait that out (bounded by one
         // election timeout) instead of bouncing the client.
-        let deadline = tokio::time::Instant::now() + self.inner.lease_wait;
+        let deadline = tokio::time::Instant::now() + self.inner.lease;
         loop {
             let result = self
                 .scope(self.inner.raft.client_write(Payload(data.clone())))
@@ -464,6 +473,7 @@ impl Ledger {
     /// The replica's current state.
     pub fn status(&self) -> Status {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let acked_age = metrics.last_quorum_acked.as_ref().map(|at| at.elapsed());
         let matched = metrics
             .replication
             .as_ref()
@@ -484,6 +494,11 @@ impl Ledger {
             applied: metrics.last_applied.map(|c| c.index),
             purged: metrics.purged.map(|c| c.index),
             matched,
+            // As the role watch last saw it (it runs on the runtime's clock, and wakes when the
+            // lease runs out): the same answer the layers above act on.
+            has_quorum: self.inner.role.borrow().has_quorum,
+            quorum_acked_ms_ago: acked_age
+                .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 
@@ -575,22 +590,104 @@ fn role_of(state: ServerState) -> Role {
     }
 }
 
-fn spawn_role_watch(raft: &Raft, seed: u64) -> watch::Receiver<RoleState> {
+/// A leader's quorum lease, as openraft's metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuorumLease {
+    /// The replica leads and a quorum acknowledged a request sent within the lease.
+    holds: bool,
+    /// While it holds on a group of more than one voter: how long until it runs out.
+    left: Option<Duration>,
+}
+
+fn quorum_lease(
+    m: &openraft::RaftMetrics<crate::raft_types::TypeConfig>,
+    lease: Duration,
+    ignore_loss: bool,
+) -> QuorumLease {
+    if m.state != ServerState::Leader {
+        return QuorumLease {
+            holds: false,
+            left: None,
+        };
+    }
+    let mut voters = m.membership_config.membership().voter_ids();
+    let alone = voters.next() == Some(m.id) && voters.next().is_none();
+    if alone {
+        return QuorumLease {
+            holds: true,
+            left: None,
+        };
+    }
+    let left = m
+        .last_quorum_acked
+        .as_ref()
+        .and_then(|at| lease.checked_sub(at.elapsed()))
+        .filter(|left| !left.is_zero());
+    QuorumLease {
+        holds: left.is_some() || ignore_loss,
+        left,
+    }
+}
+
+/// Publishes the replica's role, term, leader and quorum lease whenever one of them changes.
+/// openraft's metrics change on every acknowledgement, but nothing changes when the
+/// acknowledgements stop: a timer wakes the watch when the lease would run out.
+fn spawn_role_watch(
+    raft: &Raft,
+    seed: u64,
+    lease: Duration,
+    ignore_quorum_loss: bool,
+) -> watch::Receiver<RoleState> {
     let mut metrics = raft.metrics();
-    let current = |m: &openraft::RaftMetrics<crate::raft_types::TypeConfig>| RoleState {
-        role: role_of(m.state),
-        term: m.current_term,
-        leader: m.current_leader,
+    let current = move |m: &openraft::RaftMetrics<crate::raft_types::TypeConfig>| {
+        let quorum = quorum_lease(m, lease, ignore_quorum_loss);
+        let state = RoleState {
+            role: role_of(m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            has_quorum: quorum.holds,
+        };
+        (state, quorum.left)
     };
-    let initial = current(&metrics.borrow_watched());
+    let (initial, _) = current(&metrics.borrow_watched());
     let (tx, rx) = watch::channel(initial);
     tokio::spawn(Runtime::scope(seed, async move {
+        let mut runs_out: Option<tokio::time::Instant> = None;
+        // The term in which this replica, leading, lost its quorum (for the log).
+        let mut lost_in: Option<u64> = None;
         loop {
-            if metrics.changed().await.is_err() {
-                tx.send_modify(|r| r.role = Role::Shutdown);
-                return;
+            let expiry = async {
+                match runs_out {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                changed = metrics.changed() => if changed.is_err() {
+                    tx.send_modify(|r| {
+                        r.role = Role::Shutdown;
+                        r.has_quorum = false;
+                    });
+                    return;
+                },
+                () = expiry => {}
             }
-            let next = current(&metrics.borrow_watched());
+            let (next, left) = current(&metrics.borrow_watched());
+            // A moment past the end, so the look after waking sees the lease gone.
+            runs_out = left.map(|left| tokio::time::Instant::now() + left + LEASE_END_SLACK);
+            let previous = tx.borrow().clone();
+            if previous.leads_with_quorum() && next.role == Role::Leader && !next.has_quorum {
+                tracing::warn!(
+                    term = next.term,
+                    lease_ms = lease.as_millis() as u64,
+                    "leader without quorum: no quorum answered within the lease"
+                );
+                lost_in = Some(next.term);
+            } else if next.leads_with_quorum() && lost_in == Some(next.term) {
+                tracing::info!(term = next.term, "leader heard from a quorum again");
+                lost_in = None;
+            }
             tx.send_if_modified(|r| {
                 if *r == next {
                     false
@@ -603,6 +700,9 @@ fn spawn_role_watch(raft: &Raft, seed: u64) -> watch::Receiver<RoleState> {
     }));
     rx
 }
+
+/// How long after a lease's computed end the role watch looks again.
+const LEASE_END_SLACK: Duration = Duration::from_millis(1);
 
 /// Makes the state machine forget what it applied if that reaches past the recovered log, or
 /// names an entry the log holds with another term: the state was built from entries this

@@ -76,6 +76,18 @@ pub struct RoleState {
     pub term: u64,
     /// The known leader.
     pub leader: Option<NodeId>,
+    /// On a leader: a quorum of voters (itself included) answered it within the lease (the
+    /// election timeout's upper bound), so it may take writes. A leader without it takes none
+    /// until a quorum answers again (check-quorum). Always true for a group of one; false on
+    /// every other role.
+    pub has_quorum: bool,
+}
+
+impl RoleState {
+    /// A leader holding its quorum lease: the one replica of the group that may take writes.
+    pub fn leads_with_quorum(&self) -> bool {
+        self.role == Role::Leader && self.has_quorum
+    }
 }
 
 /// A snapshot of one replica's state, for status pages and tests.
@@ -99,4 +111,9 @@ pub struct Status {
     pub purged: Option<u64>,
     /// On a leader: each follower's matched index (`None` until it matched anything).
     pub matched: std::collections::BTreeMap<NodeId, Option<u64>>,
+    /// On a leader: whether it holds its quorum lease (see [`RoleState::has_quorum`]).
+    pub has_quorum: bool,
+    /// On a leader of more than one voter: milliseconds since the sending of the last request
+    /// a quorum acknowledged (`None` before the first, and on other roles).
+    pub quorum_acked_ms_ago: Option<u64>,
 }

@@ -34,6 +34,8 @@ pub struct Slot {
     pub machine: RecordingStateMachine,
     /// The message store, in the messaging workload, while the host runs and started.
     pub store: Option<Arc<store::Store<MemDisk>>>,
+    /// The broker, in the messaging workload, while the host runs and started.
+    pub broker: Option<broker::BrokerView<MemDisk, crate::transport::TurmoilRemoting>>,
     /// Lives so far (1 after the first start).
     pub incarnation: u64,
     /// Why the last start failed on something other than an I/O error, if it did.
@@ -84,6 +86,7 @@ impl Cluster {
                     ledger: None,
                     machine: RecordingStateMachine::new(),
                     store: None,
+                    broker: None,
                     incarnation: 0,
                     start_error: None,
                     start_io_error: None,
@@ -131,6 +134,7 @@ impl Cluster {
             apply_before_commit: self.mutant == Some(Mutant::ApplyBeforeCommit),
             skip_recovery_crc: self.mutant == Some(Mutant::SkipRecoveryCrc),
             forget_vote: self.mutant == Some(Mutant::ForgetVote),
+            ignore_quorum_loss: self.mutant == Some(Mutant::IgnoreQuorumLoss),
         };
         config
     }
@@ -156,6 +160,7 @@ impl Cluster {
             slot.incarnation += 1;
             slot.ledger = None;
             slot.store = None;
+            slot.broker = None;
             slot.start_error = None;
             slot.start_io_error = None;
             (slot.disk.clone(), slot.incarnation)
@@ -227,6 +232,11 @@ impl Cluster {
         if let Some(store) = store {
             let broker =
                 crate::messaging::start_broker(&self, id, incarnation, ledger, store).await?;
+            {
+                let mut slots = self.slots.lock().expect("slots");
+                let slot = slots.get_mut(&id).expect("slot exists");
+                slot.broker = Some(broker.view());
+            }
             std::future::pending::<()>().await;
             drop(broker);
             return Ok(());

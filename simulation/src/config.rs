@@ -26,6 +26,8 @@ pub mod salt {
     pub const EDGE_FAULTS: u64 = 0xed6e_0000_0000_0008;
     /// The consumers of the messaging workload.
     pub const CONSUMERS: u64 = 0xc0c0_0000_0000_0009;
+    /// Isolations of one replica from all the others.
+    pub const ISOLATIONS: u64 = 0x150a_0000_0000_000a;
 }
 
 /// Which layers a run puts under test.
@@ -84,6 +86,8 @@ pub struct SimConfig {
     pub clients_per_node: u64,
     /// Pause between one proposer's proposals.
     pub propose_pause_ms: Range<u64>,
+    /// Per-step odds of cutting one replica off from every other (a leader losing its quorum).
+    pub isolation_odds: f64,
 }
 
 /// Segment size in the simulation: small, so runs roll over files.
@@ -127,6 +131,8 @@ impl SimConfig {
             disk_latency_max_us: r.random_range(500..=8_000),
             clients_per_node: r.random_range(1..=6),
             propose_pause_ms: 1..r.random_range(5..=40),
+            // Drawn last: the draws above stay what they were before it existed.
+            isolation_odds: r.random_range(0.0002..0.0008),
         }
     }
 }

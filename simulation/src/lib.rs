@@ -9,6 +9,7 @@
 //!   crash keeps what was synced.
 //! - [`messaging`]: the messaging workload (`--layer broker`): brokers, a name server and
 //!   producers over the remoting protocol.
+//! - [`links`]: the driver's copy of which links between replicas deliver.
 //! - [`oracle`]: the workload's record of acknowledged entries.
 //! - [`invariants`]: one file per property checked after every step.
 //! - [`run`]: one seed from start to verdict: fault phase, then healing and liveness.
@@ -19,6 +20,7 @@ compile_error!("the simulation needs `--cfg tokio_unstable` (set in .cargo/confi
 pub mod cluster;
 pub mod config;
 pub mod invariants;
+pub mod links;
 pub mod messaging;
 pub mod oracle;
 pub mod run;

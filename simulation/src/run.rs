@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::cluster::{Cluster, host_name};
 use crate::config::{Layer, SimConfig, rng, salt};
 use crate::invariants::{Checker, NodeView, Violation};
+use crate::links::Links;
 use crate::messaging;
 use crate::oracle::id_of;
 
@@ -29,6 +30,8 @@ pub enum Mutant {
     ApplyBeforeCommit,
     /// Skip the CRC checks of recovery.
     SkipRecoveryCrc,
+    /// Let a leader that no quorum answered go on claiming writes (check-quorum off).
+    IgnoreQuorumLoss,
 }
 
 /// What one seed's run did and found.
@@ -104,6 +107,13 @@ struct Driver<'a> {
     /// Faults between replicas and the hosts outside the group (messaging workload): a stream
     /// of its own, so the replicas' fault schedule is the ledger workload's.
     edge_rng: StdRng,
+    /// Isolations of one replica from all others: a stream of its own, so the other faults'
+    /// schedules are what they were before it existed.
+    isolation_rng: StdRng,
+    /// Which links between replicas deliver, as the driver set them.
+    links: Links,
+    /// Replicas that cannot reach a quorum now, with the step since which they could not.
+    cut_since: BTreeMap<u64, u64>,
     down: BTreeMap<u64, bool>,
     faults: BTreeMap<String, u64>,
     step: u64,
@@ -158,6 +168,9 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         checker: Checker::default(),
         rng: rng(seed, salt::FAULTS),
         edge_rng: rng(seed, salt::EDGE_FAULTS),
+        isolation_rng: rng(seed, salt::ISOLATIONS),
+        links: Links::default(),
+        cut_since: BTreeMap::new(),
         events: BTreeMap::new(),
         down: (1..=config.nodes).map(|id| (id, false)).collect(),
         faults: BTreeMap::new(),
@@ -256,8 +269,65 @@ impl Driver<'_> {
         self.count(kind);
     }
 
+    /// Now and then cuts one replica off from every other for a while: both ways, or only what
+    /// it receives (it can send but not hear: its followers may still get its heartbeats), or
+    /// only what it sends. A leader cut off must stop taking writes within its lease.
+    fn maybe_inject_isolation(&mut self, config: &SimConfig) {
+        if !self.isolation_rng.random_bool(config.isolation_odds) {
+            return;
+        }
+        let id = self.isolation_rng.random_range(1..=config.nodes);
+        let kind = self.isolation_rng.random_range(0..3);
+        let after = self.isolation_rng.random_range(200..2_500);
+        for other in (1..=config.nodes).filter(|other| *other != id) {
+            let (me, them) = (host_name(id), host_name(other));
+            match kind {
+                0 => {
+                    self.sim.partition(me, them);
+                    self.links.partition(id, other);
+                    self.schedule(after, Event::Repair(id, other));
+                }
+                1 => {
+                    self.sim.partition_oneway(them, me);
+                    self.links.partition_oneway(other, id);
+                    self.schedule(after, Event::RepairOneway(other, id));
+                }
+                _ => {
+                    self.sim.partition_oneway(me, them);
+                    self.links.partition_oneway(id, other);
+                    self.schedule(after, Event::RepairOneway(id, other));
+                }
+            }
+        }
+        self.count(match kind {
+            0 => "isolation",
+            1 => "isolation_deaf",
+            _ => "isolation_mute",
+        });
+    }
+
+    /// Updates which replicas cannot reach a quorum (counting themselves), and since when.
+    fn track_quorum_reach(&mut self) {
+        let nodes = self.cluster.config.nodes;
+        let quorum = nodes / 2 + 1;
+        for id in 1..=nodes {
+            let reach = 1
+                + (1..=nodes)
+                    .filter(|peer| {
+                        *peer != id && !self.down[peer] && self.links.round_trip(id, *peer)
+                    })
+                    .count() as u64;
+            if self.down[&id] || reach >= quorum {
+                self.cut_since.remove(&id);
+            } else {
+                self.cut_since.entry(id).or_insert(self.step);
+            }
+        }
+    }
+
     fn maybe_inject(&mut self, config: &SimConfig) {
         self.maybe_inject_edge(config);
+        self.maybe_inject_isolation(config);
         if !self.rng.random_bool(config.fault_odds) {
             return;
         }
@@ -266,18 +336,21 @@ impl Driver<'_> {
         match self.rng.random_range(0..8) {
             0 => {
                 self.sim.partition(ha, hb);
+                self.links.partition(a, b);
                 let after = self.rng.random_range(100..3_000);
                 self.schedule(after, Event::Repair(a, b));
                 self.count("partition");
             }
             1 => {
                 self.sim.partition_oneway(ha, hb);
+                self.links.partition_oneway(a, b);
                 let after = self.rng.random_range(100..3_000);
                 self.schedule(after, Event::RepairOneway(a, b));
                 self.count("partition_oneway");
             }
             2 => {
                 self.sim.hold(ha, hb);
+                self.links.hold(a, b);
                 let after = self.rng.random_range(20..800);
                 self.schedule(after, Event::Release(a, b));
                 self.count("hold");
@@ -285,6 +358,7 @@ impl Driver<'_> {
             3 => {
                 let rate = self.rng.random_range(0.01..0.2);
                 self.sim.set_link_fail_rate(ha, hb, rate);
+                self.links.lossy(a, b);
                 let after = self.rng.random_range(100..2_000);
                 self.schedule(after, Event::LinkLossEnd(a, b));
                 self.count("message_loss");
@@ -340,6 +414,7 @@ impl Driver<'_> {
         slot.disk = slot.disk.crash();
         slot.ledger = None;
         slot.store = None;
+        slot.broker = None;
         self.down.insert(id, true);
     }
 
@@ -356,11 +431,21 @@ impl Driver<'_> {
         };
         for event in events {
             match event {
-                Event::Repair(a, b) => self.sim.repair(host_name(a), host_name(b)),
-                Event::RepairOneway(a, b) => self.sim.repair_oneway(host_name(a), host_name(b)),
-                Event::Release(a, b) => self.sim.release(host_name(a), host_name(b)),
+                Event::Repair(a, b) => {
+                    self.sim.repair(host_name(a), host_name(b));
+                    self.links.heal(a, b);
+                }
+                Event::RepairOneway(a, b) => {
+                    self.sim.repair_oneway(host_name(a), host_name(b));
+                    self.links.repair_oneway(a, b);
+                }
+                Event::Release(a, b) => {
+                    self.sim.release(host_name(a), host_name(b));
+                    self.links.heal(a, b);
+                }
                 Event::LinkLossEnd(a, b) => {
-                    self.sim.set_link_fail_rate(host_name(a), host_name(b), 0.0)
+                    self.sim.set_link_fail_rate(host_name(a), host_name(b), 0.0);
+                    self.links.loss_ended(a, b);
                 }
                 Event::DelayEnd(a, b) => self.sim.set_link_max_message_latency(
                     host_name(a),
@@ -403,6 +488,7 @@ impl Driver<'_> {
 
     fn tick(&mut self) -> Result<(), Violation> {
         self.handle_events();
+        self.track_quorum_reach();
         if let Err(err) = self.sim.step() {
             return Err(Violation {
                 invariant: "simulation",
@@ -449,6 +535,10 @@ impl Driver<'_> {
             .filter(|(id, _)| !self.down[id])
             .filter_map(|(id, slot)| {
                 let ledger = slot.ledger.as_ref()?;
+                let serving_writes = match self.cluster.layer {
+                    Layer::Ledger => ledger.watch_role().borrow().leads_with_quorum(),
+                    Layer::Broker => slot.broker.as_ref().is_some_and(|b| b.serving_writes()),
+                };
                 Some(NodeView {
                     id: *id,
                     incarnation: slot.incarnation,
@@ -456,6 +546,7 @@ impl Driver<'_> {
                     ledger,
                     applied: slot.machine.records(),
                     store: slot.store.as_deref(),
+                    serving_writes,
                 })
             })
             .collect();
@@ -480,6 +571,12 @@ impl Driver<'_> {
         }
         let acked = self.cluster.oracle.lock().expect("oracle").acked.clone();
         self.checker.check(&views, &acked)?;
+        self.checker.check_quorum(
+            &views,
+            &self.cut_since,
+            self.step,
+            self.cluster.config.election_max_ms,
+        )?;
         if self.cluster.layer == Layer::Broker {
             self.checker.check_messaging(&views)?;
             let oracle = self.cluster.oracle.lock().expect("oracle");
@@ -501,6 +598,8 @@ impl Driver<'_> {
                     self.sim.repair(host_name(a), host_name(b));
                     self.sim.release(host_name(a), host_name(b));
                     self.sim.set_link_fail_rate(host_name(a), host_name(b), 0.0);
+                    self.links.loss_ended(a, b);
+                    self.links.heal(a, b);
                     self.sim.set_link_max_message_latency(
                         host_name(a),
                         host_name(b),

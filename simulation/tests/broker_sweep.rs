@@ -37,6 +37,9 @@ fn broker_fixed_seed_sweep_finds_no_violation() {
     for kind in [
         "partition",
         "partition_oneway",
+        "isolation",
+        "isolation_deaf",
+        "isolation_mute",
         "hold",
         "message_loss",
         "crash",
@@ -103,4 +106,47 @@ fn broker_seeds_that_found_bugs_pass() {
         let (ok, _, stderr) = simulation(&["--seed", seed, "--layer", "broker"]);
         assert!(ok, "seed {seed}: {stderr}");
     }
+}
+
+/// With check-quorum switched off (a leader that no quorum answers goes on claiming writes),
+/// the messaging workload's sweep finds a broker serving writes past its lease, names the
+/// invariant, and the seed fails the same way alone.
+#[test]
+fn broker_without_check_quorum_is_caught() {
+    let (_, stdout, stderr) = simulation(&[
+        "--seeds",
+        "0..30",
+        "--layer",
+        "broker",
+        "--mutant",
+        "ignore-quorum-loss",
+    ]);
+    let summary = last_json(&stdout);
+    let failed = summary["failed_seeds"].as_array().expect("failed seeds");
+    assert!(
+        !failed.is_empty(),
+        "check-quorum off was not caught in 30 seeds: {summary}"
+    );
+    assert!(
+        stderr.contains("no_writes_without_quorum"),
+        "the violation names the invariant:\n{stderr}"
+    );
+    let seed = failed[0].as_u64().expect("a seed").to_string();
+    let (ok, replay, _) = simulation(&[
+        "--seed",
+        &seed,
+        "--layer",
+        "broker",
+        "--mutant",
+        "ignore-quorum-loss",
+    ]);
+    assert!(!ok, "seed {seed} must fail again alone");
+    let violation = last_json(&replay)["violation"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        violation.starts_with("no_writes_without_quorum"),
+        "{violation}"
+    );
 }

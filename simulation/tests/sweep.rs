@@ -35,6 +35,9 @@ fn fixed_seed_sweep_finds_no_violation() {
     for kind in [
         "partition",
         "partition_oneway",
+        "isolation",
+        "isolation_deaf",
+        "isolation_mute",
         "hold",
         "message_loss",
         "crash",
@@ -79,6 +82,7 @@ fn each_mutant_is_caught_and_replays() {
         "apply-before-commit",
         "skip-recovery-crc",
         "forget-vote",
+        "ignore-quorum-loss",
     ] {
         let (_, stdout, stderr) = simulation(&["--seeds", "0..60", "--mutant", mutant]);
         let summary = last_json(&stdout);

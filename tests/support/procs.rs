@@ -237,10 +237,16 @@ pub struct Node {
     pub broker_addr: String,
     /// HTTP status address.
     pub http_addr: String,
+    /// The address it serves and dials Raft from (`ip`) and its Raft port.
+    pub ip: std::net::IpAddr,
+    /// Its Raft port.
+    pub raft_port: u16,
+    /// Its data folder (`storePathRootDir`).
+    pub store_dir: PathBuf,
 }
 
 /// Writes `n<k>.conf` for `replicas` replicas of group `broker_name` sharing a name server,
-/// each serving HTTP; `extra` lines (`key=value\n`) go into every file.
+/// each serving HTTP, all on 127.0.0.1; `extra` lines (`key=value\n`) go into every file.
 pub fn write_confs(
     dir: &Path,
     namesrv: &str,
@@ -248,33 +254,52 @@ pub fn write_confs(
     replicas: usize,
     extra: &str,
 ) -> Vec<Node> {
-    let raft: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    let hosts = vec![std::net::IpAddr::from([127, 0, 0, 1]); replicas];
+    write_confs_on(dir, namesrv, broker_name, &hosts, extra)
+}
+
+/// As [`write_confs`], replica `k` on address `hosts[k]` (its client, Raft and HTTP ports).
+pub fn write_confs_on(
+    dir: &Path,
+    namesrv: &str,
+    broker_name: &str,
+    hosts: &[std::net::IpAddr],
+    extra: &str,
+) -> Vec<Node> {
+    let raft: Vec<u16> = hosts.iter().map(|_| free_port()).collect();
     let peers = raft
         .iter()
+        .zip(hosts)
         .enumerate()
-        .map(|(k, port)| format!("n{k}-127.0.0.1:{port}"))
+        .map(|(k, (port, ip))| format!("n{k}-{ip}:{port}"))
         .collect::<Vec<_>>()
         .join(";");
-    (0..replicas)
-        .map(|k| {
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(k, ip)| {
             let port = free_port();
             let http = free_port();
             let conf = dir.join(format!("n{k}.conf"));
+            let store_dir = dir.join(format!("n{k}"));
             let text = format!(
                 "brokerClusterName=TestCluster\nbrokerName={broker_name}\nlistenPort={port}\n\
-                 brokerIP1=127.0.0.1\nnamesrvAddr={namesrv}\nstorePathRootDir={}\n\
+                 brokerIP1={ip}\nnamesrvAddr={namesrv}\nstorePathRootDir={}\n\
                  enableDLegerCommitLog=true\ndLegerGroup={broker_name}\ndLegerPeers={peers}\n\
-                 dLegerSelfId=n{k}\nflushDiskType=SYNC_FLUSH\nhttpListenAddr=127.0.0.1:{http}\n\
+                 dLegerSelfId=n{k}\nflushDiskType=SYNC_FLUSH\nhttpListenAddr={ip}:{http}\n\
                  {extra}",
-                dir.join(format!("n{k}")).display()
+                store_dir.display()
             );
             std::fs::write(&conf, text).expect("conf written");
             Node {
                 self_id: format!("n{k}"),
                 node_id: k as u64 + 1,
                 conf,
-                broker_addr: format!("127.0.0.1:{port}"),
-                http_addr: format!("127.0.0.1:{http}"),
+                broker_addr: format!("{ip}:{port}"),
+                http_addr: format!("{ip}:{http}"),
+                ip: *ip,
+                raft_port: raft[k],
+                store_dir,
             }
         })
         .collect()
@@ -282,8 +307,18 @@ pub fn write_confs(
 
 /// Starts `raftmq broker -c` for `node` and waits for its READY line.
 pub fn start_broker(node: &Node) -> Proc {
+    start_broker_as(node, None)
+}
+
+/// As [`start_broker`], as user (and group) `uid` when given: the caller runs as root and
+/// `node.store_dir` belongs to `uid`.
+pub fn start_broker_as(node: &Node, uid: Option<u32>) -> Proc {
+    use std::os::unix::process::CommandExt;
     let mut command = raftmq();
     command.args(["broker", "-c"]).arg(&node.conf);
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
     let proc = Proc::spawn(command, &node.self_id);
     let ready = proc.ready();
     assert_eq!(ready["broker_addr"], node.broker_addr.as_str());
@@ -335,8 +370,8 @@ pub async fn wait_registered(
     }
 }
 
-/// `GET path` over HTTP/1.1; the JSON body of a 200 answer, or `None`.
-pub async fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+/// `GET path` over HTTP/1.1: the status code and the body, or `None` when it did not answer.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let io = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -345,12 +380,18 @@ pub async fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
         stream.read_to_end(&mut bytes).await.ok()?;
         let text = String::from_utf8(bytes).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        serde_json::from_str(body).ok()
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_string()))
     };
     tokio::time::timeout(CALL, io).await.ok().flatten()
+}
+
+/// `GET path` over HTTP/1.1; the JSON body of a 200 answer, or `None`.
+pub async fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    match http_get(addr, path).await? {
+        (200, body) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
 }
 
 /// Polls replica `node`'s `/status` until `check` holds, or panics naming `what`.
@@ -457,4 +498,99 @@ pub async fn read_queue_from(
         }
     }
     keys
+}
+
+/// One acknowledged message: its key, the queue and offset it was acknowledged at, and when.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    /// The message's key (unique per message).
+    pub key: String,
+    /// Queue it was acknowledged in.
+    pub queue_id: i32,
+    /// Offset it was acknowledged at.
+    pub queue_offset: i64,
+    /// Wall-clock ms of the acknowledgement.
+    pub at_ms: u64,
+}
+
+/// Reads the acks file `raftmq bench produce --acks-file` wrote (`key queue offset at_ms`).
+pub fn read_acks(path: &Path) -> Vec<Ack> {
+    let text = std::fs::read_to_string(path).expect("acks file");
+    text.lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            assert_eq!(fields.len(), 4, "acks line {line:?}");
+            Ack {
+                key: fields[0].to_string(),
+                queue_id: fields[1].parse().expect("queue id"),
+                queue_offset: fields[2].parse().expect("queue offset"),
+                at_ms: fields[3].parse().expect("ack time"),
+            }
+        })
+        .collect()
+}
+
+/// Checks, once every producer stopped, that every replica of `nodes` holds every message of
+/// `acks` at the queue and offset it was acknowledged at, every message of `at_offset` (key,
+/// offset: the C++ client reports no queue) at that offset of some queue, and that every
+/// replica holds every message at the same places. `master` is read first, to its end, for
+/// the queues' lengths. Returns how many keys are stored more than once (a send retried after
+/// a lost answer is stored twice: at least once delivery).
+pub async fn assert_acked_everywhere(
+    client: &remoting::Client<remoting::TcpTransport>,
+    nodes: &[Node],
+    master: &str,
+    topic: &str,
+    queues: i32,
+    acks: &[Ack],
+    at_offset: &[(String, i64)],
+) -> usize {
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for ack in acks {
+        let end = ends.entry(ack.queue_id).or_default();
+        *end = (*end).max(ack.queue_offset + 1);
+    }
+    // Queue lengths as the master has them: at least the acknowledged ends, and the messages
+    // whose queue is unknown are within.
+    for queue_id in 0..queues {
+        let end = ends.entry(queue_id).or_default();
+        *end = read_queue_from(client, master, topic, queue_id, *end, true)
+            .await
+            .len() as i64;
+    }
+    let mut layouts: Vec<BTreeMap<String, std::collections::BTreeSet<(i32, i64)>>> = Vec::new();
+    for node in nodes {
+        let mut held: BTreeMap<String, std::collections::BTreeSet<(i32, i64)>> = BTreeMap::new();
+        for queue_id in 0..queues {
+            let end = ends[&queue_id];
+            let keys =
+                read_queue_from(client, &node.broker_addr, topic, queue_id, end, false).await;
+            for (offset, key) in keys.iter().enumerate() {
+                held.entry(key.clone())
+                    .or_default()
+                    .insert((queue_id, offset as i64));
+            }
+            for ack in acks.iter().filter(|a| a.queue_id == queue_id) {
+                assert_eq!(
+                    keys[ack.queue_offset as usize], ack.key,
+                    "{} queue {queue_id} offset {}",
+                    node.broker_addr, ack.queue_offset
+                );
+            }
+        }
+        for (key, offset) in at_offset {
+            let slots = held.get(key);
+            assert!(
+                slots.is_some_and(|s| s.iter().any(|(_, o)| o == offset)),
+                "message {key} acknowledged at offset {offset}; {} holds it at {slots:?}",
+                node.broker_addr
+            );
+        }
+        layouts.push(held);
+    }
+    assert!(
+        layouts.windows(2).all(|w| w[0] == w[1]),
+        "every replica holds every message at the same queue and offset"
+    );
+    layouts[0].values().filter(|s| s.len() > 1).count()
 }

@@ -146,6 +146,8 @@ pub enum Mode {
     SystemError,
     /// SERVICE_NOT_AVAILABLE "not master", as a follower.
     NotMaster,
+    /// Never answers a send, as a broker cut off or frozen with the connection open.
+    Silent,
 }
 
 #[derive(Default)]
@@ -338,6 +340,7 @@ impl Broker {
         match *self.mode.lock().unwrap() {
             Mode::Normal => {}
             Mode::SystemError => return refuse(req, response::SYSTEM_ERROR, "fake failure"),
+            Mode::Silent => unreachable!("a silent broker answers no send"),
             Mode::NotMaster => {
                 return refuse(
                     req,
@@ -594,6 +597,11 @@ impl Handler for Broker {
     async fn handle(&self, peer: &Arc<Peer>, req: RemotingCommand) -> Option<RemotingCommand> {
         self.codes.lock().unwrap().push(req.code);
         let answer = match req.code {
+            request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE
+                if *self.mode.lock().unwrap() == Mode::Silent =>
+            {
+                return None;
+            }
             request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => self.send(peer, &req),
             request::PULL_MESSAGE => self.pull(&req).await,
             request::QUERY_CONSUMER_OFFSET => {

@@ -204,6 +204,60 @@ async fn a_send_outlives_a_failover_longer_than_its_retries() {
     cluster.shutdown().await;
 }
 
+/// A master that stops answering with its connection open (cut off from its group, frozen):
+/// the attempt is given up after `attempt_timeout` and the send lands on the master the
+/// refreshed route names, within the send timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_unanswered_by_its_master_lands_on_the_new_one() {
+    let mut cluster = Cluster::start(&["broker-a"]).await;
+    cluster.create_topic("T", 2);
+    let old = cluster.broker(0).clone();
+    let new = cluster.add_broker("broker-a", false).await;
+    new.create_topic("T", 2);
+    cluster.ns.set_addrs("broker-a", &[(0, &old.addr())]);
+    let config = ProducerConfig {
+        send_timeout: Duration::from_secs(3),
+        attempt_timeout: Duration::from_millis(400),
+        ..ProducerConfig::new("pg")
+    };
+    let producer = Producer::start(TcpTransport, cluster.client_config(), config)
+        .await
+        .unwrap();
+    assert_eq!(producer.publish_queues("T").await.unwrap().len(), 2);
+    old.set_mode(Mode::Silent);
+    cluster
+        .ns
+        .set_addrs("broker-a", &[(0, &new.addr()), (1, &old.addr())]);
+    let started = tokio::time::Instant::now();
+    let sent = producer
+        .send(Message::new("T", "after the master went silent"))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        old.count(request::SEND_MESSAGE_V2),
+        1,
+        "one attempt on the silent master"
+    );
+    assert_eq!(new.all_messages("T").len(), 1);
+    assert_eq!(sent.queue.broker_name, "broker-a");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "the attempt was given up after its own timeout, not the send's: {took:?}"
+    );
+    let refused = ProducerConfig {
+        attempt_timeout: Duration::ZERO,
+        ..ProducerConfig::new("pg")
+    };
+    assert!(
+        Producer::start(TcpTransport, cluster.client_config(), refused)
+            .await
+            .is_err(),
+        "a zero attempt timeout is refused"
+    );
+    cluster.shutdown().await;
+}
+
 /// A batch is one SEND_BATCH_MESSAGE: its messages land in one queue, consecutively and in
 /// order, each with its own UNIQ_KEY and tag; the result lists the UNIQ_KEYs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

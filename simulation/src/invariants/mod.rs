@@ -8,11 +8,13 @@ mod committed_identical;
 mod committed_monotonic;
 mod consume_queue_within_committed;
 mod election_safety;
+mod no_writes_without_quorum;
 mod queue_offsets_identical;
 mod store_applied_le_committed;
 
 pub use acked_consumable::check as acked_consumable;
 pub use acked_consumable::check_consumed as consumed_committed;
+pub use no_writes_without_quorum::NOTICE_MARGIN_MS;
 
 use std::collections::BTreeMap;
 
@@ -55,6 +57,9 @@ pub struct NodeView<'a> {
     pub applied: Vec<Record>,
     /// Its message store (messaging workload).
     pub store: Option<&'a Store<MemDisk>>,
+    /// Whether it reports taking writes: its broker's `serving_writes` (messaging workload),
+    /// or its ledger leading with its quorum lease (ledger workload).
+    pub serving_writes: bool,
 }
 
 /// One ConsumeQueue unit as compared across replicas: commit-log offset, size, tags hash.
@@ -107,6 +112,22 @@ impl Checker {
         consume_queue_within_committed::check(self, nodes)?;
         queue_offsets_identical::check(self, nodes)?;
         Ok(())
+    }
+
+    /// Checks that no replica cut off from a quorum for longer than the lease (`lease_ms`, plus
+    /// a margin) reports taking writes. `cut_since` maps each replica that cannot reach a
+    /// quorum now to the step since which it could not.
+    ///
+    /// # Errors
+    /// The first violation found.
+    pub fn check_quorum(
+        &self,
+        nodes: &[NodeView<'_>],
+        cut_since: &BTreeMap<u64, u64>,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<(), Violation> {
+        no_writes_without_quorum::check(nodes, cut_since, now_ms, lease_ms)
     }
 
     /// Entries known committed.
