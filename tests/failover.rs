@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use procs::{
-    Ack, Proc, assert_acked_everywhere, now_ms, raftmq, read_acks, registered, start_broker,
-    start_namesrv, wait_registered, wait_status, write_confs,
+    Proc, assert_acked_everywhere, now_ms, produce_until, raftmq, read_acks, registered,
+    start_broker, start_namesrv, wait_registered, wait_status, write_confs,
 };
 use protocol::message::{StoredMessage, property};
 use remoting::TcpTransport;
@@ -31,38 +31,6 @@ struct Delivery {
     key: String,
     slot: (i32, i64),
     at_ms: u64,
-}
-
-/// Our client crate's producer: sync sends of unique keys until `stop`, recording each
-/// acknowledged one; returns how many sends failed (after the client's own retries, which
-/// outlive a failover within the send timeout).
-async fn rust_producer(namesrv: String, stop: Arc<AtomicBool>, acks: Arc<Mutex<Vec<Ack>>>) -> u64 {
-    let producer = client::Producer::start(
-        TcpTransport,
-        client::ClientConfig::new([namesrv.as_str()]),
-        client::ProducerConfig::new("failover-rust-pg"),
-    )
-    .await
-    .expect("producer starts");
-    let mut failed = 0;
-    let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let key = format!("rust-{i}");
-        let message = client::Message::new(TOPIC, key.clone()).with_keys([key.clone()]);
-        match producer.send(message).await {
-            Ok(sent) => acks.lock().expect("acks").push(Ack {
-                key,
-                queue_id: sent.queue.queue_id,
-                queue_offset: sent.queue_offset,
-                at_ms: now_ms(),
-            }),
-            Err(_) => failed += 1,
-        }
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    producer.shutdown().await;
-    failed
 }
 
 /// Prints the gap in `times` (ms, any order) around each kill and checks sends resumed.
@@ -123,38 +91,12 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
     }
 
     // The C++ client first: creating its virtualenv may take a while on a fresh machine.
-    let mut cpp = tokio::task::spawn_blocking({
+    let cpp = tokio::task::spawn_blocking({
         let namesrv = namesrv.clone();
-        move || {
-            python::PyProcess::client(
-                &[
-                    "produce",
-                    "--namesrv",
-                    &namesrv,
-                    "--topic",
-                    TOPIC,
-                    "--group",
-                    "failover-cpp-pg",
-                    "--mode",
-                    "sync",
-                    "--duration",
-                    "45",
-                    "--interval-ms",
-                    "20",
-                    "--keys-prefix",
-                    "cpp-",
-                    "--log-level",
-                    "warn",
-                ],
-                &[],
-            )
-        }
+        move || python::cpp_sync_producer(&namesrv, TOPIC, "failover-cpp-pg", 45)
     })
     .await
     .expect("C++ client starts");
-    tokio::task::block_in_place(|| {
-        cpp.wait_for_line(Duration::from_secs(60), |l| l.contains("\"started\""))
-    });
 
     // Every delivery, in order: a list the listener appends to (no queue to bound, and the
     // listener never waits on the test).
@@ -193,11 +135,10 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let rust_acks = Arc::new(Mutex::new(Vec::new()));
-    let rust = tokio::spawn(rust_producer(
-        namesrv.clone(),
-        stop.clone(),
-        rust_acks.clone(),
-    ));
+    let rust = tokio::spawn({
+        let (namesrv, stop, acks) = (namesrv.clone(), stop.clone(), rust_acks.clone());
+        async move { produce_until(namesrv, "failover-rust-pg", TOPIC, stop, acks).await }
+    });
 
     let acks_path = dir.path().join("acks.txt");
     let mut bench = raftmq();
@@ -296,22 +237,7 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
     );
     acks.extend(rust_acks.iter().cloned());
     // The C++ wrapper reports the queue offset but not the queue: found by key below.
-    let mut cpp_acks: Vec<(String, i64, u64)> = Vec::new();
-    let mut cpp_failed = 0;
-    for line in &cpp_out.stdout {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        match event["event"].as_str() {
-            Some("sent") => cpp_acks.push((
-                event["key"].as_str().expect("key").to_string(),
-                event["queue_offset"].as_i64().expect("queue offset"),
-                event["at_ms"].as_u64().expect("ack time"),
-            )),
-            Some("failed") => cpp_failed += 1,
-            _ => {}
-        }
-    }
+    let (cpp_acks, cpp_failed) = python::cpp_sends(&cpp_out);
     assert!(
         cpp_acks.len() > 100,
         "only {} C++ acknowledgements\n{}",
@@ -324,7 +250,10 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         .get(&0)
         .cloned()
         .expect("a master at the end");
-    let cpp_at: Vec<(String, i64)> = cpp_acks.iter().map(|a| (a.0.clone(), a.1)).collect();
+    let cpp_at: Vec<(String, i64)> = cpp_acks
+        .iter()
+        .map(|a| (a.key.clone(), a.queue_offset))
+        .collect();
     let stored_twice =
         assert_acked_everywhere(&client, &nodes, &master, TOPIC, 4, &acks, &cpp_at).await;
     eprintln!(
@@ -338,7 +267,7 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
     let wanted: BTreeSet<String> = acks
         .iter()
         .map(|a| a.key.clone())
-        .chain(cpp_acks.iter().map(|a| a.0.clone()))
+        .chain(cpp_acks.iter().map(|a| a.key.clone()))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let deliveries = loop {
@@ -392,7 +321,7 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         rust_failed, 0,
         "our client's sync sends retry within their timeout and outlive each failover"
     );
-    let mut times: Vec<u64> = cpp_acks.iter().map(|a| a.2).collect();
+    let mut times: Vec<u64> = cpp_acks.iter().map(|a| a.at_ms).collect();
     report_gaps("C++ client", &mut times, &kills);
     eprintln!(
         "C++ client: {} acknowledged, {cpp_failed} failed",

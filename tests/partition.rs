@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use firewall::{Cut, Firewall, Peer};
 use procs::{
-    Ack, CALL, Node, Proc, assert_acked_everywhere, http_get, http_json, now_ms, registered,
-    start_broker_as, start_namesrv, wait_registered, wait_status, write_confs_on,
+    Ack, CALL, Node, Proc, RunAs, assert_acked_everywhere, http_get, http_json, now_ms,
+    produce_until, raftmq_for_all, registered, start_broker_as, start_namesrv, wait_registered,
+    wait_status, write_confs_on,
 };
 use protocol::RemotingCommand;
 use protocol::code::{request, response};
@@ -58,40 +59,6 @@ fn hosts_and_uids() -> (Vec<IpAddr>, Vec<u32>) {
         .map(|k| 2_000_000_000 + (pid % 100_000) * 4 + k)
         .collect();
     (ips, uids)
-}
-
-/// Our client crate's producer: sync sends of unique keys until `stop`, recording each
-/// acknowledged one; returns how many sends failed after the client's own retries.
-async fn rust_producer(namesrv: String, stop: Arc<AtomicBool>, acks: Arc<Mutex<Vec<Ack>>>) -> u64 {
-    let producer = client::Producer::start(
-        TcpTransport,
-        client::ClientConfig::new([namesrv.as_str()]),
-        client::ProducerConfig::new("partition-rust-pg"),
-    )
-    .await
-    .expect("producer starts");
-    let mut failed = 0;
-    let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let key = format!("rust-{i}");
-        let message = client::Message::new(TOPIC, key.clone()).with_keys([key.clone()]);
-        match producer.send(message).await {
-            Ok(sent) => acks.lock().expect("acks").push(Ack {
-                key,
-                queue_id: sent.queue.queue_id,
-                queue_offset: sent.queue_offset,
-                at_ms: now_ms(),
-            }),
-            Err(err) => {
-                eprintln!("rust producer: send {i} failed: {err}");
-                failed += 1;
-            }
-        }
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    producer.shutdown().await;
-    failed
 }
 
 /// What the cut-off leader showed.
@@ -195,6 +162,7 @@ async fn a_leader_cut_off_from_its_quorum_stops_taking_writes_at_once() {
             raft_port: node.raft_port,
         })
         .collect();
+    let binary = raftmq_for_all(dir.path());
     let _procs: Vec<Proc> = nodes
         .iter()
         .zip(&uids)
@@ -202,7 +170,11 @@ async fn a_leader_cut_off_from_its_quorum_stops_taking_writes_at_once() {
             std::fs::create_dir_all(&node.store_dir).expect("store dir");
             std::os::unix::fs::chown(&node.store_dir, Some(*uid), Some(*uid))
                 .expect("store dir handed to the replica's user");
-            start_broker_as(node, Some(*uid))
+            let run_as = RunAs {
+                uid: *uid,
+                binary: binary.clone(),
+            };
+            start_broker_as(node, Some(&run_as))
         })
         .collect();
     let (client, _inbound) = remoting::Client::new(TcpTransport);
@@ -219,37 +191,13 @@ async fn a_leader_cut_off_from_its_quorum_stops_taking_writes_at_once() {
     // The C++ client first: creating its virtualenv may take a while on a fresh machine.
     let mut cpp = tokio::task::spawn_blocking({
         let namesrv = namesrv.clone();
-        move || {
-            python::PyProcess::client(
-                &[
-                    "produce",
-                    "--namesrv",
-                    &namesrv,
-                    "--topic",
-                    TOPIC,
-                    "--group",
-                    "partition-cpp-pg",
-                    "--mode",
-                    "sync",
-                    "--duration",
-                    "45",
-                    "--interval-ms",
-                    "20",
-                    "--keys-prefix",
-                    "cpp-",
-                    "--log-level",
-                    "warn",
-                ],
-                &[],
-            )
-        }
+        move || python::cpp_sync_producer(&namesrv, TOPIC, "partition-cpp-pg", 45)
     })
     .await
     .expect("C++ client starts");
+    // Acknowledged sends before the first cut: after it, the C++ client sends to the master of
+    // its cached route until it polls the route again (every 30 s).
     tokio::task::block_in_place(|| {
-        cpp.wait_for_line(Duration::from_secs(60), |l| l.contains("\"started\""));
-        // Acknowledged sends before the first cut: after it, the C++ client sends to the master
-        // of its cached route until it polls the route again (every 30 s).
         for _ in 0..50 {
             cpp.wait_for_line(Duration::from_secs(30), |l| l.contains("\"sent\""));
         }
@@ -257,11 +205,10 @@ async fn a_leader_cut_off_from_its_quorum_stops_taking_writes_at_once() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let rust_acks = Arc::new(Mutex::new(Vec::new()));
-    let rust = tokio::spawn(rust_producer(
-        namesrv.clone(),
-        stop.clone(),
-        rust_acks.clone(),
-    ));
+    let rust = tokio::spawn({
+        let (namesrv, stop, acks) = (namesrv.clone(), stop.clone(), rust_acks.clone());
+        async move { produce_until(namesrv, "partition-rust-pg", TOPIC, stop, acks).await }
+    });
     let acked_since = |at_ms: u64| {
         rust_acks
             .lock()
@@ -413,21 +360,11 @@ async fn a_leader_cut_off_from_its_quorum_stops_taking_writes_at_once() {
     let cpp_out = tokio::task::spawn_blocking(move || cpp.wait(Duration::from_secs(120)))
         .await
         .expect("C++ client waited for");
-    let mut cpp_acks: Vec<(String, i64)> = Vec::new();
-    let mut cpp_failed = 0;
-    for line in &cpp_out.stdout {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        match event["event"].as_str() {
-            Some("sent") => cpp_acks.push((
-                event["key"].as_str().expect("key").to_string(),
-                event["queue_offset"].as_i64().expect("queue offset"),
-            )),
-            Some("failed") => cpp_failed += 1,
-            _ => {}
-        }
-    }
+    let (cpp_sent, cpp_failed) = python::cpp_sends(&cpp_out);
+    let cpp_acks: Vec<(String, i64)> = cpp_sent
+        .into_iter()
+        .map(|sent| (sent.key, sent.queue_offset))
+        .collect();
     assert!(
         cpp_acks.len() >= 50,
         "only {} C++ acknowledgements\n{}",

@@ -310,15 +310,43 @@ pub fn start_broker(node: &Node) -> Proc {
     start_broker_as(node, None)
 }
 
-/// As [`start_broker`], as user (and group) `uid` when given: the caller runs as root and
-/// `node.store_dir` belongs to `uid`.
-pub fn start_broker_as(node: &Node, uid: Option<u32>) -> Proc {
+/// Another user to run a replica as (the test runs as root).
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// Its uid, and gid.
+    pub uid: u32,
+    /// A copy of the `raftmq` binary any user can execute: the one cargo built may sit under a
+    /// folder only root can enter.
+    pub binary: PathBuf,
+}
+
+/// Copies the `raftmq` binary into `dir` (which any user can enter) with mode 0755, for
+/// [`RunAs`].
+pub fn raftmq_for_all(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join("raftmq");
+    std::fs::copy(env!("CARGO_BIN_EXE_raftmq"), &copy).expect("raftmq copied");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+        .expect("raftmq executable by all");
+    copy
+}
+
+/// As [`start_broker`], run as another user when `run_as` says so: `node.store_dir` must then
+/// belong to that user and the folders of its files be open to it.
+pub fn start_broker_as(node: &Node, run_as: Option<&RunAs>) -> Proc {
     use std::os::unix::process::CommandExt;
-    let mut command = raftmq();
+    let mut command = match run_as {
+        Some(user) => {
+            let mut command = Command::new(&user.binary);
+            command.uid(user.uid).gid(user.uid);
+            if let Some(dir) = node.conf.parent() {
+                command.current_dir(dir);
+            }
+            command
+        }
+        None => raftmq(),
+    };
     command.args(["broker", "-c"]).arg(&node.conf);
-    if let Some(uid) = uid {
-        command.uid(uid).gid(uid);
-    }
     let proc = Proc::spawn(command, &node.self_id);
     let ready = proc.ready();
     assert_eq!(ready["broker_addr"], node.broker_addr.as_str());
@@ -593,4 +621,45 @@ pub async fn assert_acked_everywhere(
         "every replica holds every message at the same queue and offset"
     );
     layouts[0].values().filter(|s| s.len() > 1).count()
+}
+
+/// Our client crate's producer, as the failure tests run it: sync sends of unique keys
+/// (`rust-<i>`, also the body) to `topic` until `stop`, 5 ms apart, each acknowledged one
+/// recorded in `acks`. Returns how many sends failed after the client's own retries.
+pub async fn produce_until(
+    namesrv: String,
+    group: &str,
+    topic: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acks: std::sync::Arc<std::sync::Mutex<Vec<Ack>>>,
+) -> u64 {
+    let producer = client::Producer::start(
+        remoting::TcpTransport,
+        client::ClientConfig::new([namesrv.as_str()]),
+        client::ProducerConfig::new(group),
+    )
+    .await
+    .expect("producer starts");
+    let mut failed = 0;
+    let mut i = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let key = format!("rust-{i}");
+        let message = client::Message::new(topic, key.clone()).with_keys([key.clone()]);
+        match producer.send(message).await {
+            Ok(sent) => acks.lock().expect("acks").push(Ack {
+                key,
+                queue_id: sent.queue.queue_id,
+                queue_offset: sent.queue_offset,
+                at_ms: now_ms(),
+            }),
+            Err(err) => {
+                eprintln!("producer {group}: send {i} failed: {err}");
+                failed += 1;
+            }
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    producer.shutdown().await;
+    failed
 }

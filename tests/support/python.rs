@@ -548,3 +548,64 @@ impl Capture {
         Capture { process, addr }
     }
 }
+
+/// One send the C++ client reported acknowledged: key, queue offset (the wrapper reports no
+/// queue id), wall-clock ms.
+#[derive(Debug, Clone)]
+pub struct CppSent {
+    pub key: String,
+    pub queue_offset: i64,
+    pub at_ms: u64,
+}
+
+/// Starts the C++ client sending `cpp-<i>` keys to `topic` with `send_sync` every 20 ms for
+/// `duration_secs`, and waits until it started (creating the virtualenv first may take a while
+/// on a fresh machine). Call it from a blocking context.
+pub fn cpp_sync_producer(namesrv: &str, topic: &str, group: &str, duration_secs: u32) -> PyProcess {
+    let duration = duration_secs.to_string();
+    let mut cpp = PyProcess::client(
+        &[
+            "produce",
+            "--namesrv",
+            namesrv,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--mode",
+            "sync",
+            "--duration",
+            &duration,
+            "--interval-ms",
+            "20",
+            "--keys-prefix",
+            "cpp-",
+            "--log-level",
+            "warn",
+        ],
+        &[],
+    );
+    cpp.wait_for_line(Duration::from_secs(60), |l| l.contains("\"started\""));
+    cpp
+}
+
+/// The sends a `produce` run reported acknowledged, and how many it reported failed.
+pub fn cpp_sends(out: &ScriptOutput) -> (Vec<CppSent>, usize) {
+    let mut sent = Vec::new();
+    let mut failed = 0;
+    for line in &out.stdout {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match event["event"].as_str() {
+            Some("sent") => sent.push(CppSent {
+                key: event["key"].as_str().expect("key").to_string(),
+                queue_offset: event["queue_offset"].as_i64().expect("queue offset"),
+                at_ms: event["at_ms"].as_u64().expect("ack time"),
+            }),
+            Some("failed") => failed += 1,
+            _ => {}
+        }
+    }
+    (sent, failed)
+}

@@ -1,6 +1,7 @@
 //! Producer: every send mode, retries, route refresh, auto-creation.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use protocol::code::request;
 use protocol::message::{decode_offset_msg_id, property, sys_flag};
 use remoting::TcpTransport;
 
-use crate::fake::{Cluster, Mode, dead_addr, wait_until};
+use crate::fake::{Broker, Cluster, Mode, dead_addr, wait_until};
 
 async fn producer(cluster: &Cluster) -> Producer {
     Producer::start(
@@ -19,6 +20,19 @@ async fn producer(cluster: &Cluster) -> Producer {
     )
     .await
     .unwrap()
+}
+
+/// Group `broker-a` with two replicas serving topic `T` (2 queues): the name server lists the
+/// first (`old`) as master; the second (`new`) is not registered yet.
+async fn two_replicas_old_master() -> (Cluster, Arc<Broker>, Arc<Broker>) {
+    let mut cluster = Cluster::start(&["broker-a"]).await;
+    cluster.create_topic("T", 2);
+    let old = cluster.broker(0).clone();
+    let new = cluster.add_broker("broker-a", false).await;
+    new.create_topic("T", 2);
+    // `create_topic` registered the new replica as master; put the old one back first.
+    cluster.ns.set_addrs("broker-a", &[(0, &old.addr())]);
+    (cluster, old, new)
 }
 
 /// A synchronous send comes back with the queue and queue offset the broker assigned, the
@@ -142,13 +156,7 @@ async fn a_send_fails_after_its_retries() {
 /// reaches the new master of the same broker group without waiting for the 30 s poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_master_answer_refreshes_the_route_at_once() {
-    let mut cluster = Cluster::start(&["broker-a"]).await;
-    cluster.create_topic("T", 2);
-    let old = cluster.broker(0).clone();
-    let new = cluster.add_broker("broker-a", false).await;
-    new.create_topic("T", 2);
-    // `create_topic` registered the new replica as master; put the old one back first.
-    cluster.ns.set_addrs("broker-a", &[(0, &old.addr())]);
+    let (cluster, old, new) = two_replicas_old_master().await;
     let producer = producer(&cluster).await;
     assert_eq!(producer.publish_queues("T").await.unwrap().len(), 2);
     let lookups = cluster.ns.route_requests.load(Ordering::SeqCst);
@@ -173,12 +181,7 @@ async fn not_master_answer_refreshes_the_route_at_once() {
 /// trying with short pauses and a fresh route, and lands on the new master within its timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_outlives_a_failover_longer_than_its_retries() {
-    let mut cluster = Cluster::start(&["broker-a"]).await;
-    cluster.create_topic("T", 2);
-    let old = cluster.broker(0).clone();
-    let new = cluster.add_broker("broker-a", false).await;
-    new.create_topic("T", 2);
-    cluster.ns.set_addrs("broker-a", &[(0, &old.addr())]);
+    let (cluster, old, new) = two_replicas_old_master().await;
     let producer = producer(&cluster).await;
     assert_eq!(producer.publish_queues("T").await.unwrap().len(), 2);
     old.set_mode(Mode::NotMaster);
@@ -209,12 +212,7 @@ async fn a_send_outlives_a_failover_longer_than_its_retries() {
 /// refreshed route names, within the send timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_unanswered_by_its_master_lands_on_the_new_one() {
-    let mut cluster = Cluster::start(&["broker-a"]).await;
-    cluster.create_topic("T", 2);
-    let old = cluster.broker(0).clone();
-    let new = cluster.add_broker("broker-a", false).await;
-    new.create_topic("T", 2);
-    cluster.ns.set_addrs("broker-a", &[(0, &old.addr())]);
+    let (cluster, old, new) = two_replicas_old_master().await;
     let config = ProducerConfig {
         send_timeout: Duration::from_secs(3),
         attempt_timeout: Duration::from_millis(400),
