@@ -268,7 +268,7 @@ async fn followers_refuse_writes_and_serve_pulls() {
     assert_eq!(messages[0].body.as_ref(), b"replicated");
     let (_, offset) = protocol::message::decode_offset_msg_id(&sent.msg_id).unwrap();
     assert_eq!(
-        messages[0].physical_offset, offset,
+        messages[0].commit_log_offset, offset,
         "same commit-log offset on the follower"
     );
     cluster.shutdown().await;

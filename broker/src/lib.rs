@@ -2,7 +2,8 @@
 //! replicated store (DESIGN.md §3–5).
 //!
 //! - [`config`]: the settings of a broker.
-//! - `processor`: the requests, one function each.
+//! - `processor`: the requests, one file per family, each request parsing and applying itself.
+//! - [`limits`]: every fixed bound, with its reason.
 //! - `writer`: sends batched into Raft entries, answered once applied.
 //! - `clients`: consumer groups and producers from heartbeats.
 //! - [`metrics`]: request counts, bytes, latency histograms, long polls, elections.
@@ -16,6 +17,7 @@
 pub mod clients;
 pub mod config;
 pub mod handover;
+pub mod limits;
 pub mod metrics;
 mod processor;
 mod writer;
@@ -143,7 +145,7 @@ impl<D: Disk, T: Transport> Shared<D, T> {
             async move {
                 match self
                     .namesrv
-                    .request(addr, request, Duration::from_secs(3))
+                    .request(addr, request, limits::REGISTER_TIMEOUT)
                     .await
                 {
                     Ok(answer) if answer.code == response::SUCCESS => {
@@ -180,7 +182,7 @@ impl<D: Disk, T: Transport> Shared<D, T> {
             let request = RemotingCommand::request(request::UNREGISTER_BROKER, header.to_ext());
             let _ = self
                 .namesrv
-                .request(addr, request, Duration::from_secs(1))
+                .request(addr, request, limits::UNREGISTER_TIMEOUT)
                 .await;
         }
     }
@@ -569,7 +571,7 @@ async fn register_loop<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
             shared
                 .config
                 .register_interval
-                .min(MASTERLESS_REGISTER_INTERVAL)
+                .min(limits::MASTERLESS_REGISTER_INTERVAL)
         } else {
             shared.config.register_interval
         };
@@ -581,11 +583,8 @@ async fn register_loop<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
     }
 }
 
-/// How soon a follower registers again when its last registration named no master.
-const MASTERLESS_REGISTER_INTERVAL: Duration = Duration::from_secs(1);
-
 async fn expire_clients<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tick = tokio::time::interval(limits::CLIENT_EXPIRY_SCAN);
     loop {
         tick.tick().await;
         let left = {

@@ -3,7 +3,6 @@
 //! once the entry is applied (DESIGN.md §3).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use dledger::Disk;
 use remoting::Transport;
@@ -12,12 +11,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::Shared;
 use crate::handover::Held;
-
-/// Raft entries proposed and not yet answered, at most. Sends arriving while all are in flight
-/// wait and go out together in the next entry. Measured through `raftmq dev` with 256 senders
-/// (BENCHMARKS.md): 64 gave ~3 records per entry, 16 gives ~9 and 8 ~17, at the same
-/// throughput within noise and the same latency; fewer, larger entries cost less per message.
-const PROPOSALS_IN_FLIGHT_MAX: usize = 16;
+use crate::limits::{OFFSET_COMMIT_TIMEOUT, OFFSET_COMMITS_PER_ENTRY_MAX, PROPOSALS_IN_FLIGHT_MAX};
 
 /// Where one message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +21,7 @@ pub struct Landed {
     /// Offset in the queue.
     pub queue_offset: i64,
     /// Commit-log offset.
-    pub physical_offset: u64,
+    pub commit_log_offset: u64,
 }
 
 /// One send's records, encoded, waiting to be proposed.
@@ -133,7 +127,7 @@ async fn propose_batch<D: Disk, T: Transport>(shared: &Shared<D, T>, batch: Vec<
                 placed.next().map(|(queue_id, queue_offset)| Landed {
                     queue_id,
                     queue_offset,
-                    physical_offset: body_position + (entry::ENTRY_HEADER_BYTES + start) as u64,
+                    commit_log_offset: body_position + (entry::ENTRY_HEADER_BYTES + start) as u64,
                 })
             })
             .collect();
@@ -200,7 +194,7 @@ pub(crate) async fn run_offsets<D: Disk, T: Transport>(
 ) {
     let mut batch = Vec::new();
     loop {
-        if rx.recv_many(&mut batch, 4096).await == 0 {
+        if rx.recv_many(&mut batch, OFFSET_COMMITS_PER_ENTRY_MAX).await == 0 {
             return;
         }
         // Gather what else arrives within the interval.
@@ -217,7 +211,7 @@ pub(crate) async fn run_offsets<D: Disk, T: Transport>(
         }
         let commits: Vec<OffsetCommit> = latest.into_values().collect();
         let body = bytes::Bytes::from(entry::offsets(&commits));
-        match tokio::time::timeout(Duration::from_secs(10), shared.ledger.propose(body)).await {
+        match tokio::time::timeout(OFFSET_COMMIT_TIMEOUT, shared.ledger.propose(body)).await {
             Ok(Ok(committed)) => {
                 shared.store.wait_applied(committed.index).await;
                 let mut pending = shared.pending_offsets.lock().expect("pending offsets");
@@ -233,7 +227,8 @@ pub(crate) async fn run_offsets<D: Disk, T: Transport>(
             }
             Err(_) => tracing::warn!(
                 commits = commits.len(),
-                "consumer offsets not committed in 10 s"
+                timeout_s = OFFSET_COMMIT_TIMEOUT.as_secs(),
+                "consumer offsets not committed in time"
             ),
         }
     }

@@ -19,8 +19,27 @@ use remoting::Transport;
 use crate::error::ClientError;
 use crate::instance::{Instance, refused};
 use crate::message::{PullResult, PullStatus, inflate_in_place};
-use crate::pull::BoundaryType;
 use crate::route::MASTER_ID;
+
+/// Which message SEARCH_OFFSET_BY_TIMESTAMP picks among those stored at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BoundaryType {
+    /// The first (Java's default).
+    #[default]
+    Lower,
+    /// The last.
+    Upper,
+}
+
+impl BoundaryType {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BoundaryType::Lower => "LOWER",
+            BoundaryType::Upper => "UPPER",
+        }
+    }
+}
 
 /// One pull's parameters.
 pub(crate) struct PullArgs<'a> {
@@ -214,11 +233,11 @@ impl<T: Transport> Instance<T> {
             None => message.store_host.to_string(),
         };
         let origin_msg_id = message.properties.get(property::UNIQ_KEY).map_or_else(
-            || offset_msg_id(message.store_host, message.physical_offset),
+            || offset_msg_id(message.store_host, message.commit_log_offset),
             str::to_string,
         );
         let header = ConsumerSendMsgBackRequestHeader {
-            offset: message.physical_offset,
+            offset: message.commit_log_offset,
             group: group.to_string(),
             delay_level: 0,
             origin_msg_id: Some(origin_msg_id),

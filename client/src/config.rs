@@ -12,24 +12,10 @@ use crate::error::ConfigError;
 use crate::limits;
 use crate::message::check_topic;
 
-/// Longest group name (Java's `Validators.CHARACTER_MAX_LENGTH`).
-const GROUP_MAX_BYTES: usize = 255;
-
-/// Whether `name` is a valid group or topic name: `[%|A-Za-z0-9_-]+`.
-pub(crate) fn valid_name_chars(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'))
-}
-
 fn check_group(group: &str) -> Result<(), ConfigError> {
-    if group.len() > GROUP_MAX_BYTES || !valid_name_chars(group) {
-        return Err(ConfigError::InvalidGroup {
-            group: group.to_string(),
-        });
-    }
-    Ok(())
+    protocol::names::check_group(group).map_err(|_| ConfigError::InvalidGroup {
+        group: group.to_string(),
+    })
 }
 
 fn check_positive(field: &'static str, value: Duration) -> Result<(), ConfigError> {

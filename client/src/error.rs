@@ -54,7 +54,7 @@ pub enum ConfigError {
         /// The topic.
         topic: String,
         /// Why.
-        reason: &'static str,
+        reason: String,
     },
 }
 
@@ -70,7 +70,7 @@ pub enum ClientError {
         /// The topic.
         topic: String,
         /// Why.
-        reason: &'static str,
+        reason: String,
     },
     /// A message is malformed (empty body, reserved topic…).
     #[error("invalid message for topic {topic:?}: {reason}")]

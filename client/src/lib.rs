@@ -54,6 +54,7 @@ pub mod push;
 pub mod rebalance;
 mod route;
 
+pub use api::BoundaryType;
 pub use config::{
     ClientConfig, ConsumeFromWhere, MessageModel, ProducerConfig, PullConsumerConfig,
     PushConsumerConfig,
@@ -63,5 +64,5 @@ pub use message::{Message, PullResult, PullStatus, SendResult, SendStatus};
 pub use producer::{Producer, SendHandle};
 pub use protocol::body::MessageQueue;
 pub use protocol::message::StoredMessage;
-pub use pull::{BoundaryType, PullConsumer};
+pub use pull::PullConsumer;
 pub use push::{ConsumeStatus, FnListener, MessageListener, PushConsumer, listener_fn};

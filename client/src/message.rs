@@ -4,9 +4,8 @@ use std::io::{Read, Write};
 
 use bytes::Bytes;
 use protocol::body::MessageQueue;
-use protocol::message::{Properties, StoredMessage, TOPIC_MAX_BYTES, property, sys_flag};
+use protocol::message::{Properties, StoredMessage, property, sys_flag};
 
-use crate::config::valid_name_chars;
 use crate::limits;
 
 /// The compression type bits of `MessageSysFlag` for zlib (PROTOCOL.md §6.2).
@@ -17,18 +16,9 @@ const COMPRESSION_ZLIB: i32 = 0x300;
 /// Highest delay level (`1s 5s 10s 30s 1m … 2h`, PROTOCOL.md §3.3).
 pub const DELAY_LEVEL_MAX: u8 = 18;
 
-/// Checks a topic name as Java's `Validators.checkTopic` does.
-pub(crate) fn check_topic(topic: &str) -> Result<(), &'static str> {
-    if topic.is_empty() {
-        return Err("the topic is empty");
-    }
-    if topic.len() > TOPIC_MAX_BYTES {
-        return Err("the topic is longer than 127 bytes");
-    }
-    if !valid_name_chars(topic) {
-        return Err("the topic has characters outside [%|A-Za-z0-9_-]");
-    }
-    Ok(())
+/// Checks a topic name as Java's `Validators.checkTopic` does ([`protocol::names`]).
+pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
+    protocol::names::check_topic(topic).map_err(|err| err.to_string())
 }
 
 /// A message to send.
@@ -279,7 +269,7 @@ mod tests {
     /// Topic names follow Java's validator.
     #[test]
     fn topic_names_are_checked() {
-        assert_eq!(check_topic("Topic_1-%|x"), Ok(()));
+        assert!(check_topic("Topic_1-%|x").is_ok());
         assert!(check_topic("").is_err());
         assert!(check_topic("a b").is_err());
         assert!(check_topic(&"t".repeat(128)).is_err());
@@ -294,7 +284,7 @@ mod tests {
             queue_id: 0,
             flag: 0,
             queue_offset: 0,
-            physical_offset: 0,
+            commit_log_offset: 0,
             sys_flag: COMPRESSED_ZLIB,
             born_timestamp: 0,
             born_host: "127.0.0.1:1".parse().unwrap(),

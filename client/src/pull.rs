@@ -8,33 +8,13 @@ use protocol::body::{ConsumerData, HeartbeatData, MessageQueue};
 use protocol::filter::TagFilter;
 use remoting::{TcpTransport, Transport};
 
-use crate::api::PullArgs;
+use crate::api::{BoundaryType, PullArgs};
 use crate::config::{ClientConfig, ConsumeFromWhere, MessageModel, PullConsumerConfig};
 use crate::error::ClientError;
 use crate::instance::Instance;
 use crate::limits;
 use crate::message::PullResult;
 use crate::route::subscribe_queues;
-
-/// Which message SEARCH_OFFSET_BY_TIMESTAMP picks among those stored at the same time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BoundaryType {
-    /// The first (Java's default).
-    #[default]
-    Lower,
-    /// The last.
-    Upper,
-}
-
-impl BoundaryType {
-    /// The wire name.
-    pub fn name(self) -> &'static str {
-        match self {
-            BoundaryType::Lower => "LOWER",
-            BoundaryType::Upper => "UPPER",
-        }
-    }
-}
 
 /// A pull consumer.
 pub struct PullConsumer<T: Transport = TcpTransport> {

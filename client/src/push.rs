@@ -31,13 +31,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::api::PullArgs;
+use crate::api::{BoundaryType, PullArgs};
 use crate::config::{ClientConfig, ConsumeFromWhere, MessageModel, PushConsumerConfig};
 use crate::error::ClientError;
 use crate::instance::Instance;
 use crate::limits;
 use crate::message::PullStatus;
-use crate::pull::BoundaryType;
 use crate::rebalance::allocate_average;
 use crate::route::subscribe_queues;
 
@@ -791,7 +790,7 @@ mod tests {
             queue_id: 0,
             flag: 0,
             queue_offset: 0,
-            physical_offset: 0,
+            commit_log_offset: 0,
             sys_flag: 0,
             born_timestamp: 0,
             born_host: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),

@@ -6,6 +6,7 @@
 //! - [`message`]: properties, the stored-message record, batch bodies, message ids.
 //! - [`body`]: JSON bodies (routes, registrations, heartbeats), parsed leniently.
 //! - [`filter`]: TAG subscription expressions.
+//! - [`names`]: the rule for topic and group names.
 //!
 //! No sockets and no files: this crate only turns bytes into values and back, and decoding
 //! never panics on any input.
@@ -16,6 +17,7 @@ pub mod command;
 pub mod filter;
 pub mod header;
 pub mod message;
+pub mod names;
 
 pub use command::{DecodeError, FRAME_MAX_BYTES, FrameError, RemotingCommand, split_frame};
 pub use header::{CommandHeader, ExtFields, HeaderError};

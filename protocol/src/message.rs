@@ -9,8 +9,7 @@ use bytes::{BufMut, Bytes};
 pub const MAGIC_V1: i32 = 0xDAA3_20A7_u32 as i32;
 /// Magic of a record with a 2-byte topic length (topics over 127 bytes).
 pub const MAGIC_V2: i32 = 0xDAA3_20AB_u32 as i32;
-/// Longest topic name (RocketMQ's `TopicValidator`).
-pub const TOPIC_MAX_BYTES: usize = 127;
+pub use crate::names::TOPIC_MAX_BYTES;
 /// Longest properties string (its length is an int16 in the record).
 pub const PROPERTIES_MAX_BYTES: usize = i16::MAX as usize;
 
@@ -172,7 +171,7 @@ pub struct StoredMessage {
     /// Logical offset in the queue.
     pub queue_offset: i64,
     /// Commit-log offset: the message's handle.
-    pub physical_offset: i64,
+    pub commit_log_offset: i64,
     /// `MessageSysFlag` (host V6 bits are derived from the addresses when encoding).
     pub sys_flag: i32,
     /// When the producer made it (ms).
@@ -195,8 +194,8 @@ pub struct StoredMessage {
 
 /// Byte offset of QUEUEOFFSET in a record.
 pub const QUEUE_OFFSET_AT: usize = 20;
-/// Byte offset of PHYSICALOFFSET in a record.
-pub const PHYSICAL_OFFSET_AT: usize = 28;
+/// Byte offset of the commit-log offset in a record (RocketMQ's PHYSICALOFFSET field).
+pub const COMMIT_LOG_OFFSET_AT: usize = 28;
 /// Byte offset of STORETIMESTAMP in a record with an IPv4 born host.
 pub const STORE_TIMESTAMP_AT_V4: usize = 56;
 
@@ -276,7 +275,7 @@ impl StoredMessage {
         out.put_i32(self.queue_id);
         out.put_i32(self.flag);
         out.put_i64(self.queue_offset);
-        out.put_i64(self.physical_offset);
+        out.put_i64(self.commit_log_offset);
         out.put_i32(sys_flag);
         out.put_i64(self.born_timestamp);
         put_host(out, &self.born_host);
@@ -310,7 +309,7 @@ impl StoredMessage {
                 queue_id: view.queue_id,
                 flag: view.flag,
                 queue_offset: view.queue_offset,
-                physical_offset: view.physical_offset,
+                commit_log_offset: view.commit_log_offset,
                 sys_flag: view.sys_flag,
                 born_timestamp: view.born_timestamp,
                 born_host: view.born_host,
@@ -357,7 +356,7 @@ pub struct RecordView<'a> {
     /// Logical offset in the queue.
     pub queue_offset: i64,
     /// Commit-log offset.
-    pub physical_offset: i64,
+    pub commit_log_offset: i64,
     /// `MessageSysFlag`.
     pub sys_flag: i32,
     /// When the producer made it (ms).
@@ -407,7 +406,7 @@ impl<'a> RecordView<'a> {
         let queue_id = r.i32("QUEUEID")?;
         let flag = r.i32("FLAG")?;
         let queue_offset = r.i64("QUEUEOFFSET")?;
-        let physical_offset = r.i64("PHYSICALOFFSET")?;
+        let commit_log_offset = r.i64("PHYSICALOFFSET")?;
         let sys_flag = r.i32("SYSFLAG")?;
         let born_timestamp = r.i64("BORNTIMESTAMP")?;
         let born_host = r.host(sys_flag & sys_flag::BORNHOST_V6 != 0, "BORNHOST")?;
@@ -443,7 +442,7 @@ impl<'a> RecordView<'a> {
             queue_id,
             flag,
             queue_offset,
-            physical_offset,
+            commit_log_offset,
             sys_flag,
             born_timestamp,
             born_host,
@@ -634,10 +633,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The offset message id: uppercase hex of store host, port and commit-log offset.
-pub fn offset_msg_id(store_host: SocketAddr, physical_offset: i64) -> String {
+pub fn offset_msg_id(store_host: SocketAddr, commit_log_offset: i64) -> String {
     let mut bytes = Vec::with_capacity(28);
     put_host(&mut bytes, &store_host);
-    bytes.put_i64(physical_offset);
+    bytes.put_i64(commit_log_offset);
     hex(&bytes)
 }
 
@@ -703,7 +702,7 @@ mod tests {
             queue_id: 3,
             flag: 7,
             queue_offset: 42,
-            physical_offset: 123_456,
+            commit_log_offset: 123_456,
             sys_flag: 0,
             born_timestamp: 1_700_000_000_000,
             born_host: "10.0.0.5:53211".parse().unwrap(),
@@ -747,7 +746,7 @@ mod tests {
             &42i64.to_be_bytes()
         );
         assert_eq!(
-            &out[PHYSICAL_OFFSET_AT..PHYSICAL_OFFSET_AT + 8],
+            &out[COMMIT_LOG_OFFSET_AT..COMMIT_LOG_OFFSET_AT + 8],
             &123_456i64.to_be_bytes()
         );
         assert_eq!(

@@ -54,9 +54,6 @@ const _: () = assert!(UNITS_PER_FILE_DEFAULT <= UNITS_PER_FILE_MAX);
 /// at most `maxFilterMessageCount` (16,000) units to find matches for a tag filter.
 pub const READ_UNITS_MAX: u64 = 16_000;
 
-/// Longest topic name (RocketMQ's `TopicValidator.TOPIC_MAX_LENGTH`).
-pub const TOPIC_BYTES_MAX: usize = protocol::message::TOPIC_MAX_BYTES;
-
 /// Name of the file listing the queues under a [`ConsumeQueueSet`]'s root. It holds a `.`, which
 /// no topic name may, so it can never clash with a topic's directory.
 pub const MANIFEST_FILE_NAME: &str = "consume_queues.meta";
@@ -139,27 +136,15 @@ impl ConsumeQueueUnit {
     }
 }
 
-/// Checks a topic name against RocketMQ's rule: 1 to 127 characters of `[A-Za-z0-9_%|-]`. Such
-/// a name is also a safe directory name (no `/`, no `.`, so never `..`).
+/// Checks a topic name against RocketMQ's rule ([`protocol::names`]). Such a name is also a
+/// safe directory name (no `/`, no `.`, so never `..`).
 ///
 /// # Errors
 /// [`StoreError::InvalidTopic`] saying which part of the rule the name breaks.
 pub fn validate_topic(topic: &str) -> Result<(), StoreError> {
-    let reason = if topic.is_empty() {
-        "empty"
-    } else if topic.len() > TOPIC_BYTES_MAX {
-        "longer than 127 bytes"
-    } else if !topic
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'%' | b'|' | b'-'))
-    {
-        "only A-Z, a-z, 0-9, '_', '%', '|' and '-' are allowed"
-    } else {
-        return Ok(());
-    };
-    Err(StoreError::InvalidTopic {
+    protocol::names::check_topic(topic).map_err(|err| StoreError::InvalidTopic {
         topic: topic.to_owned(),
-        reason,
+        reason: err.to_string(),
     })
 }
 

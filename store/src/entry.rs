@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use protocol::body::TopicConfig;
-use protocol::message::PHYSICAL_OFFSET_AT;
+use protocol::message::COMMIT_LOG_OFFSET_AT;
 use serde::{Deserialize, Serialize};
 
 /// First bytes of every store entry.
@@ -133,7 +133,7 @@ pub fn record_spans(records: &[u8]) -> Vec<(usize, usize)> {
         let Ok(size) = usize::try_from(size) else {
             break;
         };
-        if size < PHYSICAL_OFFSET_AT + 8 || at + size > records.len() {
+        if size < COMMIT_LOG_OFFSET_AT + 8 || at + size > records.len() {
             break;
         }
         spans.push((at, size));
@@ -155,14 +155,14 @@ impl dledger::AppendHook for OffsetHook {
         let records = &mut body[ENTRY_HEADER_BYTES..];
         for (start, _) in record_spans(records) {
             let offset = body_position + (ENTRY_HEADER_BYTES + start) as u64;
-            records[start + PHYSICAL_OFFSET_AT..start + PHYSICAL_OFFSET_AT + 8]
+            records[start + COMMIT_LOG_OFFSET_AT..start + COMMIT_LOG_OFFSET_AT + 8]
                 .copy_from_slice(&offset.to_be_bytes());
         }
     }
 }
 
 /// The commit-log offsets of an entry's records, given where the entry body starts.
-pub fn physical_offsets(body_position: u64, records: &[u8]) -> BTreeMap<usize, u64> {
+pub fn commit_log_offsets(body_position: u64, records: &[u8]) -> BTreeMap<usize, u64> {
     record_spans(records)
         .into_iter()
         .map(|(start, _)| (start, body_position + (ENTRY_HEADER_BYTES + start) as u64))
@@ -185,7 +185,7 @@ mod tests {
             queue_id: 0,
             flag: 0,
             queue_offset: 0,
-            physical_offset: 0,
+            commit_log_offset: 0,
             sys_flag: 0,
             born_timestamp: 1,
             born_host: "127.0.0.1:1".parse().unwrap(),
@@ -212,10 +212,10 @@ mod tests {
             panic!("messages")
         };
         let all = StoredMessage::decode_all(records).unwrap();
-        assert_eq!(all[0].physical_offset, 1008);
-        assert_eq!(all[1].physical_offset, 1008 + second_at as i64);
+        assert_eq!(all[0].commit_log_offset, 1008);
+        assert_eq!(all[1].commit_log_offset, 1008 + second_at as i64);
         assert_eq!(
-            physical_offsets(1000, records)
+            commit_log_offsets(1000, records)
                 .values()
                 .copied()
                 .collect::<Vec<_>>(),

@@ -124,7 +124,7 @@ pub enum StoreError {
         /// The name.
         topic: String,
         /// Why.
-        reason: &'static str,
+        reason: String,
     },
     /// A negative queue id.
     #[error("invalid queue id {queue_id}: must not be negative")]

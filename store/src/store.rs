@@ -96,7 +96,7 @@ pub struct QueueItem {
     /// Offset in the queue.
     pub queue_offset: i64,
     /// Commit-log offset of the record.
-    pub physical_offset: u64,
+    pub commit_log_offset: u64,
     /// Record size.
     pub size: u32,
     /// Tags hash.
@@ -612,7 +612,7 @@ impl<D: Disk> Store<D> {
             .enumerate()
             .map(|(i, unit)| QueueItem {
                 queue_offset: from as i64 + i as i64,
-                physical_offset: unit.commit_log_offset,
+                commit_log_offset: unit.commit_log_offset,
                 size: unit.size,
                 tags_code: unit.tags_code,
             })
@@ -744,7 +744,7 @@ mod tests {
             queue_id,
             flag: 0,
             queue_offset: 0,
-            physical_offset: 0,
+            commit_log_offset: 0,
             sys_flag: 0,
             born_timestamp: T0,
             born_host: "127.0.0.1:1".parse().unwrap(),
@@ -811,7 +811,7 @@ mod tests {
             .zip(0..)
             .map(|(r, queue_offset)| QueueItem {
                 queue_offset,
-                physical_offset: offsets[r],
+                commit_log_offset: offsets[r],
                 size: records[r].len() as u32,
                 tags_code: i64::from(java_string_hash("TagA")),
             })
@@ -840,7 +840,7 @@ mod tests {
         store.apply(&messages_entry(2, position, &more)).unwrap();
         assert_eq!(store.take_placement(2).unwrap(), vec![(1, 2), (0, 3)]);
         let item = store.read_queue("A", 0, 3, 1).unwrap();
-        assert_eq!(item[0].physical_offset, offsets_of(position, &more)[1]);
+        assert_eq!(item[0].commit_log_offset, offsets_of(position, &more)[1]);
         assert_eq!(item[0].tags_code, 0, "no tags");
     }
 

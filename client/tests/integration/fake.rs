@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 /// Longest hold of a pull, whatever the client asks: keeps a forgotten poll short.
 const HOLD_MAX: Duration = Duration::from_secs(15);
 /// Distance between the commit-log offsets the fake hands out.
-const PHYSICAL_STEP: i64 = 1000;
+const COMMIT_LOG_OFFSET_STEP: i64 = 1000;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -155,7 +155,7 @@ struct BrokerState {
     /// Topic → queues.
     topics: BTreeMap<String, i32>,
     queues: BTreeMap<(String, i32), Vec<StoredMessage>>,
-    next_physical: i64,
+    next_commit_log_offset: i64,
     /// (group, topic, queue) → committed offset.
     offsets: BTreeMap<(String, String, i32), i64>,
     /// Group → client id → its connection.
@@ -324,8 +324,8 @@ impl Broker {
             .entry((message.topic.clone(), message.queue_id))
             .or_default();
         message.queue_offset = queue.len() as i64;
-        state.next_physical += PHYSICAL_STEP;
-        message.physical_offset = state.next_physical;
+        state.next_commit_log_offset += COMMIT_LOG_OFFSET_STEP;
+        message.commit_log_offset = state.next_commit_log_offset;
         message.store_timestamp = now_ms();
         message.store_host = *self.addr.get().unwrap();
         let queue = state
@@ -389,7 +389,7 @@ impl Broker {
                 queue_id,
                 flag: item.flag,
                 queue_offset: 0,
-                physical_offset: 0,
+                commit_log_offset: 0,
                 sys_flag: if req.code == request::SEND_BATCH_MESSAGE {
                     0
                 } else {
@@ -411,7 +411,7 @@ impl Broker {
         let answer = SendMessageResponseHeader {
             msg_id: stored
                 .iter()
-                .map(|m| offset_msg_id(m.store_host, m.physical_offset))
+                .map(|m| offset_msg_id(m.store_host, m.commit_log_offset))
                 .collect::<Vec<_>>()
                 .join(","),
             queue_id,
@@ -569,7 +569,7 @@ impl Broker {
             .queues
             .values()
             .flat_map(|q| q.iter())
-            .find(|m| m.physical_offset == header.offset)
+            .find(|m| m.commit_log_offset == header.offset)
             .cloned();
         let Some(mut message) = found else {
             return refuse(req, response::SYSTEM_ERROR, "look message by offset failed");

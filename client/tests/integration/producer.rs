@@ -69,9 +69,9 @@ async fn sync_send_returns_queue_and_offset() {
         assert_eq!(message.properties.get(property::WAIT), Some("true"));
         assert_eq!(message.properties.get("color"), Some("red"));
         assert_eq!(message.flag, 7);
-        let (host, physical_offset) = decode_offset_msg_id(&sent.offset_msg_id).unwrap();
+        let (host, commit_log_offset) = decode_offset_msg_id(&sent.offset_msg_id).unwrap();
         assert_eq!(host.to_string(), cluster.broker(0).addr());
-        assert_eq!(physical_offset, message.physical_offset);
+        assert_eq!(commit_log_offset, message.commit_log_offset);
         queues.insert(sent.queue.queue_id);
     }
     assert_eq!(queues.len(), 4, "round-robin reaches every queue");

@@ -114,7 +114,7 @@ fn read_id(
         return Err("no unit".into());
     };
     let bytes = ledger
-        .read_bytes(unit.physical_offset, unit.size as usize)
+        .read_bytes(unit.commit_log_offset, unit.size as usize)
         .map_err(|e| format!("record unreadable: {e}"))?;
     let (message, _) = StoredMessage::decode(&bytes).map_err(|e| format!("undecodable: {e}"))?;
     if message.topic != TOPIC || message.queue_id != queue_id {

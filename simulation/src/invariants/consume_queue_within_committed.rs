@@ -27,14 +27,14 @@ pub(super) fn check(checker: &mut Checker, nodes: &[NodeView<'_>]) -> Result<(),
                 }
             };
             for unit in &units {
-                let end = unit.physical_offset + u64::from(unit.size);
-                if unit.physical_offset >= applied_end || end > applied_end {
+                let end = unit.commit_log_offset + u64::from(unit.size);
+                if unit.commit_log_offset >= applied_end || end > applied_end {
                     return violation(
                         "consume_queue_within_committed",
                         format!(
                             "node {} queue {topic}:{queue_id} offset {} points at commit-log \
                              bytes {}..{end}, past the applied end {applied_end}",
-                            node.id, unit.queue_offset, unit.physical_offset
+                            node.id, unit.queue_offset, unit.commit_log_offset
                         ),
                     );
                 }

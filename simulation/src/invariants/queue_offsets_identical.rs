@@ -48,7 +48,7 @@ pub(super) fn check(checker: &mut Checker, nodes: &[NodeView<'_>]) -> Result<(),
                 .or_default();
             for unit in &units {
                 let offset = unit.queue_offset as usize;
-                let seen = (unit.physical_offset, unit.size, unit.tags_code);
+                let seen = (unit.commit_log_offset, unit.size, unit.tags_code);
                 match canonical.get(offset) {
                     Some(expected) if *expected != seen => {
                         return violation(

@@ -1,0 +1,59 @@
+//! Every bound of the broker, each with the reason for its value (CONVENTIONS.md §5). The
+//! settings a deployment changes live in [`crate::config`]; these are the fixed ones.
+
+use std::time::Duration;
+
+/// Most messages in one pull answer.
+pub const PULL_MESSAGES_MAX: usize = 32;
+
+/// Most bytes in one pull answer (RocketMQ: 256 KiB from memory).
+pub const PULL_BYTES_MAX: usize = 256 * 1024;
+
+/// Most messages in one QUERY_MESSAGE answer.
+pub const QUERY_MESSAGES_MAX: usize = 32;
+
+/// Longest a send waits to be stored: committed on a quorum and applied. Far past any commit
+/// of a healthy group; a group that cannot commit refuses sends long before (check-quorum).
+pub const SEND_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a queue lock of an orderly consumer lasts without renewal (RocketMQ: 60 s;
+/// clients renew every 20 s).
+pub const QUEUE_LOCK_TTL: Duration = Duration::from_secs(60);
+
+/// Most queues a topic may have: each is a ConsumeQueue directory on every replica.
+pub const TOPIC_QUEUES_MAX: i32 = 1024;
+
+/// How long a RAFTMQ_TRANSFER_LEADER request waits for the target to take over, unless it says.
+pub const TRANSFER_WAIT_DEFAULT: Duration = Duration::from_secs(5);
+
+/// The longest wait a RAFTMQ_TRANSFER_LEADER request may ask for: sends are held that long.
+pub const TRANSFER_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Raft entries proposed and not yet answered, at most. Sends arriving while all are in flight
+/// wait and go out together in the next entry. Measured through `raftmq dev` with 256 senders
+/// (BENCHMARKS.md): 64 gave ~3 records per entry, 16 gives ~9 and 8 ~17, at the same
+/// throughput within noise and the same latency; fewer, larger entries cost less per message.
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 16;
+
+/// Consumer offset commits gathered into one entry at most: one entry stays far below the
+/// entry size limit (a commit is ~100 bytes).
+pub const OFFSET_COMMITS_PER_ENTRY_MAX: usize = 4096;
+
+/// Longest wait for an entry of consumer offsets to commit before the batch is given up (the
+/// consumers commit again at their next interval).
+pub const OFFSET_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deadline of one registration with a name server (RocketMQ's `registerBrokerTimeoutMills`
+/// is 24 s; a new leader's registration is what moves clients, so a dead name server must not
+/// hold it up).
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Deadline of one unregistration at shutdown.
+pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How soon a follower registers again when its last registration named no master: the answer
+/// is how it learns the leader's client address.
+pub const MASTERLESS_REGISTER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often silent consumers are looked for (their timeout is `client_timeout`).
+pub const CLIENT_EXPIRY_SCAN: Duration = Duration::from_secs(10);
