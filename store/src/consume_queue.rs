@@ -1475,31 +1475,19 @@ mod tests {
         assert_eq!(len, 80);
     }
 
-    /// RocketMQ's topic rule: retry and DLQ names pass, path tricks and other characters fail.
+    /// The store applies protocol's name rule (tested there) and says which part a name breaks:
+    /// a name that could leave the queue's directory never passes.
     #[test]
     fn topic_names_follow_rocketmq_rule() {
-        for good in [
-            "TopicA",
-            "%RETRY%group",
-            "%DLQ%g-1",
-            "a|b",
-            "_",
-            &"x".repeat(127),
-        ] {
-            validate_topic(good).unwrap();
-        }
-        for bad in [
-            "",
-            "a/b",
-            "..",
-            ".",
-            "a b",
-            "tópico",
-            "a\nb",
-            &"x".repeat(128),
-        ] {
-            let err = validate_topic(bad).unwrap_err();
-            assert!(matches!(err, StoreError::InvalidTopic { .. }), "{bad:?}");
+        validate_topic("%RETRY%group").unwrap();
+        for bad in ["a/b", ".."] {
+            match validate_topic(bad) {
+                Err(StoreError::InvalidTopic { topic, reason }) => {
+                    assert_eq!(topic, bad);
+                    assert!(reason.contains("allowed"), "{reason}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
         }
     }
 
