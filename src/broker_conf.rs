@@ -2,29 +2,10 @@
 //! TOML file with the same keys. Unknown keys warn; an invalid value stops start-up naming the
 //! key and the value.
 //!
-//! The keys read, with RocketMQ's meaning:
-//!
-//! | key | default | |
-//! | --- | --- | --- |
-//! | `brokerClusterName` | `DefaultCluster` | |
-//! | `brokerName` | required | the replica group |
-//! | `namesrvAddr` | `NAMESRV_ADDR` from the environment | `;`-separated |
-//! | `listenPort` | `10911` | clients' port |
-//! | `brokerIP1` | the host of this node in `dLegerPeers` | advertised to clients |
-//! | `storePathRootDir` | `$HOME/store` | ConsumeQueues and IndexFiles; the CommitLog in `dledger-<selfId>/` |
-//! | `flushDiskType` | `SYNC_FLUSH` | or `ASYNC_FLUSH` |
-//! | `flushIntervalCommitLog` | `500` | ms between syncs under `ASYNC_FLUSH` |
-//! | `enableDLegerCommitLog` | required `true` | raftmq only runs DLedger mode |
-//! | `dLegerGroup` | `brokerName` | |
-//! | `dLegerPeers` | required | `n0-host:port;n1-host:port;...`: every replica's Raft address |
-//! | `dLegerSelfId` | required | this node's id in `dLegerPeers` |
-//! | `preferredLeaderId` | none | leadership moves back to it once it has caught up |
-//! | `autoCreateTopicEnable` | `true` | |
-//! | `defaultTopicQueueNums` | `8` | |
-//! | `maxMessageSize` | `4194304` | bytes |
-//! | `mappedFileSizeCommitLog` | `1073741824` | bytes per CommitLog segment |
-//! | `httpListenAddr` | none | raftmq: `/health`, `/status`, `/metrics` |
-//! | `electionTimeoutMinMs`, `electionTimeoutMaxMs`, `heartbeatIntervalMs` | `150`, `300`, `50` | raftmq: Raft timing (see `dledger::LedgerConfig`) |
+//! Every key raftmq reads is declared once below ([`KEYS`]), with its name, default, parser and
+//! meaning, after ripgrep's `crates/core/flags/defs.rs`: the parsing, the list of known keys and
+//! the README's table ([`markdown_table`]; a test keeps the README equal to it) all come from
+//! there.
 //!
 //! Node ids: DLedger names replicas `n0`, `n1`, …; raftmq's node id is the number plus one
 //! (`n0` is node 1), so broker ids stay 0 for the leader and 1..n for followers.
@@ -37,11 +18,12 @@ use std::time::Duration;
 use broker::BrokerConfig;
 use dledger::{FlushPolicy, NodeId};
 
+use crate::limits::{DEFAULT_TOPIC_QUEUES_MAX, MESSAGE_BYTES_MAX, REPLICAS_MAX};
 use crate::replica::ReplicaSpec;
 
 /// Keys RocketMQ's broker.conf may carry that raftmq accepts and does not use (they configure
 /// what raftmq does differently or not at all). They are reported once at start, not refused.
-const IGNORED_KEYS: &[&str] = &[
+pub const IGNORED_KEYS: &[&str] = &[
     "brokerId",
     "brokerRole",
     "deleteWhen",
@@ -67,30 +49,403 @@ const IGNORED_KEYS: &[&str] = &[
     "aclEnable",
 ];
 
-/// Keys raftmq reads.
-const KNOWN_KEYS: &[&str] = &[
-    "brokerClusterName",
-    "brokerName",
-    "namesrvAddr",
-    "listenPort",
-    "brokerIP1",
-    "storePathRootDir",
-    "flushDiskType",
-    "flushIntervalCommitLog",
-    "enableDLegerCommitLog",
-    "dLegerGroup",
-    "dLegerPeers",
-    "dLegerSelfId",
-    "preferredLeaderId",
-    "autoCreateTopicEnable",
-    "defaultTopicQueueNums",
-    "maxMessageSize",
-    "mappedFileSizeCommitLog",
-    "httpListenAddr",
-    "electionTimeoutMinMs",
-    "electionTimeoutMaxMs",
-    "heartbeatIntervalMs",
+/// What a key is when the file does not set it (or sets it empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Default {
+    /// Start-up stops, saying what to put there.
+    Required(&'static str),
+    /// This value, read as if the file said it.
+    Value(&'static str),
+    /// Worked out from other settings, as described.
+    Derived(&'static str),
+    /// Nothing: what the key turns on stays off.
+    Unset,
+}
+
+/// One key of broker.conf.
+pub struct Key<T: 'static> {
+    /// Its name, as RocketMQ spells it.
+    pub name: &'static str,
+    /// What it is when absent.
+    pub default: Default,
+    /// What it means (Markdown, one line).
+    pub doc: &'static str,
+    /// Reads a value; the error says what was expected.
+    parse: fn(&str) -> Result<T, String>,
+}
+
+/// The settings as read from the file: trimmed values of known keys, later ones winning.
+type Values = BTreeMap<String, String>;
+
+impl<T> Key<T> {
+    /// The value written for this key (empty counts as absent).
+    fn text<'v>(&self, values: &'v Values) -> Option<&'v str> {
+        values
+            .get(self.name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The value, parsed, or its default; `None` for a key whose default is derived or unset.
+    fn read(&self, values: &Values) -> Result<Option<T>, ConfError> {
+        if let Some(text) = self.text(values) {
+            return (self.parse)(text)
+                .map(Some)
+                .map_err(|expected| invalid(self.name, text, expected));
+        }
+        match self.default {
+            Default::Value(text) => (self.parse)(text)
+                .map(Some)
+                .map_err(|expected| invalid(self.name, text, expected)),
+            Default::Required(hint) => Err(ConfError::Missing {
+                key: self.name,
+                hint,
+            }),
+            Default::Derived(_) | Default::Unset => Ok(None),
+        }
+    }
+
+    /// The value of a key that has one whenever start-up goes on (required, or with a default
+    /// value).
+    fn value(&self, values: &Values) -> Result<T, ConfError> {
+        self.read(values)?.ok_or(ConfError::Missing {
+            key: self.name,
+            hint: "a value",
+        })
+    }
+}
+
+/// What the README's table shows of a key, whatever its type.
+pub trait Documented: Sync {
+    /// The key.
+    fn name(&self) -> &'static str;
+    /// Its default as the table shows it.
+    fn default_text(&self) -> String;
+    /// What it means.
+    fn doc(&self) -> &'static str;
+}
+
+impl<T> Documented for Key<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn default_text(&self) -> String {
+        match self.default {
+            Default::Required(_) => "required".to_string(),
+            Default::Value(text) => format!("`{text}`"),
+            Default::Derived(text) => text.to_string(),
+            Default::Unset => "none".to_string(),
+        }
+    }
+
+    fn doc(&self) -> &'static str {
+        self.doc
+    }
+}
+
+/// A DLedger group's replicas from `dLegerPeers`: node id → (DLedger id, Raft address).
+type Peers = BTreeMap<NodeId, (String, String)>;
+
+/// How CommitLog appends reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlushKind {
+    Sync,
+    Async,
+}
+
+pub const BROKER_CLUSTER_NAME: Key<String> = Key {
+    name: "brokerClusterName",
+    default: Default::Value("DefaultCluster"),
+    doc: "the cluster the group registers in",
+    parse: any_text,
+};
+pub const BROKER_NAME: Key<String> = Key {
+    name: "brokerName",
+    default: Default::Required("the name of the replica group, e.g. broker-a"),
+    doc: "the replica group",
+    parse: any_text,
+};
+pub const NAMESRV_ADDR: Key<Vec<String>> = Key {
+    name: "namesrvAddr",
+    default: Default::Derived("`NAMESRV_ADDR` from the environment"),
+    doc: "the name servers, `;`-separated",
+    parse: host_port_list,
+};
+pub const LISTEN_PORT: Key<u16> = Key {
+    name: "listenPort",
+    default: Default::Value("10911"),
+    doc: "clients' port",
+    parse: port,
+};
+pub const BROKER_IP1: Key<IpAddr> = Key {
+    name: "brokerIP1",
+    default: Default::Derived("the host of this node in `dLegerPeers`"),
+    doc: "the address advertised to clients",
+    parse: ip,
+};
+pub const STORE_PATH_ROOT_DIR: Key<PathBuf> = Key {
+    name: "storePathRootDir",
+    default: Default::Derived("`$HOME/store`"),
+    doc: "ConsumeQueues and IndexFiles; the CommitLog in `dledger-<selfId>/`",
+    parse: path,
+};
+const FLUSH_DISK_TYPE: Key<FlushKind> = Key {
+    name: "flushDiskType",
+    default: Default::Value("SYNC_FLUSH"),
+    doc: "`SYNC_FLUSH`: acknowledged once synced on a quorum; or `ASYNC_FLUSH`",
+    parse: flush_kind,
+};
+pub const FLUSH_INTERVAL_COMMIT_LOG: Key<Duration> = Key {
+    name: "flushIntervalCommitLog",
+    default: Default::Value("500"),
+    doc: "ms between syncs under `ASYNC_FLUSH`",
+    parse: millis,
+};
+pub const ENABLE_DLEGER_COMMIT_LOG: Key<()> = Key {
+    name: "enableDLegerCommitLog",
+    default: Default::Required("raftmq runs RocketMQ's DLedger mode only: set it to true"),
+    doc: "must be `true`: raftmq runs DLedger mode only",
+    parse: must_be_true,
+};
+pub const DLEGER_GROUP: Key<String> = Key {
+    name: "dLegerGroup",
+    default: Default::Derived("`brokerName`"),
+    doc: "must equal `brokerName`",
+    parse: any_text,
+};
+const DLEGER_PEERS: Key<Peers> = Key {
+    name: "dLegerPeers",
+    default: Default::Required(
+        "every replica's Raft address, e.g. n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913",
+    ),
+    doc: "`n0-host:port;n1-host:port;...`: every replica's Raft address",
+    parse: peers,
+};
+pub const DLEGER_SELF_ID: Key<NodeId> = Key {
+    name: "dLegerSelfId",
+    default: Default::Required("this node's id in dLegerPeers, e.g. n0"),
+    doc: "this node's id in `dLegerPeers`",
+    parse: dledger_id,
+};
+pub const PREFERRED_LEADER_ID: Key<NodeId> = Key {
+    name: "preferredLeaderId",
+    default: Default::Unset,
+    doc: "leadership moves back to it once it has caught up",
+    parse: dledger_id,
+};
+pub const AUTO_CREATE_TOPIC_ENABLE: Key<bool> = Key {
+    name: "autoCreateTopicEnable",
+    default: Default::Value("true"),
+    doc: "a send to an unknown topic creates it",
+    parse: boolean,
+};
+pub const DEFAULT_TOPIC_QUEUE_NUMS: Key<i32> = Key {
+    name: "defaultTopicQueueNums",
+    default: Default::Value("8"),
+    doc: "queues of an auto-created topic",
+    parse: topic_queues,
+};
+pub const MAX_MESSAGE_SIZE: Key<usize> = Key {
+    name: "maxMessageSize",
+    default: Default::Value("4194304"),
+    doc: "bytes of the largest message body",
+    parse: message_bytes,
+};
+pub const MAPPED_FILE_SIZE_COMMIT_LOG: Key<u64> = Key {
+    name: "mappedFileSizeCommitLog",
+    default: Default::Value("1073741824"),
+    doc: "bytes per CommitLog segment",
+    parse: bytes,
+};
+pub const HTTP_LISTEN_ADDR: Key<SocketAddr> = Key {
+    name: "httpListenAddr",
+    default: Default::Unset,
+    doc: "raftmq: where `/health`, `/status` and `/metrics` are served",
+    parse: socket_addr,
+};
+pub const ELECTION_TIMEOUT_MIN_MS: Key<Duration> = Key {
+    name: "electionTimeoutMinMs",
+    default: Default::Value("150"),
+    doc: "raftmq: the shortest election timeout, ms",
+    parse: millis,
+};
+pub const ELECTION_TIMEOUT_MAX_MS: Key<Duration> = Key {
+    name: "electionTimeoutMaxMs",
+    default: Default::Value("300"),
+    doc: "raftmq: the longest election timeout, ms; also the leader's quorum lease",
+    parse: millis,
+};
+pub const HEARTBEAT_INTERVAL_MS: Key<Duration> = Key {
+    name: "heartbeatIntervalMs",
+    default: Default::Value("50"),
+    doc: "raftmq: the leader's heartbeat interval, ms",
+    parse: millis,
+};
+
+/// Every key raftmq reads, in the README's order.
+pub static KEYS: [&dyn Documented; 21] = [
+    &BROKER_CLUSTER_NAME,
+    &BROKER_NAME,
+    &NAMESRV_ADDR,
+    &LISTEN_PORT,
+    &BROKER_IP1,
+    &STORE_PATH_ROOT_DIR,
+    &FLUSH_DISK_TYPE,
+    &FLUSH_INTERVAL_COMMIT_LOG,
+    &ENABLE_DLEGER_COMMIT_LOG,
+    &DLEGER_GROUP,
+    &DLEGER_PEERS,
+    &DLEGER_SELF_ID,
+    &PREFERRED_LEADER_ID,
+    &AUTO_CREATE_TOPIC_ENABLE,
+    &DEFAULT_TOPIC_QUEUE_NUMS,
+    &MAX_MESSAGE_SIZE,
+    &MAPPED_FILE_SIZE_COMMIT_LOG,
+    &HTTP_LISTEN_ADDR,
+    &ELECTION_TIMEOUT_MIN_MS,
+    &ELECTION_TIMEOUT_MAX_MS,
+    &HEARTBEAT_INTERVAL_MS,
 ];
+
+/// The README's table of keys.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| key | default | what |\n| --- | --- | --- |\n");
+    for key in &KEYS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            key.name(),
+            key.default_text(),
+            key.doc()
+        ));
+    }
+    out
+}
+
+fn any_text(value: &str) -> Result<String, String> {
+    Ok(value.to_string())
+}
+
+fn port(value: &str) -> Result<u16, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| "a port number from 1 to 65535".to_string())
+}
+
+fn ip(value: &str) -> Result<IpAddr, String> {
+    value.parse().map_err(|_| "an IP address".to_string())
+}
+
+fn path(value: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(value))
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("true or false".to_string()),
+    }
+}
+
+fn must_be_true(value: &str) -> Result<(), String> {
+    match boolean(value)? {
+        true => Ok(()),
+        false => Err("raftmq runs RocketMQ's DLedger mode only: it must be true".to_string()),
+    }
+}
+
+fn millis(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| "milliseconds, at least 1".to_string())
+}
+
+fn bytes(value: &str) -> Result<u64, String> {
+    value.parse().map_err(|_| "bytes".to_string())
+}
+
+fn flush_kind(value: &str) -> Result<FlushKind, String> {
+    match value {
+        "SYNC_FLUSH" => Ok(FlushKind::Sync),
+        "ASYNC_FLUSH" => Ok(FlushKind::Async),
+        _ => Err("SYNC_FLUSH or ASYNC_FLUSH".to_string()),
+    }
+}
+
+fn topic_queues(value: &str) -> Result<i32, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=DEFAULT_TOPIC_QUEUES_MAX).contains(n))
+        .ok_or_else(|| format!("a number from 1 to {DEFAULT_TOPIC_QUEUES_MAX}"))
+}
+
+fn message_bytes(value: &str) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=MESSAGE_BYTES_MAX).contains(n))
+        .ok_or_else(|| format!("bytes, from 1 to {MESSAGE_BYTES_MAX}"))
+}
+
+fn socket_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an ip:port address"))
+}
+
+fn host_port_list(value: &str) -> Result<Vec<String>, String> {
+    let mut addrs = Vec::new();
+    for addr in value.split(';').map(str::trim).filter(|a| !a.is_empty()) {
+        let ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            return Err(format!("{addr:?} is not host:port"));
+        }
+        addrs.push(addr.to_string());
+    }
+    if addrs.is_empty() {
+        return Err("host:port[;host:port...]".to_string());
+    }
+    Ok(addrs)
+}
+
+/// DLedger id `nK` → node id K + 1.
+fn dledger_id(id: &str) -> Result<NodeId, String> {
+    id.strip_prefix('n')
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse::<NodeId>().ok())
+        .and_then(|k| k.checked_add(1))
+        .ok_or_else(|| format!("{id:?} is not a DLedger id of the form n0, n1, ..."))
+}
+
+fn peers(value: &str) -> Result<Peers, String> {
+    let mut peers = Peers::new();
+    for peer in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, addr)) = peer.split_once('-') else {
+            return Err(format!("{peer:?} is not id-host:port"));
+        };
+        let node = dledger_id(id)?;
+        socket_addr(addr)?;
+        if peers
+            .insert(node, (id.to_string(), addr.to_string()))
+            .is_some()
+        {
+            return Err(format!("{id} is listed twice"));
+        }
+    }
+    if peers.is_empty() || peers.len() > REPLICAS_MAX {
+        return Err(format!("1 to {REPLICAS_MAX} peers separated by ';'"));
+    }
+    Ok(peers)
+}
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -329,11 +684,11 @@ pub fn from_pairs(
     env_namesrv: Option<&str>,
     home: Option<&Path>,
 ) -> Result<BrokerConf, ConfError> {
-    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    let mut values = Values::new();
     let mut unknown_keys = Vec::new();
     let mut ignored_keys = Vec::new();
     for (key, value) in pairs {
-        if KNOWN_KEYS.contains(&key.as_str()) {
+        if KEYS.iter().any(|k| k.name() == key) {
             values.insert(key, value.trim().to_string());
         } else if IGNORED_KEYS.contains(&key.as_str()) {
             if !ignored_keys.contains(&key) {
@@ -343,153 +698,66 @@ pub fn from_pairs(
             unknown_keys.push(key);
         }
     }
-    let get = |key: &str| {
-        values
-            .get(key)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
 
-    match get("enableDLegerCommitLog") {
-        None => {
-            return Err(ConfError::Missing {
-                key: "enableDLegerCommitLog",
-                hint: "raftmq runs RocketMQ's DLedger mode only: set it to true",
-            });
-        }
-        Some(value) if parse_bool("enableDLegerCommitLog", value)? => {}
-        Some(value) => {
-            return Err(invalid(
-                "enableDLegerCommitLog",
-                value,
-                "raftmq runs RocketMQ's DLedger mode only: it must be true",
-            ));
-        }
-    }
-    let broker_name = get("brokerName")
-        .ok_or(ConfError::Missing {
-            key: "brokerName",
-            hint: "the name of the replica group, e.g. broker-a",
-        })?
-        .to_string();
-    let cluster_name = get("brokerClusterName")
-        .unwrap_or("DefaultCluster")
-        .to_string();
-    if let Some(group) = get("dLegerGroup")
+    ENABLE_DLEGER_COMMIT_LOG.value(&values)?;
+    let broker_name = BROKER_NAME.value(&values)?;
+    let cluster_name = BROKER_CLUSTER_NAME.value(&values)?;
+    if let Some(group) = DLEGER_GROUP.read(&values)?
         && group != broker_name
     {
         return Err(invalid(
-            "dLegerGroup",
-            group,
+            DLEGER_GROUP.name,
+            &group,
             format!("the replica group is the broker group: expected brokerName {broker_name:?}"),
         ));
     }
 
-    let peers_text = get("dLegerPeers").ok_or(ConfError::Missing {
-        key: "dLegerPeers",
-        hint: "every replica's Raft address, e.g. n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913",
-    })?;
-    let mut raft_peers: BTreeMap<NodeId, String> = BTreeMap::new();
-    let mut dledger_ids: BTreeMap<NodeId, String> = BTreeMap::new();
-    for peer in peers_text
-        .split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let Some((id, addr)) = peer.split_once('-') else {
-            return Err(invalid(
-                "dLegerPeers",
-                peers_text,
-                format!("{peer:?} is not id-host:port"),
-            ));
-        };
-        let node = node_of("dLegerPeers", peers_text, id)?;
-        parse_socket_addr("dLegerPeers", peers_text, addr)?;
-        if raft_peers.insert(node, addr.to_string()).is_some() {
-            return Err(invalid(
-                "dLegerPeers",
-                peers_text,
-                format!("{id} is listed twice"),
-            ));
-        }
-        dledger_ids.insert(node, id.to_string());
-    }
-    if raft_peers.is_empty() || raft_peers.len() > 5 {
+    let peers = DLEGER_PEERS.value(&values)?;
+    let peers_text = DLEGER_PEERS.text(&values).unwrap_or_default();
+    let node_id = DLEGER_SELF_ID.value(&values)?;
+    let self_id = DLEGER_SELF_ID.text(&values).unwrap_or_default();
+    let Some((_, self_raft)) = peers.get(&node_id).cloned() else {
         return Err(invalid(
-            "dLegerPeers",
-            peers_text,
-            "1 to 5 peers separated by ';'",
-        ));
-    }
-    let self_id = get("dLegerSelfId").ok_or(ConfError::Missing {
-        key: "dLegerSelfId",
-        hint: "this node's id in dLegerPeers, e.g. n0",
-    })?;
-    let node_id = node_of("dLegerSelfId", self_id, self_id)?;
-    let Some(self_raft) = raft_peers.get(&node_id).cloned() else {
-        return Err(invalid(
-            "dLegerSelfId",
+            DLEGER_SELF_ID.name,
             self_id,
             format!("not one of dLegerPeers ({peers_text})"),
         ));
     };
-    let preferred_leader = match get("preferredLeaderId") {
-        None => None,
-        Some(value) => {
-            let node = node_of("preferredLeaderId", value, value)?;
-            if !raft_peers.contains_key(&node) {
-                return Err(invalid(
-                    "preferredLeaderId",
-                    value,
-                    format!("not one of dLegerPeers ({peers_text})"),
-                ));
-            }
-            Some(node)
-        }
-    };
-
-    let namesrv_text = get("namesrvAddr").or(env_namesrv.filter(|v| !v.trim().is_empty()));
-    let namesrv_text = namesrv_text.ok_or(ConfError::Missing {
-        key: "namesrvAddr",
-        hint: "the name servers, ';'-separated (or NAMESRV_ADDR in the environment)",
-    })?;
-    let mut namesrv_addrs = Vec::new();
-    for addr in namesrv_text
-        .split(';')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
+    let preferred_leader = PREFERRED_LEADER_ID.read(&values)?;
+    if let Some(node) = preferred_leader
+        && !peers.contains_key(&node)
     {
-        parse_host_port("namesrvAddr", namesrv_text, addr)?;
-        namesrv_addrs.push(addr.to_string());
-    }
-    if namesrv_addrs.is_empty() {
         return Err(invalid(
-            "namesrvAddr",
-            namesrv_text,
-            "host:port[;host:port...]",
+            PREFERRED_LEADER_ID.name,
+            PREFERRED_LEADER_ID.text(&values).unwrap_or_default(),
+            format!("not one of dLegerPeers ({peers_text})"),
         ));
     }
 
-    let listen_port: u16 = match get("listenPort") {
-        None => 10911,
-        Some(value) => value
-            .parse()
-            .ok()
-            .filter(|&p| p > 0)
-            .ok_or_else(|| invalid("listenPort", value, "a port number from 1 to 65535"))?,
+    let namesrv_addrs = match NAMESRV_ADDR.read(&values)? {
+        Some(addrs) => addrs,
+        None => {
+            let env = env_namesrv
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfError::Missing {
+                    key: NAMESRV_ADDR.name,
+                    hint: "the name servers, ';'-separated (or NAMESRV_ADDR in the environment)",
+                })?;
+            host_port_list(env).map_err(|expected| invalid(NAMESRV_ADDR.name, env, expected))?
+        }
     };
+
+    let listen_port = LISTEN_PORT.value(&values)?;
     let self_host = self_raft
         .rsplit_once(':')
         .map_or(self_raft.as_str(), |(host, _)| host)
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let ip: IpAddr = match get("brokerIP1") {
-        Some(value) => value
-            .parse()
-            .map_err(|_| invalid("brokerIP1", value, "an IP address"))?,
+    let ip = match BROKER_IP1.read(&values)? {
+        Some(ip) => ip,
         None => self_host.parse().map_err(|_| {
             invalid(
-                "dLegerPeers",
+                DLEGER_PEERS.name,
                 peers_text,
                 format!(
                     "{self_id}'s host {self_host:?} is not an IP address: set brokerIP1 to the address clients dial"
@@ -509,41 +777,34 @@ pub fn from_pairs(
         listen_port,
     );
 
-    let root = match get("storePathRootDir") {
-        Some(value) => PathBuf::from(value),
+    let root = match STORE_PATH_ROOT_DIR.read(&values)? {
+        Some(root) => root,
         None => home.map(|h| h.join("store")).ok_or(ConfError::Missing {
-            key: "storePathRootDir",
+            key: STORE_PATH_ROOT_DIR.name,
             hint: "where data lives (no HOME to default to $HOME/store)",
         })?,
     };
-    let interval = parse_ms("flushIntervalCommitLog", get("flushIntervalCommitLog"), 500)?;
-    let flush = match get("flushDiskType") {
-        None | Some("SYNC_FLUSH") => FlushPolicy::Sync,
-        Some("ASYNC_FLUSH") => FlushPolicy::Async { interval },
-        Some(value) => return Err(invalid("flushDiskType", value, "SYNC_FLUSH or ASYNC_FLUSH")),
+    let interval = FLUSH_INTERVAL_COMMIT_LOG.value(&values)?;
+    let flush = match FLUSH_DISK_TYPE.value(&values)? {
+        FlushKind::Sync => FlushPolicy::Sync,
+        FlushKind::Async => FlushPolicy::Async { interval },
     };
 
     let mut broker =
         BrokerConfig::new(&broker_name, &listen.to_string(), advertised, namesrv_addrs);
     broker.cluster_name = cluster_name;
-    if let Some(value) = get("autoCreateTopicEnable") {
-        broker.auto_create_topic = parse_bool("autoCreateTopicEnable", value)?;
-    }
-    if let Some(value) = get("defaultTopicQueueNums") {
-        broker.default_topic_queues = value
-            .parse()
-            .ok()
-            .filter(|n| (1..=1024).contains(n))
-            .ok_or_else(|| invalid("defaultTopicQueueNums", value, "a number from 1 to 1024"))?;
-    }
-    if let Some(value) = get("maxMessageSize") {
-        broker.max_message_bytes = value
-            .parse()
-            .ok()
-            .filter(|n| (1..=64 * 1024 * 1024).contains(n))
-            .ok_or_else(|| invalid("maxMessageSize", value, "bytes, from 1 to 67108864"))?;
-    }
+    broker.auto_create_topic = AUTO_CREATE_TOPIC_ENABLE.value(&values)?;
+    broker.default_topic_queues = DEFAULT_TOPIC_QUEUE_NUMS.value(&values)?;
+    broker.max_message_bytes = MAX_MESSAGE_SIZE.value(&values)?;
 
+    let raft_peers = peers
+        .iter()
+        .map(|(node, (_, addr))| (*node, addr.clone()))
+        .collect();
+    let dledger_ids = peers
+        .iter()
+        .map(|(node, (id, _))| (*node, id.clone()))
+        .collect();
     let mut spec = ReplicaSpec::new(
         node_id,
         raft_peers,
@@ -552,51 +813,31 @@ pub fn from_pairs(
     );
     spec.store_dir = root;
     spec.ledger.flush = flush;
-    if let Some(value) = get("mappedFileSizeCommitLog") {
-        spec.ledger.segment_bytes = value
-            .parse()
-            .map_err(|_| invalid("mappedFileSizeCommitLog", value, "bytes"))?;
-    }
-    let ms = |d: Duration| d.as_millis() as u64;
-    spec.ledger.heartbeat_interval = parse_ms(
-        "heartbeatIntervalMs",
-        get("heartbeatIntervalMs"),
-        ms(spec.ledger.heartbeat_interval),
-    )?;
-    spec.ledger.election_timeout_min = parse_ms(
-        "electionTimeoutMinMs",
-        get("electionTimeoutMinMs"),
-        ms(spec.ledger.election_timeout_min),
-    )?;
-    spec.ledger.election_timeout_max = parse_ms(
-        "electionTimeoutMaxMs",
-        get("electionTimeoutMaxMs"),
-        ms(spec.ledger.election_timeout_max),
-    )?;
+    spec.ledger.segment_bytes = MAPPED_FILE_SIZE_COMMIT_LOG.value(&values)?;
+    spec.ledger.heartbeat_interval = HEARTBEAT_INTERVAL_MS.value(&values)?;
+    spec.ledger.election_timeout_min = ELECTION_TIMEOUT_MIN_MS.value(&values)?;
+    spec.ledger.election_timeout_max = ELECTION_TIMEOUT_MAX_MS.value(&values)?;
     if let Err(err) = spec.ledger.validate() {
-        let key = match err {
-            dledger::ConfigError::SegmentTooSmall { .. } => "mappedFileSizeCommitLog",
-            _ => "electionTimeoutMinMs",
-        };
-        let value = match key {
-            "electionTimeoutMinMs" => format!(
-                "{} (electionTimeoutMaxMs {}, heartbeatIntervalMs {})",
-                get(key).unwrap_or("150"),
-                get("electionTimeoutMaxMs").unwrap_or("300"),
-                get("heartbeatIntervalMs").unwrap_or("50")
+        let ms = |d: Duration| d.as_millis();
+        let (key, value) = match err {
+            dledger::ConfigError::SegmentTooSmall { .. } => (
+                MAPPED_FILE_SIZE_COMMIT_LOG.name,
+                spec.ledger.segment_bytes.to_string(),
             ),
-            _ => get(key).unwrap_or_default().to_string(),
+            _ => (
+                ELECTION_TIMEOUT_MIN_MS.name,
+                format!(
+                    "{} (electionTimeoutMaxMs {}, heartbeatIntervalMs {})",
+                    ms(spec.ledger.election_timeout_min),
+                    ms(spec.ledger.election_timeout_max),
+                    ms(spec.ledger.heartbeat_interval)
+                ),
+            ),
         };
         return Err(invalid(key, &value, err.to_string()));
     }
 
-    let http_listen = match get("httpListenAddr") {
-        None => None,
-        Some(value) => {
-            parse_socket_addr("httpListenAddr", value, value)?;
-            Some(value.to_string())
-        }
-    };
+    let http_listen = HTTP_LISTEN_ADDR.read(&values)?.map(|addr| addr.to_string());
     Ok(BrokerConf {
         spec,
         self_id: self_id.to_string(),
@@ -606,57 +847,6 @@ pub fn from_pairs(
         unknown_keys,
         ignored_keys,
     })
-}
-
-/// DLedger id `nK` → node id K + 1.
-fn node_of(key: &str, value: &str, id: &str) -> Result<NodeId, ConfError> {
-    id.strip_prefix('n')
-        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|digits| digits.parse::<NodeId>().ok())
-        .and_then(|k| k.checked_add(1))
-        .ok_or_else(|| {
-            invalid(
-                key,
-                value,
-                format!("{id:?} is not a DLedger id of the form n0, n1, ..."),
-            )
-        })
-}
-
-fn parse_bool(key: &str, value: &str) -> Result<bool, ConfError> {
-    match value {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(invalid(key, value, "true or false")),
-    }
-}
-
-fn parse_ms(key: &str, value: Option<&str>, default: u64) -> Result<Duration, ConfError> {
-    let Some(value) = value else {
-        return Ok(Duration::from_millis(default));
-    };
-    value
-        .parse::<u64>()
-        .ok()
-        .filter(|&ms| ms > 0)
-        .map(Duration::from_millis)
-        .ok_or_else(|| invalid(key, value, "milliseconds, at least 1"))
-}
-
-fn parse_socket_addr(key: &str, value: &str, addr: &str) -> Result<SocketAddr, ConfError> {
-    addr.parse()
-        .map_err(|_| invalid(key, value, format!("{addr:?} is not an ip:port address")))
-}
-
-fn parse_host_port(key: &str, value: &str, addr: &str) -> Result<(), ConfError> {
-    let ok = addr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(key, value, format!("{addr:?} is not host:port")))
-    }
 }
 
 #[cfg(test)]
@@ -884,6 +1074,64 @@ someTypo = 1
                 "{missing}: {err}"
             );
         }
+    }
+
+    /// Each key is declared once, none is also among the ignored ones, and every default value
+    /// reads as if the file said it.
+    #[test]
+    fn keys_are_declared_once_and_defaults_read() {
+        let mut names: Vec<&str> = KEYS.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len(), "a key is declared twice");
+        for name in &names {
+            assert!(!IGNORED_KEYS.contains(name), "{name} is read and ignored");
+        }
+        let empty = Values::new();
+        assert!(LISTEN_PORT.read(&empty).unwrap() == Some(10911));
+        assert!(FLUSH_DISK_TYPE.read(&empty).unwrap() == Some(FlushKind::Sync));
+        assert!(DEFAULT_TOPIC_QUEUE_NUMS.read(&empty).unwrap() == Some(8));
+        assert!(MAX_MESSAGE_SIZE.read(&empty).unwrap() == Some(4 * 1024 * 1024));
+        assert!(
+            MAPPED_FILE_SIZE_COMMIT_LOG.read(&empty).unwrap()
+                == Some(dledger::limits::SEGMENT_BYTES_DEFAULT)
+        );
+        let ledger = dledger::LedgerConfig::new(1, BTreeMap::new(), PathBuf::new());
+        assert_eq!(
+            ELECTION_TIMEOUT_MIN_MS.read(&empty).unwrap(),
+            Some(ledger.election_timeout_min)
+        );
+        assert_eq!(
+            ELECTION_TIMEOUT_MAX_MS.read(&empty).unwrap(),
+            Some(ledger.election_timeout_max)
+        );
+        assert_eq!(
+            HEARTBEAT_INTERVAL_MS.read(&empty).unwrap(),
+            Some(ledger.heartbeat_interval)
+        );
+        assert!(FLUSH_INTERVAL_COMMIT_LOG.read(&empty).unwrap().is_some());
+        assert!(AUTO_CREATE_TOPIC_ENABLE.read(&empty).unwrap() == Some(true));
+        assert!(BROKER_CLUSTER_NAME.read(&empty).unwrap().is_some());
+        assert!(PREFERRED_LEADER_ID.read(&empty).unwrap().is_none());
+        assert!(matches!(
+            BROKER_NAME.read(&empty),
+            Err(ConfError::Missing {
+                key: "brokerName",
+                ..
+            })
+        ));
+    }
+
+    /// The README's table of keys is the one the declarations give (regenerate it with
+    /// `cargo test --lib broker_conf -- --nocapture` and copy what this prints on failure).
+    #[test]
+    fn readme_lists_every_key() {
+        let readme = include_str!("../README.md");
+        let table = markdown_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's broker.conf table differs from the declarations; it should read:\n{table}"
+        );
     }
 
     /// Properties syntax: comments, blank lines, escapes, a last value winning, and a line with

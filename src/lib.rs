@@ -4,4 +4,5 @@ pub mod broker_conf;
 pub mod cluster;
 pub mod http;
 pub mod leadership;
+pub mod limits;
 pub mod replica;

@@ -1,0 +1,13 @@
+//! The bounds of the `raftmq` command's own settings, each with its reason (CONVENTIONS.md §5).
+
+/// Replicas of one group at most: a DLedger group of more than five only adds latency (every
+/// commit waits for a majority) and replication traffic.
+pub const REPLICAS_MAX: usize = 5;
+
+/// `defaultTopicQueueNums` at most: a topic's queues are directories on every replica
+/// (`broker::limits::TOPIC_QUEUES_MAX`).
+pub const DEFAULT_TOPIC_QUEUES_MAX: i32 = broker::limits::TOPIC_QUEUES_MAX;
+
+/// `maxMessageSize` at most: a message travels in one frame and one Raft entry, and RocketMQ's
+/// clients cap bodies at 4 MiB by default.
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
