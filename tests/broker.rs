@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use testkit::wait::until_async;
 
 use bytes::{BufMut, BytesMut};
 use protocol::RemotingCommand;
@@ -20,7 +21,6 @@ use protocol::message::{Properties, StoredMessage, property};
 use raftmq::cluster::{ClusterSpec, LocalCluster};
 use remoting::{Connection, TcpTransport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -248,22 +248,18 @@ async fn followers_refuse_writes_and_serve_pulls() {
     assert_eq!(refused.code, response::SERVICE_NOT_AVAILABLE);
     assert!(refused.remark.unwrap().contains("not master"));
 
-    let deadline = Instant::now() + TIMEOUT;
-    let messages = loop {
+    let messages = until_async("the follower to serve the message", TIMEOUT, || async {
         let answer = to_follower
             .request(pull_request("F", 1, 0, 0), TIMEOUT)
             .await
             .unwrap();
         if answer.code == response::SUCCESS {
-            break StoredMessage::decode_all(&answer.body).unwrap();
+            Ok(StoredMessage::decode_all(&answer.body).unwrap())
+        } else {
+            Err(answer.remark)
         }
-        assert!(
-            Instant::now() < deadline,
-            "follower never served the message: {:?}",
-            answer.remark
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].body.as_ref(), b"replicated");
     let (_, offset) = protocol::message::decode_offset_msg_id(&sent.msg_id).unwrap();
@@ -283,7 +279,7 @@ async fn long_poll_wakes_on_arrival() {
     let conn = std::sync::Arc::new(connect(&cluster, leader).await);
     let created = send(&conn, &send_header("L", 2, "a"), b"zero").await;
     assert_eq!(created.code, response::SUCCESS);
-    let held = tokio::spawn({
+    let mut held = tokio::spawn({
         let conn = conn.clone();
         async move {
             conn.request(pull_request("L", 2, 1, 120_000), TIMEOUT)
@@ -291,11 +287,12 @@ async fn long_poll_wakes_on_arrival() {
         }
     });
     // The pull is held: a NOT_FOUND answer would have come back at once.
-    let deadline = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < deadline {
-        assert!(!held.is_finished(), "the pull was not held");
-        tokio::task::yield_now().await;
-    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut held)
+            .await
+            .is_err(),
+        "the pull was not held"
+    );
     let sent = send(&conn, &send_header("L", 2, "a"), b"one").await;
     assert_eq!(sent.code, response::SUCCESS);
     let answer = held.await.unwrap().unwrap();
@@ -407,8 +404,8 @@ async fn consumer_groups_and_offsets() {
     // Every replica learns the offset through the log.
     for id in cluster.replicas.keys() {
         let conn = connect(&cluster, *id).await;
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
+        let what = format!("replica {id} to see the committed offset");
+        until_async(&what, TIMEOUT, || async {
             let answer = conn
                 .request(
                     RemotingCommand::request(request::QUERY_CONSUMER_OFFSET, query.to_ext()),
@@ -419,15 +416,9 @@ async fn consumer_groups_and_offsets() {
             let offset = OffsetResponseHeader::from_ext(&answer.ext_fields)
                 .map(|h| h.offset)
                 .unwrap_or(-1);
-            if offset == 1 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replica {id} never saw the offset"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            if offset == 1 { Ok(()) } else { Err(offset) }
+        })
+        .await;
     }
     cluster.shutdown().await;
 }

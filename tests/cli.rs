@@ -1,29 +1,24 @@
-//! The `raftmq` binary as a user runs it: real processes, stopped by PID.
+//! The `raftmq` binary as a user runs it: real processes (tests/support/procs.rs), stopped by
+//! PID.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/procs.rs"]
+mod procs;
 
-/// Kills the child by PID when dropped, so a failed assertion leaves no process behind.
-struct Guard(Child);
+use std::time::Duration;
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill(); // Already exited is fine.
-        let _ = self.0.wait();
-    }
-}
+use procs::{Proc, free_port, raftmq};
+use testkit::wait::until_blocking;
 
-fn raftmq() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_raftmq"))
-}
+/// How long a process gets to stop after a signal.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
 
 /// `raftmq dev` starts a 3-replica group on 127.0.0.1, prints one `READY {json}` line naming
 /// every replica and the leader, and on Ctrl-C (SIGINT) shuts down cleanly with exit code 0.
 #[test]
 fn dev_prints_ready_and_stops_cleanly_on_sigint() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let child = raftmq()
+    let mut command = raftmq();
+    command
         .args([
             "dev",
             "--namesrv-port",
@@ -32,28 +27,9 @@ fn dev_prints_ready_and_stops_cleanly_on_sigint() {
             "0",
             "--data-dir",
         ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("raftmq starts");
-    let mut child = Guard(child);
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a READY line within 60 s");
-    let json = line
-        .strip_prefix("READY ")
-        .unwrap_or_else(|| panic!("first line is READY: {line}"));
-    let ready: serde_json::Value = serde_json::from_str(json).expect("READY carries JSON");
+        .arg(dir.path());
+    let mut dev = Proc::spawn(command, "dev");
+    let ready = dev.ready();
     let replicas = ready["replicas"].as_array().expect("replicas list");
     assert_eq!(replicas.len(), 3);
     for replica in replicas {
@@ -83,22 +59,8 @@ fn dev_prints_ready_and_stops_cleanly_on_sigint() {
         assert!(dir.path().join(format!("node-{id}/commitlog")).is_dir());
     }
 
-    let status = Command::new("kill")
-        .args(["-INT", &child.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = child.0.try_wait().expect("wait works") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "raftmq dev did not stop after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    dev.signal("-INT");
+    let exit = dev.wait_exit_blocking(STOP_WITHIN);
     assert!(exit.success(), "clean shutdown exits 0, got {exit}");
 }
 
@@ -152,51 +114,16 @@ fn bench_ledger_ends_with_a_json_summary() {
     assert!(summary["entries"].as_u64().expect("entries") > 0);
 }
 
-/// Reads lines of `child`'s stdout on a thread.
-fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits up to 30 s for `child` to exit.
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(exit) = child.try_wait().expect("wait works") {
-            return exit;
-        }
-        assert!(Instant::now() < deadline, "process did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `raftmq namesrv` prints `READY {"namesrv":addr}`, answers requests there, and stops with
 /// exit code 0 on SIGTERM.
 #[test]
 fn namesrv_serves_and_stops_on_sigterm() {
     use std::io::{Read, Write};
 
-    let child = raftmq()
-        .args(["namesrv", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("raftmq starts");
-    let mut child = Guard(child);
-    let lines = stdout_lines(&mut child.0);
-    let line = lines
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a READY line");
-    let ready: serde_json::Value =
-        serde_json::from_str(line.strip_prefix("READY ").expect("READY line")).expect("JSON");
+    let mut command = raftmq();
+    command.args(["namesrv", "--listen", "127.0.0.1:0"]);
+    let mut namesrv = Proc::spawn(command, "namesrv");
+    let ready = namesrv.ready();
     let addr = ready["namesrv"].as_str().expect("namesrv address");
     assert!(addr.starts_with("127.0.0.1:"));
 
@@ -219,12 +146,8 @@ fn namesrv_serves_and_stops_on_sigterm() {
     assert_eq!(answer.code, protocol::code::response::SUCCESS);
     assert!(answer.is_response());
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    assert!(wait_exit(&mut child.0).success());
+    namesrv.signal("-TERM");
+    assert!(namesrv.wait_exit_blocking(STOP_WITHIN).success());
 }
 
 /// Bad flags stop `raftmq namesrv` with a message naming the problem.
@@ -256,7 +179,8 @@ fn namesrv_rejects_bad_flags() {
 #[test]
 fn bench_produce_and_consume_against_dev() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let child = raftmq()
+    let mut command = raftmq();
+    command
         .args([
             "dev",
             "--namesrv-port",
@@ -265,18 +189,9 @@ fn bench_produce_and_consume_against_dev() {
             "0",
             "--data-dir",
         ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("raftmq starts");
-    let mut dev = Guard(child);
-    let lines = stdout_lines(&mut dev.0);
-    let line = lines
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a READY line");
-    let ready: serde_json::Value =
-        serde_json::from_str(line.strip_prefix("READY ").expect("READY line")).expect("JSON");
+        .arg(dir.path());
+    let dev = Proc::spawn(command, "dev");
+    let ready = dev.ready();
     let namesrv = ready["namesrv"].as_str().expect("namesrv").to_string();
     let acks = dir.path().join("acks.txt");
     let out = raftmq()
@@ -332,12 +247,6 @@ fn bench_produce_and_consume_against_dev() {
         Some(sent),
         "every produced message read back"
     );
-}
-
-/// A port free on 127.0.0.1 when probed.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("probe binds");
-    listener.local_addr().expect("has an address").port()
 }
 
 /// A one-replica broker.conf under `dir`, with `extra` lines appended.
@@ -399,33 +308,21 @@ fn broker_runs_from_broker_conf_with_http() {
         dir.path(),
         &format!("httpListenAddr=127.0.0.1:{http_port}\nsomeTypo=1\n"),
     );
-    let stderr_path = dir.path().join("stderr.log");
-    let child = raftmq()
-        .args(["broker", "-c"])
-        .arg(&conf)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .expect("raftmq starts");
-    let mut child = Guard(child);
-    let lines = stdout_lines(&mut child.0);
-    let line = lines
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a READY line");
-    let ready: serde_json::Value =
-        serde_json::from_str(line.strip_prefix("READY ").expect("READY line")).expect("JSON");
+    let mut command = raftmq();
+    command.args(["broker", "-c"]).arg(&conf);
+    let mut broker = Proc::spawn(command, "broker");
+    let ready = broker.ready();
     assert_eq!(ready["node_id"], 1);
     assert_eq!(ready["self_id"], "n0");
     let http = format!("127.0.0.1:{http_port}");
     assert_eq!(ready["http"], http.as_str());
-    let stderr = std::fs::read_to_string(&stderr_path).expect("stderr");
+    let stderr = std::fs::read_to_string(&broker.stderr_path).expect("stderr");
     assert!(
         stderr.contains("unknown key") && stderr.contains("someTypo"),
         "{stderr}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    until_blocking("the broker healthy", Duration::from_secs(30), || {
         let mut stream = std::net::TcpStream::connect(&http).expect("HTTP connects");
         stream
             .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -433,16 +330,12 @@ fn broker_runs_from_broker_conf_with_http() {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).expect("answer read");
         if answer.starts_with("HTTP/1.1 200") {
-            break;
+            Ok(())
+        } else {
+            Err(answer)
         }
-        assert!(Instant::now() < deadline, "never healthy: {answer}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    assert!(wait_exit(&mut child.0).success());
+    broker.signal("-TERM");
+    assert!(broker.wait_exit_blocking(STOP_WITHIN).success());
 }

@@ -13,7 +13,7 @@ mod python;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use procs::{
     Proc, assert_acked_everywhere, now_ms, produce_until, raftmq, read_acks, registered,
@@ -21,6 +21,7 @@ use procs::{
 };
 use protocol::message::{StoredMessage, property};
 use remoting::TcpTransport;
+use testkit::wait::until;
 
 const TOPIC: &str = "FailoverTopic";
 const BROKER_NAME: &str = "broker-a";
@@ -166,15 +167,17 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
     let mut kills = Vec::new();
     for round in 0..3 {
         // Let acknowledgements flow first.
-        let deadline = Instant::now() + Duration::from_secs(20);
         let before = std::fs::metadata(&acks_path).map_or(0, |m| m.len());
-        while std::fs::metadata(&acks_path).map_or(0, |m| m.len()) <= before + 4096 {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: no acknowledgements"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("round {round}: 4 KiB more acknowledgements");
+        until(&what, Duration::from_secs(20), || {
+            let now = std::fs::metadata(&acks_path).map_or(0, |m| m.len());
+            if now > before + 4096 {
+                Ok(())
+            } else {
+                Err(now - before)
+            }
+        })
+        .await;
         let table = registered(&client, &namesrv, BROKER_NAME).await;
         let master = table.get(&0).cloned().expect("a master is registered");
         let victim = nodes
@@ -207,14 +210,7 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         .await;
     }
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = bench.child.try_wait().expect("wait works") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "bench produce did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = bench.wait_exit(Duration::from_secs(60)).await;
     assert!(exit.success(), "bench produce exits 0: {exit}");
     stop.store(true, Ordering::Relaxed);
     let rust_failed = rust.await.expect("rust producer task");
@@ -269,23 +265,21 @@ async fn leader_killed_three_times_loses_no_acknowledged_message() {
         .map(|a| a.key.clone())
         .chain(cpp_acks.iter().map(|a| a.key.clone()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let deliveries = loop {
-        let missing = {
+    let deliveries = until(
+        "the consumer group to get every acknowledged message",
+        Duration::from_secs(60),
+        || {
             let deliveries = delivered.lock().expect("deliveries");
             let got: BTreeSet<&str> = deliveries.iter().map(|d| d.key.as_str()).collect();
             let missing = wanted.iter().filter(|k| !got.contains(k.as_str())).count();
             if missing == 0 {
-                break deliveries.clone();
+                Ok(deliveries.clone())
+            } else {
+                Err(format!("{missing} missing"))
             }
-            missing
-        };
-        assert!(
-            Instant::now() < deadline,
-            "the consumer group is missing {missing} acknowledged messages"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        },
+    )
+    .await;
     let mut first: BTreeMap<(i32, i64), u64> = BTreeMap::new();
     let mut redelivered: Vec<Delivery> = Vec::new();
     for d in deliveries {

@@ -5,9 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/procs.rs"]
+mod procs;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+use testkit::wait::until_async;
 
 use dledger::{Role, Status};
 use protocol::RemotingCommand;
@@ -19,7 +23,6 @@ use remoting::{Connection, TcpTransport};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -93,27 +96,6 @@ async fn get(addr: SocketAddr, path: &str) -> Answer {
     call(addr, "GET", path).await
 }
 
-/// Polls `check` until it returns `Some`, or fails after `TIMEOUT` with the last value seen.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{what} within {TIMEOUT:?}; last: {last}"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
 /// The value of one unlabelled or labelled sample, `series` being the text before the value.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|line| {
@@ -184,7 +166,7 @@ async fn every_process_serves_health_status_and_metrics() {
         health.headers["content-type"].starts_with("application/json"),
         "{health:?}"
     );
-    eventually("the follower healthy", || async {
+    until_async("the follower healthy", TIMEOUT, || async {
         let health = get(follower_http, "/health").await;
         if health.status == 200 {
             Ok(())
@@ -200,15 +182,19 @@ async fn every_process_serves_health_status_and_metrics() {
     );
 
     // Status of the leader: role, term, indexes, followers with matched and lag.
-    let status = eventually("the leader listing both followers as matched", || async {
-        let status = get(leader_http, "/status").await.json();
-        let followers = status["followers"].as_array().cloned().unwrap_or_default();
-        if followers.len() == 2 && followers.iter().all(|f| f["matched"].is_u64()) {
-            Ok(status)
-        } else {
-            Err(status.to_string())
-        }
-    })
+    let status = until_async(
+        "the leader listing both followers as matched",
+        TIMEOUT,
+        || async {
+            let status = get(leader_http, "/status").await.json();
+            let followers = status["followers"].as_array().cloned().unwrap_or_default();
+            if followers.len() == 2 && followers.iter().all(|f| f["matched"].is_u64()) {
+                Ok(status)
+            } else {
+                Err(status.to_string())
+            }
+        },
+    )
     .await;
     assert_eq!(status["node_id"], leader);
     assert_eq!(status["role"], "leader");
@@ -324,24 +310,30 @@ async fn every_process_serves_health_status_and_metrics() {
     );
     assert!(sample(&text, "raftmq_request_bytes_total").unwrap() > 0.0);
     for http in [leader_http, follower_http] {
-        eventually("the sent message in the topic's queue 0", || async {
-            let status = get(http, "/status").await.json();
-            let queue = status["topics"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|t| t["topic"] == "HttpTopic")
-                .map(|t| t["queues"][0].clone());
-            match queue {
-                Some(q) if q["queue_id"] == 0 && q["min_offset"] == 0 && q["max_offset"] == 1 => {
-                    Ok(())
+        until_async(
+            "the sent message in the topic's queue 0",
+            TIMEOUT,
+            || async {
+                let status = get(http, "/status").await.json();
+                let queue = status["topics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["topic"] == "HttpTopic")
+                    .map(|t| t["queues"][0].clone());
+                match queue {
+                    Some(q)
+                        if q["queue_id"] == 0 && q["min_offset"] == 0 && q["max_offset"] == 1 =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("{other:?}")),
                 }
-                other => Err(format!("{other:?}")),
-            }
-        })
+            },
+        )
         .await;
     }
-    let status = eventually("the name server listing the new topic", || async {
+    let status = until_async("the name server listing the new topic", TIMEOUT, || async {
         let status = get(namesrv_http, "/status").await.json();
         let listed = status["topics"]
             .as_array()
@@ -388,7 +380,7 @@ async fn every_process_serves_health_status_and_metrics() {
             .0;
         tokio::spawn(async move { conn.request(held_pull("HttpTopic", 0, 1), TIMEOUT).await })
     };
-    eventually("the pull held", || async {
+    until_async("the pull held", TIMEOUT, || async {
         let text = get(leader_http, "/metrics").await.body;
         match sample(&text, "raftmq_long_poll_holds") {
             Some(1.0) => Ok(()),
@@ -514,53 +506,20 @@ fn health_names_why_a_replica_does_not_serve() {
     );
 }
 
-fn read_ready(child: &mut std::process::Child) -> Value {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    serde_json::from_str(line.strip_prefix("READY ").unwrap()).unwrap()
-}
-
-/// Kills the child by PID when dropped.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill(); // Already exited is fine.
-        let _ = self.0.wait();
-    }
-}
-
 /// `raftmq namesrv --http` and `raftmq dev` name their HTTP addresses on the READY line, and
 /// serve there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_print_their_http_addresses() {
-    let mut namesrv = Guard(
-        std::process::Command::new(env!("CARGO_BIN_EXE_raftmq"))
-            .args([
-                "namesrv",
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let ready = read_ready(&mut namesrv.0);
+    let mut command = procs::raftmq();
+    command.args([
+        "namesrv",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let namesrv = procs::Proc::spawn(command, "namesrv");
+    let ready = namesrv.ready();
     let http: SocketAddr = ready["http"].as_str().unwrap().parse().unwrap();
     let status = get(http, "/status").await;
     assert_eq!(status.status, 200);
@@ -571,27 +530,23 @@ async fn commands_print_their_http_addresses() {
     drop(namesrv);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut dev = Guard(
-        std::process::Command::new(env!("CARGO_BIN_EXE_raftmq"))
-            .args([
-                "dev",
-                "--replicas",
-                "1",
-                "--namesrv-port",
-                "0",
-                "--broker-port",
-                "0",
-                "--http-port",
-                "0",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let ready = read_ready(&mut dev.0);
+    let mut command = procs::raftmq();
+    command
+        .args([
+            "dev",
+            "--replicas",
+            "1",
+            "--namesrv-port",
+            "0",
+            "--broker-port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path());
+    let dev = procs::Proc::spawn(command, "dev");
+    let ready = dev.ready();
     let namesrv_http: SocketAddr = ready["namesrv_http"].as_str().unwrap().parse().unwrap();
     assert_eq!(get(namesrv_http, "/health").await.status, 200);
     let replica = &ready["replicas"][0];

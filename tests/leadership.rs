@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use client::{ClientConfig, Message, Producer, ProducerConfig};
 use procs::{
-    CALL, Node, POLL, Proc, now_ms, raftmq, read_queue, registered, start_broker, start_namesrv,
+    CALL, Node, Proc, now_ms, raftmq, read_queue, registered, start_broker, start_namesrv,
     wait_registered, wait_status, write_confs,
 };
 use protocol::RemotingCommand;
@@ -406,11 +406,12 @@ fn acks_so_far(record: &std::sync::Mutex<Record>) -> usize {
 /// Waits until `more` sends were acknowledged after this call.
 async fn wait_acks(record: &std::sync::Mutex<Record>, more: usize, what: &str) {
     let from = acks_so_far(record);
-    let deadline = Instant::now() + MOVE;
-    while acks_so_far(record) < from + more {
-        assert!(Instant::now() < deadline, "{more} acknowledgements {what}");
-        tokio::time::sleep(POLL).await;
-    }
+    let wanted = format!("{more} acknowledgements {what}");
+    testkit::wait::until(&wanted, MOVE, || {
+        let acked = acks_so_far(record) - from;
+        if acked >= more { Ok(()) } else { Err(acked) }
+    })
+    .await;
 }
 
 /// A leader's restart, for the report.

@@ -34,6 +34,7 @@ use protocol::RemotingCommand;
 use protocol::code::{request, response};
 use protocol::header::{CommandHeader, PullMessageRequestHeader, pull_flag};
 use remoting::TcpTransport;
+use testkit::wait::{until, until_async};
 
 const TOPIC: &str = "PartitionTopic";
 const BROKER_NAME: &str = "broker-p";
@@ -46,9 +47,6 @@ const ACK_GAP_MAX: Duration = Duration::from_millis(1500);
 
 /// How long each cut lasts.
 const CUT_FOR: Duration = Duration::from_secs(4);
-
-/// How often the test looks at the cut-off leader's `/status`.
-const STATUS_POLL: Duration = Duration::from_millis(5);
 
 /// Three loopback addresses and three uids of this test process's own.
 fn hosts_and_uids() -> (Vec<IpAddr>, Vec<u32>) {
@@ -69,24 +67,19 @@ struct Stopped {
     status: serde_json::Value,
 }
 
-/// Polls `node`'s `/status` until it no longer serves writes.
+/// Polls `node`'s `/status` (every `testkit::wait::POLL`) until it no longer serves writes.
 async fn await_stop(node: &Node, cut_at: Instant) -> Stopped {
-    let deadline = cut_at + Duration::from_secs(10);
-    loop {
-        if let Some(status) = http_json(&node.http_addr, "/status").await
-            && status["serving_writes"] == false
-        {
-            return Stopped {
-                after: cut_at.elapsed(),
-                status,
-            };
+    let what = format!("{} to stop serving writes after the cut", node.self_id);
+    let status = until_async(&what, Duration::from_secs(10), || async {
+        match http_json(&node.http_addr, "/status").await {
+            Some(status) if status["serving_writes"] == false => Ok(status),
+            seen => Err(seen),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} still serves writes 10 s after it was cut off",
-            node.self_id
-        );
-        tokio::time::sleep(STATUS_POLL).await;
+    })
+    .await;
+    Stopped {
+        after: cut_at.elapsed(),
+        status,
     }
 }
 
@@ -220,12 +213,13 @@ async fn a_leader_cut_off_from_its_quorum_stops_taking_writes_at_once() {
     let mut windows = Vec::new();
     for cut in [Cut::Both, Cut::Deaf, Cut::Mute] {
         // Sends flow to a master that takes writes.
-        let deadline = Instant::now() + Duration::from_secs(30);
         let since = now_ms();
-        while !acked_since(since) {
-            assert!(Instant::now() < deadline, "{cut:?}: no acknowledgements");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(
+            "acknowledgements before the cut",
+            Duration::from_secs(30),
+            || acked_since(since),
+        )
+        .await;
         let master = registered(&client, &namesrv, BROKER_NAME)
             .await
             .get(&0)
@@ -346,14 +340,12 @@ async fn a_leader_cut_off_from_its_quorum_stops_taking_writes_at_once() {
 
     // Sends go on after the last heal.
     let since = now_ms();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !acked_since(since) {
-        assert!(
-            Instant::now() < deadline,
-            "no acknowledgement after healing"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        "an acknowledgement after healing",
+        Duration::from_secs(15),
+        || acked_since(since),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let rust_failed = rust.await.expect("rust producer task");
     // The C++ client ends by itself after its --duration; failed sends make it exit 1.

@@ -6,8 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Group, WAIT, fast_config, propose_many, wait_for};
+use common::{Group, WAIT, fast_config, propose_many};
 use dledger::{CommittedEntry, EntryPayload, Ledger, ProposeError, Role};
+use testkit::wait::until;
 
 /// Every entry of `node` from 0 through `upto`.
 fn log_of(node: &Ledger, upto: u64) -> Vec<CommittedEntry> {
@@ -169,7 +170,7 @@ async fn wiped_follower_catches_up_without_traffic() {
     }
     group.restart(follower).await;
     // No proposals from here on.
-    wait_for("the wiped follower to catch up", WAIT, || {
+    until("the wiped follower to catch up", WAIT, || {
         group.nodes[&follower]
             .status()
             .applied
@@ -212,7 +213,7 @@ async fn healed_partition_truncates_only_the_uncommitted_tail() {
             })
         })
         .collect();
-    wait_for(
+    until(
         "the isolated leader to append its stranded entries",
         WAIT,
         || {
@@ -225,7 +226,7 @@ async fn healed_partition_truncates_only_the_uncommitted_tail() {
     )
     .await;
 
-    let new = wait_for("a new leader among the majority", WAIT, || {
+    let new = until("a new leader among the majority", WAIT, || {
         others.iter().copied().find(|id| {
             let s = group.nodes[id].status();
             s.role == Role::Leader && s.leader == Some(*id)
@@ -285,7 +286,7 @@ async fn leadership_transfers_to_the_named_replica() {
         2,
         "the leader reports both followers: {status:?}"
     );
-    wait_for("both followers to match the leader", WAIT, || {
+    until("both followers to match the leader", WAIT, || {
         let matched = group.nodes[&leader].status().matched;
         matched
             .values()
@@ -304,7 +305,7 @@ async fn leadership_transfers_to_the_named_replica() {
         became.is_ok_and(|r| r.is_ok()),
         "the target's role watch reports it leads"
     );
-    wait_for("leadership to move to the target", WAIT, || {
+    until("leadership to move to the target", WAIT, || {
         (group.agreed_leader() == Some(target)).then_some(())
     })
     .await;

@@ -8,11 +8,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::{WAIT, fast_config, propose_many, wait_for};
+use common::{WAIT, fast_config, propose_many};
 use dledger::testing::RecordingStateMachine;
 use dledger::{
     EntryPayload, FlushPolicy, Ledger, LedgerConfig, MemDisk, RaftListener, Role, TcpTransport,
 };
+use testkit::wait::until;
 
 struct MemGroup {
     peers: BTreeMap<u64, String>,
@@ -63,7 +64,7 @@ impl MemGroup {
     }
 
     async fn leader(&self) -> u64 {
-        wait_for("a leader", WAIT, || {
+        until("a leader", WAIT, || {
             self.nodes
                 .values()
                 .map(Ledger::status)
@@ -87,19 +88,7 @@ impl MemGroup {
     async fn start_all_again(&mut self) {
         for id in 1..=3 {
             let addr = self.peers[&id].clone();
-            let deadline = tokio::time::Instant::now() + WAIT;
-            let listener = loop {
-                match RaftListener::bind(&TcpTransport, &addr).await {
-                    Ok(listener) => break listener,
-                    Err(err) => {
-                        assert!(
-                            tokio::time::Instant::now() < deadline,
-                            "cannot rebind {addr}: {err}"
-                        );
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    }
-                }
-            };
+            let listener = common::wait_bind(&TcpTransport, &addr).await;
             self.start_node(id, listener).await;
         }
     }
@@ -116,7 +105,7 @@ async fn acknowledged_entries_survive_a_power_loss_of_every_replica() {
     let leader = group.leader().await;
     // A new entry commits on top of the recovered log, so everything before it is committed.
     let probe = propose_many(&group.nodes[&leader], "probe", 1, 1).await;
-    wait_for("the probe to be applied on the leader", WAIT, || {
+    until("the probe to be applied on the leader", WAIT, || {
         group.nodes[&leader]
             .status()
             .applied

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use testkit::wait::until_async;
 
 use bytes::{BufMut, BytesMut};
 use namesrv::{Namesrv, NamesrvConfig};
@@ -70,18 +71,8 @@ async fn route(conn: &Connection, topic: &str) -> RemotingCommand {
     .unwrap()
 }
 
-/// Polls `check` until it holds or 10 s pass.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// How long a test waits for a condition.
+const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn brokers_register_and_clients_get_routes() {
@@ -130,10 +121,15 @@ async fn brokers_register_and_clients_get_routes() {
 
     // The master's connection closes: it is unregistered, the slave stays.
     drop(master);
-    eventually("the master's removal", || async {
+    until_async("the master's removal", WAIT, || async {
         let answer = route(&client, "T").await;
         let data: TopicRouteData = body::parse(&answer.body, "route").unwrap();
-        !data.broker_datas[0].broker_addrs.contains_key(&0)
+        let addrs = data.broker_datas[0].broker_addrs.clone();
+        if addrs.contains_key(&0) {
+            Err(addrs)
+        } else {
+            Ok(())
+        }
     })
     .await;
     ns.shutdown().await;
@@ -155,8 +151,13 @@ async fn silent_brokers_expire() {
     let (client, _) = Connection::connect(&TcpTransport, &addr).await.unwrap();
     assert_eq!(route(&client, "T").await.code, response::SUCCESS);
     // The connection stays open but the broker stops re-registering.
-    eventually("expiry", || async {
-        route(&client, "T").await.code == response::TOPIC_NOT_EXIST
+    until_async("expiry", WAIT, || async {
+        let answer = route(&client, "T").await;
+        if answer.code == response::TOPIC_NOT_EXIST {
+            Ok(())
+        } else {
+            Err(answer.code)
+        }
     })
     .await;
     assert!(!broker.is_closed());

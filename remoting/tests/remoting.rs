@@ -110,11 +110,12 @@ async fn timeouts_and_server_requests() {
     assert!(pushed.is_oneway());
     // After the server is gone, requests fail as closed instead of hanging.
     server.shutdown().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !conn.is_closed() {
-        assert!(tokio::time::Instant::now() < deadline, "close not seen");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    testkit::wait::until(
+        "the client to see the close",
+        Duration::from_secs(10),
+        || conn.is_closed(),
+    )
+    .await;
     let err = conn
         .request(
             RemotingCommand::request(2, BTreeMap::new()),

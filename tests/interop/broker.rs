@@ -4,34 +4,29 @@
 //! offsets.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use testkit::wait::until_blocking;
 
+use crate::procs::{Proc, raftmq};
 use crate::python::{PyProcess, ScriptOutput};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `raftmq dev` on free ports, killed by PID when dropped; its data dir goes with it.
+/// `raftmq dev` on free ports (tests/support/procs.rs: killed by PID when dropped); its data
+/// dir goes with it.
 struct Dev {
-    child: Child,
+    _proc: Proc,
     namesrv: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Dev {
     fn start() -> Dev {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+        let mut command = raftmq();
+        command
             .args([
                 "dev",
                 "--namesrv-port",
@@ -40,28 +35,12 @@ impl Dev {
                 "0",
                 "--data-dir",
             ])
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("raftmq dev starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("READY within 60 s");
-        let ready: Value =
-            serde_json::from_str(line.strip_prefix("READY ").expect("READY line")).expect("JSON");
+            .arg(dir.path());
+        let proc = Proc::spawn(command, "dev");
+        let ready = proc.ready();
         Dev {
-            child,
             namesrv: ready["namesrv"].as_str().expect("namesrv").to_string(),
+            _proc: proc,
             _dir: dir,
         }
     }
@@ -227,34 +206,34 @@ fn cpp_producer_modes_and_pull_consumer() {
 }
 
 /// Reads `received` events from running consumers into `into` until the bodies in `want` were
-/// all seen, or the deadline passes.
+/// all seen, or `timeout` passes.
 fn collect(
     consumers: &mut [PyProcess],
     into: &mut [Vec<Value>],
     want: &BTreeSet<String>,
-    deadline: Instant,
+    timeout: Duration,
 ) {
-    let seen = |into: &[Vec<Value>]| -> BTreeSet<String> {
-        into.iter()
-            .flatten()
-            .filter_map(|e| e["body"].as_str().map(str::to_string))
-            .collect()
-    };
-    while !want.is_subset(&seen(into)) {
-        assert!(
-            Instant::now() < deadline,
-            "missing: {:?}",
-            want.difference(&seen(into)).collect::<Vec<_>>()
-        );
+    until_blocking("every wanted message received", timeout, || {
         for (i, consumer) in consumers.iter_mut().enumerate() {
-            if let Some(line) = consumer.next_line(Duration::from_millis(20)) {
+            while let Some(line) = consumer.next_line(Duration::ZERO) {
                 let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
                 if event["event"] == "received" {
                     into[i].push(event);
                 }
             }
         }
-    }
+        let seen: BTreeSet<String> = into
+            .iter()
+            .flatten()
+            .filter_map(|e| e["body"].as_str().map(str::to_string))
+            .collect();
+        let missing: Vec<&String> = want.difference(&seen).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing {missing:?}"))
+        }
+    });
 }
 
 /// Two push consumers of one group share the queues (each gets some, together all of them);
@@ -304,13 +283,14 @@ fn cpp_push_consumers_clustering_and_broadcasting() {
     // Rounds of sends until both group members have had a share (the second member's arrival
     // makes the broker notify the first, which then gives up half of the queues).
     let deadline = Instant::now() + Duration::from_secs(90);
+    let left = || deadline.saturating_duration_since(Instant::now());
     let mut want = BTreeSet::new();
     let mut shares = vec![Vec::new(), Vec::new()];
     for round in 0..20 {
         let prefix = format!("r{round}-");
         produce(&dev, "InteropPush", "sync", 8, &["--body-prefix", &prefix]);
         want.extend((0..8).map(|i| format!("{prefix}{i}")));
-        collect(&mut clustering, &mut shares, &want, deadline);
+        collect(&mut clustering, &mut shares, &want, left());
         if shares.iter().all(|s| {
             s.iter()
                 .any(|e| e["body"].as_str().is_some_and(|b| b.starts_with('r')))
@@ -326,7 +306,7 @@ fn cpp_push_consumers_clustering_and_broadcasting() {
     );
     for consumer in &mut broadcasting {
         let mut got = vec![Vec::new()];
-        collect(std::slice::from_mut(consumer), &mut got, &want, deadline);
+        collect(std::slice::from_mut(consumer), &mut got, &want, left());
     }
     let all: Vec<Value> = shares.concat();
     assert_per_queue_order(

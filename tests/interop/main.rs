@@ -5,6 +5,8 @@
 //! mode and both consumer kinds against `capture.py`, the fake nameserver + broker that
 //! recorded `CPP-CLIENT-WIRE.md`.
 
+#[path = "../support/procs.rs"]
+mod procs;
 #[path = "../support/python.rs"]
 mod python;
 

@@ -29,8 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Deadline of one remoting call from a test.
 pub const CALL: Duration = Duration::from_secs(3);
 
-/// Pause between two looks at something a test waits for.
-pub const POLL: Duration = Duration::from_millis(20);
+/// Longest a replica may take to have applied what is read from it.
+pub const READ_QUEUE_WAIT: Duration = Duration::from_secs(60);
 
 /// A child process, killed (SIGKILL, by PID) when dropped.
 pub struct Proc {
@@ -98,11 +98,20 @@ impl Proc {
         }
     }
 
-    /// The last lines of its stderr.
+    /// Why it stopped, if it says (a panic, or the error its `main` returned), and the last
+    /// lines of its stderr.
     pub fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        let panic = lines
+            .iter()
+            .position(|line| line.contains("panicked at") || line.starts_with("Error: "))
+            .map(|at| lines[at..(at + 3).min(lines.len())].join("\n") + "\n...\n")
+            .unwrap_or_default();
+        format!(
+            "{panic}{}",
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        )
     }
 
     /// The JSON of the process's `READY {json}` line, waiting up to 60 s.
@@ -144,18 +153,19 @@ impl Proc {
 
     /// Waits up to `timeout` for the process to exit.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait works") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {timeout:?}",
-                self.name
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        let what = format!("{} to exit", self.name);
+        testkit::wait::until(&what, timeout, || {
+            self.child.try_wait().expect("try_wait works")
+        })
+        .await
+    }
+
+    /// As [`Proc::wait_exit`], for tests that run no async runtime.
+    pub fn wait_exit_blocking(&mut self, timeout: Duration) -> ExitStatus {
+        let what = format!("{} to exit", self.name);
+        testkit::wait::until_blocking(&what, timeout, || {
+            self.child.try_wait().expect("try_wait works")
+        })
     }
 }
 
@@ -384,18 +394,11 @@ pub async fn wait_registered(
     timeout: Duration,
     check: impl Fn(&BTreeMap<i64, String>) -> bool,
 ) -> BTreeMap<i64, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    testkit::wait::until_async(what, timeout, || async {
         let table = registered(client, namesrv, broker_name).await;
-        if check(&table) {
-            return table;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {timeout:?}: {table:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+        if check(&table) { Ok(table) } else { Err(table) }
+    })
+    .await
 }
 
 /// `GET path` over HTTP/1.1: the status code and the body, or `None` when it did not answer.
@@ -429,19 +432,14 @@ pub async fn wait_status(
     timeout: Duration,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = http_json(&node.http_addr, "/status").await;
-        if let Some(status) = status.filter(|s| check(s)) {
-            return status;
+    let what = format!("{} {what}", node.self_id);
+    testkit::wait::until_async(&what, timeout, || async {
+        match http_json(&node.http_addr, "/status").await {
+            Some(status) if check(&status) => Ok(status),
+            seen => Err(seen),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} {what} within {timeout:?}",
-            node.self_id
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await
 }
 
 /// Reads queue `queue_id` of `topic` from `broker`, offsets 0 to `end`, polling until the
@@ -465,10 +463,10 @@ pub async fn read_queue_from(
     end: i64,
     to_the_end: bool,
 ) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut keys = Vec::new();
     loop {
-        let short = (keys.len() as i64) < end;
+        let offset = keys.len() as i64;
+        let short = offset < end;
         if !short && !to_the_end {
             break;
         }
@@ -476,7 +474,7 @@ pub async fn read_queue_from(
             consumer_group: "procs-check".into(),
             topic: topic.into(),
             queue_id,
-            queue_offset: keys.len() as i64,
+            queue_offset: offset,
             max_msg_nums: 256,
             sys_flag: pull_flag::SUBSCRIPTION,
             commit_offset: 0,
@@ -486,44 +484,40 @@ pub async fn read_queue_from(
             expression_type: Some("TAG".into()),
             max_msg_bytes: None,
         };
-        let answer = client
-            .request(
-                broker,
-                RemotingCommand::request(request::PULL_MESSAGE, header.to_ext()),
-                CALL,
-            )
-            .await;
-        match answer {
-            Ok(answer) if answer.code == response::SUCCESS => {
-                let next = PullMessageResponseHeader::from_ext(&answer.ext_fields)
-                    .expect("pull header")
-                    .next_begin_offset;
-                for message in StoredMessage::decode_all(&answer.body).expect("records decode") {
-                    assert_eq!(
-                        message.queue_offset,
-                        keys.len() as i64,
-                        "{broker} queue {queue_id}"
-                    );
-                    keys.push(
-                        message
-                            .properties
-                            .get(property::KEYS)
-                            .expect("test messages carry a key")
-                            .to_string(),
-                    );
+        // Messages at `offset`, or `None` at the queue's end once past `end`; a replica that
+        // has not applied that far yet is asked again.
+        let what = format!("{broker} queue {queue_id} past offset {offset} of {end}");
+        let answer = testkit::wait::until_async(&what, READ_QUEUE_WAIT, || {
+            let request = RemotingCommand::request(request::PULL_MESSAGE, header.to_ext());
+            async move {
+                match client.request(broker, request, CALL).await {
+                    Ok(answer) if answer.code == response::SUCCESS => Ok(Some(answer)),
+                    Ok(answer) if !short && answer.code == response::PULL_NOT_FOUND => Ok(None),
+                    Ok(answer) => Err(format!("code {}: {:?}", answer.code, answer.remark)),
+                    Err(err) => Err(err.to_string()),
                 }
-                assert_eq!(next, keys.len() as i64);
             }
-            Ok(answer) if !short && answer.code == response::PULL_NOT_FOUND => break,
-            _ => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{broker} queue {queue_id} stops at {} of {end}",
-                    keys.len()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        })
+        .await;
+        let Some(answer) = answer else { break };
+        let next = PullMessageResponseHeader::from_ext(&answer.ext_fields)
+            .expect("pull header")
+            .next_begin_offset;
+        for message in StoredMessage::decode_all(&answer.body).expect("records decode") {
+            assert_eq!(
+                message.queue_offset,
+                keys.len() as i64,
+                "{broker} queue {queue_id}"
+            );
+            keys.push(
+                message
+                    .properties
+                    .get(property::KEYS)
+                    .expect("test messages carry a key")
+                    .to_string(),
+            );
         }
+        assert_eq!(next, keys.len() as i64);
     }
     keys
 }

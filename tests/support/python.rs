@@ -387,23 +387,7 @@ impl PyProcess {
 
     /// The tail of librocketmq's own log files for this process (`$HOME/logs/rocketmq-cpp/`).
     pub fn cpp_log(&self) -> String {
-        let dir = self.home.join("logs").join("rocketmq-cpp");
-        let mut out = String::new();
-        if let Ok(entries) = fs::read_dir(&dir) {
-            let mut paths: Vec<PathBuf> =
-                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            paths.sort();
-            for path in paths {
-                if let Ok(text) = fs::read_to_string(&path) {
-                    out.push_str(&format!(
-                        "--- {} ---\n{}\n",
-                        path.display(),
-                        tail(&text, 6000)
-                    ));
-                }
-            }
-        }
-        out
+        cpp_log_of(&self.home)
     }
 
     /// Next stdout line, or `None` if none arrives within `timeout` or stdout closed.
@@ -451,22 +435,23 @@ impl PyProcess {
     /// Waits (polling, with a deadline) for the process to exit and returns its output; on
     /// timeout the process is killed and the test panics with what it printed.
     pub fn wait(mut self, timeout: Duration) -> ScriptOutput {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = self.child.kill(); // Reaped in Drop.
-                    panic!(
-                        "{}: still running after {timeout:?}, killed\n{}",
-                        self.what,
-                        self.report()
-                    );
-                }
-                Ok(None) => thread::sleep(POLL_INTERVAL),
-                Err(e) => panic!("{}: wait failed: {e}", self.what),
-            }
-        };
+        let what = format!("{} to exit", self.what);
+        let child = std::cell::RefCell::new(&mut self.child);
+        let (seen, stderr, home) = (&self.seen, &self.stderr, &self.home);
+        let status = testkit::wait::until_blocking_reporting(
+            &what,
+            timeout,
+            || {
+                child
+                    .borrow_mut()
+                    .try_wait()
+                    .unwrap_or_else(|e| panic!("wait failed: {e}"))
+            },
+            || {
+                let _ = child.borrow_mut().kill(); // Reaped in Drop.
+                format!("killed\n{}", report_text(seen, stderr, home))
+            },
+        );
         // The process has exited: the reader thread ends at EOF, so this drains the rest.
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
@@ -496,13 +481,42 @@ impl PyProcess {
 
     /// Diagnostics for a failed expectation: stdout seen, stderr, librocketmq's log.
     pub fn report(&self) -> String {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}\n--- librocketmq log ---\n{}",
-            self.seen.join("\n"),
-            tail(&self.stderr(), 4000),
-            tail(&self.cpp_log(), 6000)
-        )
+        report_text(&self.seen, &self.stderr, &self.home)
     }
+}
+
+/// The tail of librocketmq's log files under `home` (`logs/rocketmq-cpp/`).
+fn cpp_log_of(home: &Path) -> String {
+    let dir = home.join("logs").join("rocketmq-cpp");
+    let mut out = String::new();
+    if let Ok(entries) = fs::read_dir(&dir) {
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            if let Ok(text) = fs::read_to_string(&path) {
+                out.push_str(&format!(
+                    "--- {} ---\n{}\n",
+                    path.display(),
+                    tail(&text, 6000)
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// What a script printed and librocketmq logged, for failure messages.
+fn report_text(seen: &[String], stderr: &Mutex<String>, home: &Path) -> String {
+    let stderr = stderr
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    format!(
+        "--- stdout ---\n{}\n--- stderr ---\n{}\n--- librocketmq log ---\n{}",
+        seen.join("\n"),
+        tail(&stderr, 4000),
+        tail(&cpp_log_of(home), 6000)
+    )
 }
 
 impl Drop for PyProcess {

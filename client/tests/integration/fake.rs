@@ -747,15 +747,3 @@ pub fn dead_addr() -> String {
 
 /// How long a test waits for a condition before failing.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Waits until `condition` holds, failing the test after [`TIMEOUT`].
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {TIMEOUT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}

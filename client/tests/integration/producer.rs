@@ -10,7 +10,9 @@ use protocol::code::request;
 use protocol::message::{decode_offset_msg_id, property, sys_flag};
 use remoting::TcpTransport;
 
-use crate::fake::{Broker, Cluster, Mode, dead_addr, wait_until};
+use testkit::wait::{until, until_async};
+
+use crate::fake::{Broker, Cluster, Mode, TIMEOUT, dead_addr};
 
 async fn producer(cluster: &Cluster) -> Producer {
     Producer::start(
@@ -190,14 +192,11 @@ async fn a_send_outlives_a_failover_longer_than_its_retries() {
         async move { producer.send(Message::new("T", "during failover")).await }
     });
     // The new master registers only after the producer spent its retries on the old one.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while old.count(request::SEND_MESSAGE_V2) < 4 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the producer stopped trying"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("four attempts on the old master", TIMEOUT, || {
+        let attempts = old.count(request::SEND_MESSAGE_V2);
+        if attempts >= 4 { Ok(()) } else { Err(attempts) }
+    })
+    .await;
     cluster
         .ns
         .set_addrs("broker-a", &[(0, &new.addr()), (1, &old.addr())]);
@@ -306,7 +305,7 @@ async fn oneway_send_is_stored() {
         .await
         .unwrap();
     let broker = cluster.broker(0).clone();
-    wait_until("the oneway message stored", || {
+    until("the oneway message stored", TIMEOUT, || {
         broker.all_messages("T").len() == 1
     })
     .await;
@@ -489,20 +488,15 @@ async fn routes_and_heartbeats_are_refreshed_periodically() {
     assert_eq!(producer.publish_queues("T").await.unwrap().len(), 2);
     let lookups = cluster.ns.route_requests.load(Ordering::SeqCst);
     cluster.broker(0).create_topic("T", 6);
-    let mut queues = 0;
-    let deadline = tokio::time::Instant::now() + crate::fake::TIMEOUT;
-    while queues != 6 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "route never refreshed"
-        );
+    until_async("the route refreshed by its poll", TIMEOUT, || async {
         // Served from the cache: only the poll can change it.
-        queues = producer.publish_queues("T").await.unwrap().len();
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        let queues = producer.publish_queues("T").await.unwrap().len();
+        if queues == 6 { Ok(()) } else { Err(queues) }
+    })
+    .await;
     assert!(cluster.ns.route_requests.load(Ordering::SeqCst) > lookups);
     let broker = cluster.broker(0).clone();
-    wait_until("three heartbeats", || {
+    until("three heartbeats", TIMEOUT, || {
         broker.count(request::HEART_BEAT) >= 3
     })
     .await;

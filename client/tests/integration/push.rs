@@ -12,7 +12,9 @@ use protocol::code::request;
 use remoting::TcpTransport;
 use tokio::sync::mpsc;
 
-use crate::fake::{Cluster, TIMEOUT, wait_until};
+use testkit::wait::until;
+
+use crate::fake::{Cluster, TIMEOUT};
 
 /// A delivery: which consumer got which message.
 type Delivery = (&'static str, StoredMessage);
@@ -99,7 +101,7 @@ async fn clustering_splits_queues_and_rebalances_when_a_member_leaves() {
     )
     .await
     .unwrap();
-    wait_until("a holds all 4 queues", || held(&a).len() == 4).await;
+    until("a holds all 4 queues", TIMEOUT, || held(&a).len() == 4).await;
     let b = PushConsumer::start(
         TcpTransport,
         cluster.client_config(),
@@ -108,7 +110,7 @@ async fn clustering_splits_queues_and_rebalances_when_a_member_leaves() {
     )
     .await
     .unwrap();
-    wait_until("a and b hold 2 queues each", || {
+    until("a and b hold 2 queues each", TIMEOUT, || {
         held(&a).len() == 2 && held(&b).len() == 2
     })
     .await;
@@ -139,7 +141,10 @@ async fn clustering_splits_queues_and_rebalances_when_a_member_leaves() {
 
     b.shutdown().await;
     assert!(cluster.broker(0).count(request::UNREGISTER_CLIENT) >= 1);
-    wait_until("a holds all 4 queues again", || held(&a).len() == 4).await;
+    until("a holds all 4 queues again", TIMEOUT, || {
+        held(&a).len() == 4
+    })
+    .await;
     assert_eq!(cluster.broker(0).consumer_ids("cg"), [a.client_id()]);
     let want = send(&producer, 20, 28).await;
     let mut got = BTreeSet::new();
@@ -179,7 +184,7 @@ async fn broadcasting_delivers_every_message_to_each_member() {
     )
     .await
     .unwrap();
-    wait_until("both hold every queue", || {
+    until("both hold every queue", TIMEOUT, || {
         held(&a).len() == 4 && held(&b).len() == 4
     })
     .await;
@@ -236,7 +241,7 @@ async fn offsets_are_committed_and_a_restarted_consumer_resumes() {
             .map(|q| broker.committed("rg", "T", q).unwrap_or(0))
             .sum()
     };
-    wait_until("offsets committed while running", || {
+    until("offsets committed while running", TIMEOUT, || {
         committed(&broker) == 6
     })
     .await;
@@ -257,7 +262,7 @@ async fn offsets_are_committed_and_a_restarted_consumer_resumes() {
         .map(|(_, m)| body(m))
         .collect();
     assert_eq!(got, want);
-    wait_until("every queue consumed to its end", || {
+    until("every queue consumed to its end", TIMEOUT, || {
         second
             .assigned_queues()
             .iter()
@@ -296,7 +301,7 @@ async fn moved_offset_resets_to_next_begin_offset() {
     )
     .await
     .unwrap();
-    wait_until("the corrected offset committed", || {
+    until("the corrected offset committed", TIMEOUT, || {
         broker.committed("mg", "T", 0) == Some(3)
     })
     .await;
@@ -336,7 +341,7 @@ async fn failed_messages_come_back_through_the_retry_topic() {
     let consumer = PushConsumer::start(TcpTransport, cluster.client_config(), config, listener)
         .await
         .unwrap();
-    wait_until("the retry queue held too", || {
+    until("the retry queue held too", TIMEOUT, || {
         consumer.assigned_queues().len() == 2
     })
     .await;

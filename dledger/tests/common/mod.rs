@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use testkit::wait::{until, until_async};
 
 use dledger::testing::RecordingStateMachine;
 use dledger::{
@@ -20,21 +21,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Longest wait for any condition in these tests.
 pub const WAIT: Duration = Duration::from_secs(20);
-
-/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// Which links are cut: a pair (a, b) cuts both directions between a and b.
 #[derive(Clone, Default)]
@@ -284,10 +270,19 @@ impl Group {
 
     /// The one leader all running replicas agree on, once they do.
     pub async fn leader(&self) -> NodeId {
-        wait_for("a leader all replicas agree on", WAIT, || {
-            self.agreed_leader()
+        until("a leader all replicas agree on", WAIT, || {
+            self.agreed_leader().ok_or_else(|| self.roles())
         })
         .await
+    }
+
+    /// Each running replica's role, term and known leader, for failure messages.
+    pub fn roles(&self) -> Vec<(NodeId, Role, u64, Option<NodeId>)> {
+        self.nodes
+            .values()
+            .map(Ledger::status)
+            .map(|s| (s.node_id, s.role, s.term, s.leader))
+            .collect()
     }
 
     pub fn agreed_leader(&self) -> Option<NodeId> {
@@ -301,30 +296,25 @@ impl Group {
 
     /// Waits until every running replica applied at least `index`.
     pub async fn wait_applied(&self, index: u64) {
-        wait_for(&format!("every replica applied {index}"), WAIT, || {
-            self.nodes
-                .values()
-                .all(|n| n.status().applied.is_some_and(|a| a >= index))
-                .then_some(())
+        until(&format!("every replica applied {index}"), WAIT, || {
+            let applied: Vec<Option<u64>> =
+                self.nodes.values().map(|n| n.status().applied).collect();
+            if applied.iter().all(|a| a.is_some_and(|a| a >= index)) {
+                Ok(())
+            } else {
+                Err(applied)
+            }
         })
         .await;
     }
 }
 
-async fn wait_bind(transport: &CuttableTransport, addr: &str) -> RaftListener<CuttableTransport> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match RaftListener::bind(transport, addr).await {
-            Ok(listener) => return listener,
-            Err(err) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "cannot rebind {addr}: {err}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+/// Binds `addr` again once the port is free (a stopped replica's listener may linger).
+pub async fn wait_bind<T: dledger::Transport>(transport: &T, addr: &str) -> RaftListener<T> {
+    until_async(&format!("{addr} free to bind"), WAIT, || {
+        RaftListener::bind(transport, addr)
+    })
+    .await
 }
 
 /// Proposes `count` entries with `concurrency` tasks through `leader`, each body `prefix-i`.
