@@ -2,20 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Wall-clock milliseconds since the Unix epoch, for message timestamps. A seam: the
-/// simulation supplies its own clock (DESIGN.md §8).
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    })
-}
+use std::time::Duration;
 
 /// Settings of one broker replica.
 #[derive(Clone)]
@@ -54,7 +41,7 @@ pub struct BrokerConfig {
     /// Period of batching consumer-offset commits into one entry.
     pub offset_flush_interval: Duration,
     /// Wall clock for store timestamps.
-    pub clock: Clock,
+    pub clock: Arc<dyn seams::Clock>,
     /// Seed of the broker's random choices (queue of a send without one); from the OS when
     /// absent. The simulation sets it so runs replay.
     pub seed: Option<u64>,
@@ -96,7 +83,7 @@ impl BrokerConfig {
             long_poll_max: Duration::from_secs(25),
             client_timeout: Duration::from_secs(120),
             offset_flush_interval: Duration::from_millis(200),
-            clock: system_clock(),
+            clock: Arc::new(seams::SystemClock),
             seed: None,
         }
     }

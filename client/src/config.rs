@@ -7,10 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
 use crate::limits;
 use crate::message::check_topic;
+use seams::{Clock, SystemClock};
 
 fn check_group(group: &str) -> Result<(), ConfigError> {
     protocol::names::check_group(group).map_err(|_| ConfigError::InvalidGroup {

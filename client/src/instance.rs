@@ -637,7 +637,7 @@ mod tests {
     #[test]
     fn client_ids_are_unique_per_process() {
         struct Frozen;
-        impl crate::clock::Clock for Frozen {
+        impl seams::Clock for Frozen {
             fn since_epoch(&self) -> Duration {
                 Duration::from_secs(1)
             }

@@ -42,7 +42,6 @@
 #![warn(missing_docs)]
 
 mod api;
-pub mod clock;
 pub mod config;
 pub mod error;
 mod instance;

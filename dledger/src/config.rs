@@ -61,12 +61,14 @@ pub struct LedgerConfig {
     /// simulations and tests that replay.
     pub seed: Option<u64>,
     /// Deliberate bugs for the simulation's tests that show its checker catches them. All off
-    /// by default; never set them elsewhere.
+    /// by default; compiled only with the `mutants` feature, which the simulation turns on.
+    #[cfg(feature = "mutants")]
     #[doc(hidden)]
     pub mutants: Mutants,
 }
 
 /// Deliberate bugs, each switched on by the simulation to show that a sweep catches it.
+#[cfg(feature = "mutants")]
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Mutants {
@@ -99,6 +101,7 @@ impl LedgerConfig {
             election_timeout_max: Duration::from_millis(300),
             rpc_timeout: Duration::from_millis(120),
             seed: None,
+            #[cfg(feature = "mutants")]
             mutants: Mutants::default(),
         }
     }

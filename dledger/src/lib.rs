@@ -11,7 +11,8 @@
 //! - [`commit_log`]: segment files named by byte position, the index, recovery.
 //! - `log_store`: openraft's log storage over the CommitLog, with the group-commit flusher.
 //! - [`state_machine`]: the state-machine trait and its openraft adapter.
-//! - [`transport`] and `network`: the Raft RPCs over our framed TCP protocol, pipelined.
+//! - `network`: the Raft RPCs over our framed TCP protocol, pipelined, through the network
+//!   seam ([`Transport`], from the `seams` crate).
 //! - [`node`]: [`Ledger`], a running replica: propose, read, watch, status, transfer.
 //! - [`limits`]: every bound, with its reason.
 //!
@@ -30,17 +31,18 @@ mod raft_types;
 pub mod record;
 pub mod state_machine;
 pub mod testing;
-pub mod transport;
 pub mod types;
 
 #[cfg(test)]
 mod storage_suite_test;
 
 pub use commit_log::{AppendHook, CommitLog, CommitLogConfig, RecoveryReport};
-pub use config::{FlushPolicy, LedgerConfig, Mutants};
+#[cfg(feature = "mutants")]
+pub use config::Mutants;
+pub use config::{FlushPolicy, LedgerConfig};
 pub use disk::{Disk, DiskFaults, FaultCounts, MemDisk, MmapDisk, SegmentFile};
 pub use error::{ConfigError, ProposeError, ReadError, StartError, StorageError, TransferError};
 pub use node::{Ledger, RaftListener};
+pub use seams::{TcpTransport, Transport};
 pub use state_machine::{ApplyError, StateMachine};
-pub use transport::{TcpTransport, Transport};
 pub use types::{Committed, CommittedEntry, EntryPayload, LogId, NodeId, Role, RoleState, Status};

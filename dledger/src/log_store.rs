@@ -32,8 +32,9 @@ use crate::types::LogId;
 /// so a lag is harmless; persisting it on every commit would cost a sync each time.
 const COMMITTED_PERSIST_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Deliberate bugs the simulation switches on to show its checker catches them. All off in
-/// production.
+/// Deliberate bugs the simulation switches on to show its checker catches them; compiled only
+/// with the `mutants` feature.
+#[cfg(feature = "mutants")]
 #[derive(Default)]
 pub struct Mutants {
     /// Fire `IOFlushed` before the sync.
@@ -45,8 +46,10 @@ pub struct Mutants {
 }
 
 /// The state machine's apply, called by the `apply_before_commit` mutant.
+#[cfg(feature = "mutants")]
 pub type EarlyApply = Box<dyn Fn(&crate::types::CommittedEntry) + Send + Sync>;
 
+#[cfg(feature = "mutants")]
 impl std::fmt::Debug for Mutants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mutants").finish_non_exhaustive()
@@ -69,6 +72,7 @@ pub struct LogShared<D: Disk> {
     flushed_next: AtomicU64,
     stopping: AtomicBool,
     fatal: Mutex<Option<String>>,
+    #[cfg(feature = "mutants")]
     pub(crate) mutants: Mutants,
 }
 
@@ -77,6 +81,42 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<D: Disk> LogShared<D> {
+    /// Whether the `forget_vote` mutant is on: never without the `mutants` feature.
+    fn forgets_votes(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        return self.mutants.forget_vote.load(Ordering::Relaxed);
+        #[cfg(not(feature = "mutants"))]
+        false
+    }
+
+    /// Whether the `ack_before_sync` mutant is on: never without the `mutants` feature.
+    fn acks_before_sync(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        return self.mutants.ack_before_sync.load(Ordering::Relaxed);
+        #[cfg(not(feature = "mutants"))]
+        false
+    }
+
+    /// Switches on the mutants `config` names; `sm` is what `apply_before_commit` applies to.
+    #[cfg(feature = "mutants")]
+    pub(crate) fn switch_on(
+        &self,
+        config: &crate::config::Mutants,
+        sm: &crate::state_machine::SmAdapter,
+    ) {
+        self.mutants
+            .ack_before_sync
+            .store(config.ack_before_sync, Ordering::Relaxed);
+        self.mutants
+            .forget_vote
+            .store(config.forget_vote, Ordering::Relaxed);
+        if config.apply_before_commit {
+            let early = sm.clone();
+            *lock(&self.mutants.apply_before_commit) =
+                Some(Box::new(move |entry| early.apply_early(entry)));
+        }
+    }
+
     /// Opens (recovering) the log in `config.dir`. Blocking.
     ///
     /// # Errors
@@ -123,6 +163,7 @@ impl<D: Disk> LogShared<D> {
                 flushed_next: AtomicU64::new(flushed_next),
                 stopping: AtomicBool::new(false),
                 fatal: Mutex::new(None),
+                #[cfg(feature = "mutants")]
                 mutants: Mutants::default(),
             }),
             report,
@@ -428,7 +469,7 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
     }
 
     async fn save_vote(&mut self, vote: &OrVote) -> Result<(), io::Error> {
-        if !self.0.mutants.forget_vote.load(Ordering::Relaxed) {
+        if !self.0.forgets_votes() {
             let disk = self.0.disk.clone();
             let path = self.0.vote_path();
             let value = *vote;
@@ -491,6 +532,7 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
             }
         });
         self.0.write_log().append(new_entries)?;
+        #[cfg(feature = "mutants")]
         if let Some(apply) = lock(&self.0.mutants.apply_before_commit).as_ref() {
             for e in &entries {
                 if let EntryPayload::Normal(payload) = &e.payload {
@@ -505,8 +547,8 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
                 }
             }
         }
-        let ack_now = matches!(self.0.flush, FlushPolicy::Async { .. })
-            || self.0.mutants.ack_before_sync.load(Ordering::Relaxed);
+        let ack_now =
+            matches!(self.0.flush, FlushPolicy::Async { .. }) || self.0.acks_before_sync();
         if ack_now {
             callback.io_completed(Ok(()));
             if !matches!(self.0.flush, FlushPolicy::Async { .. }) {

@@ -20,8 +20,8 @@ use crate::network::server::{Raft, serve};
 use crate::raft_types::{OrStoredMembership, Payload, PeerNode, Runtime};
 use crate::record::EntryKind;
 use crate::state_machine::{Locate, MembershipSaver, SmAdapter, StateMachine};
-use crate::transport::Transport;
 use crate::types::{Committed, CommittedEntry, EntryPayload, NodeId, Role, RoleState, Status};
+use seams::Transport;
 
 /// Read access to the log and the switches of the test mutants, without the disk type.
 trait LogAccess: Send + Sync + 'static {
@@ -90,10 +90,12 @@ impl<T: Transport> RaftListener<T> {
                 addr: addr.to_string(),
                 source,
             })?;
-        let addr = T::local_addr(&listener).map_err(|source| StartError::Listen {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let addr = T::local_addr(&listener)
+            .map_err(|source| StartError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?
+            .to_string();
         Ok(RaftListener { listener, addr })
     }
 
@@ -230,6 +232,7 @@ impl Ledger {
             segment_bytes: config.segment_bytes,
             index_units_per_file: config.index_units_per_file,
             entry_body_bytes_max: config.entry_body_bytes_max,
+            #[cfg(feature = "mutants")]
             skip_recovery_crc: config.mutants.skip_recovery_crc,
         };
         let flush = config.flush;
@@ -250,23 +253,8 @@ impl Ledger {
             membership_path,
             membership_saver(disk.clone()),
         );
-        let mutants = config.mutants;
-        shared.mutants.ack_before_sync.store(
-            mutants.ack_before_sync,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        shared
-            .mutants
-            .forget_vote
-            .store(mutants.forget_vote, std::sync::atomic::Ordering::Relaxed);
-        if mutants.apply_before_commit {
-            let early = sm.clone();
-            *shared
-                .mutants
-                .apply_before_commit
-                .lock()
-                .expect("mutant lock") = Some(Box::new(move |entry| early.apply_early(entry)));
-        }
+        #[cfg(feature = "mutants")]
+        shared.switch_on(&config.mutants, &sm);
         let raft = Raft::new(
             config.node_id,
             openraft_config(&config)?,
@@ -305,7 +293,11 @@ impl Ledger {
         }
 
         let lease = config.election_timeout_max;
-        let role = spawn_role_watch(&raft, seed, lease, mutants.ignore_quorum_loss);
+        #[cfg(feature = "mutants")]
+        let ignore_quorum_loss = config.mutants.ignore_quorum_loss;
+        #[cfg(not(feature = "mutants"))]
+        let ignore_quorum_loss = false;
+        let role = spawn_role_watch(&raft, seed, lease, ignore_quorum_loss);
         tracing::info!(node_id = config.node_id, seed, "replica started");
         Ok(Ledger {
             inner: Arc::new(LedgerInner {
@@ -782,6 +774,7 @@ mod tests {
             segment_bytes: 1 << 16,
             index_units_per_file: 64,
             entry_body_bytes_max: 1024,
+            #[cfg(feature = "mutants")]
             skip_recovery_crc: false,
         };
         let (shared, _) = LogShared::open(MemDisk::new(), config, FlushPolicy::Sync, None).unwrap();

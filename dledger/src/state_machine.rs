@@ -111,6 +111,7 @@ impl SmAdapter {
 
     /// Hands an entry straight to the user's state machine: only the `apply_before_commit`
     /// mutant does this.
+    #[cfg(feature = "mutants")]
     pub fn apply_early(&self, entry: &CommittedEntry) {
         let _ = self.lock().user.apply(entry); // A mutant: errors do not matter.
     }

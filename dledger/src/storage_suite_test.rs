@@ -32,6 +32,7 @@ impl<D: Disk> StoreBuilder<TypeConfig, LogStore<D>, SmAdapter, Option<tempfile::
             segment_bytes: 8192,
             index_units_per_file: 4,
             entry_body_bytes_max: 4096,
+            #[cfg(feature = "mutants")]
             skip_recovery_crc: false,
         };
         let (shared, _) = LogShared::open(disk.clone(), config, FlushPolicy::Sync, None)

@@ -18,6 +18,7 @@ fn config(dir: &Path) -> CommitLogConfig {
         segment_bytes: SEGMENT_BYTES,
         index_units_per_file: 16,
         entry_body_bytes_max: 4096,
+        #[cfg(feature = "mutants")]
         skip_recovery_crc: false,
     }
 }

@@ -12,7 +12,7 @@ use protocol::{RemotingCommand, split_frame};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::transport::Transport;
+use seams::Transport;
 
 /// Requests queued for one connection's writer.
 const WRITE_QUEUE_FRAMES: usize = 4096;

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::transport::Transport;
+use seams::Transport;
 
 /// Requests of one connection being processed at once; beyond it the server answers
 /// SYSTEM_BUSY, as RocketMQ does when its thread pools are full.

@@ -2,18 +2,18 @@
 //! host (turmoil drops every task) and bouncing it later restarts it from what was synced.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dledger::testing::RecordingStateMachine;
-use dledger::{DiskFaults, Ledger, LedgerConfig, MemDisk, Mutants, RaftListener, Role};
-use rand::Rng;
+use dledger::{DiskFaults, Ledger, LedgerConfig, MemDisk, Mutants, RaftListener};
 
-use crate::config::{Layer, SIM_SEGMENT_BYTES, SimConfig, rng, salt};
-use crate::oracle::{Acked, Oracle, body};
-use crate::run::Mutant;
+use crate::config::{Mutant, SIM_SEGMENT_BYTES, SimConfig, salt};
+use crate::oracle::Oracle;
 use crate::transport::TurmoilTransport;
 
 /// Raft port of every replica.
@@ -35,13 +35,65 @@ pub struct Slot {
     /// The message store, in the messaging workload, while the host runs and started.
     pub store: Option<Arc<store::Store<MemDisk>>>,
     /// The broker, in the messaging workload, while the host runs and started.
-    pub broker: Option<broker::BrokerView<MemDisk, crate::transport::TurmoilRemoting>>,
+    pub broker: Option<broker::BrokerView<MemDisk, TurmoilTransport>>,
     /// Lives so far (1 after the first start).
     pub incarnation: u64,
     /// Why the last start failed on something other than an I/O error, if it did.
     pub start_error: Option<String>,
     /// Why the last start failed on an I/O error (an injected disk fault), if it did.
     pub start_io_error: Option<String>,
+}
+
+/// The layers under test on each replica host: what its ledger applies into, and what runs over
+/// it (proposers of opaque entries, or a broker). The driver passes one in
+/// ([`crate::proposers::Proposers`], [`crate::messaging::Messaging`]).
+pub trait Workload: Send + Sync + 'static {
+    /// Largest entry body the ledger takes.
+    fn entry_body_bytes_max(&self) -> u32;
+
+    /// Whether the seed's disk capacity applies (a layer whose store shares the disk runs
+    /// without one).
+    fn disk_limited(&self) -> bool;
+
+    /// What replica `id` applies into, over its `disk`; `record` keeps what it applied for the
+    /// ledger's invariants.
+    ///
+    /// # Errors
+    /// Why it cannot be opened.
+    fn open(
+        &self,
+        id: u64,
+        disk: &MemDisk,
+        record: RecordingStateMachine,
+    ) -> Result<Applier, OpenError>;
+
+    /// Runs on replica `id`'s host once its ledger started, for as long as the host runs.
+    fn serve(
+        &self,
+        cluster: Cluster,
+        id: u64,
+        incarnation: u64,
+        ledger: Ledger,
+        store: Option<Arc<store::Store<MemDisk>>>,
+    ) -> Pin<Box<dyn Future<Output = turmoil::Result>>>;
+}
+
+/// What a replica's ledger applies into.
+pub struct Applier {
+    /// The state machine.
+    pub machine: Box<dyn dledger::StateMachine>,
+    /// The hook that sees each entry's position on append, if any.
+    pub hook: Option<Arc<dyn dledger::AppendHook>>,
+    /// The message store, for a layer that has one.
+    pub store: Option<Arc<store::Store<MemDisk>>>,
+}
+
+/// Why a workload could not open what a replica applies into.
+pub struct OpenError {
+    /// What went wrong.
+    pub reason: String,
+    /// An I/O error (an injected disk fault): the start is retried like a crash.
+    pub io: bool,
 }
 
 /// State shared by the driver and the hosts.
@@ -58,14 +110,12 @@ pub struct Cluster {
     /// A deliberate bug switched on in every replica.
     pub mutant: Option<Mutant>,
     /// The layers under test.
-    pub layer: Layer,
-    /// The name server's registry (messaging workload).
-    pub registry: crate::messaging::RegistrySlot,
+    pub workload: Arc<dyn Workload>,
 }
 
 impl Cluster {
     /// Slots for every replica, with fresh disks.
-    pub fn new(config: SimConfig, mutant: Option<Mutant>, layer: Layer) -> Cluster {
+    pub fn new(config: SimConfig, mutant: Option<Mutant>, workload: Arc<dyn Workload>) -> Cluster {
         let slots = (1..=config.nodes)
             .map(|id| {
                 let faults = DiskFaults {
@@ -76,7 +126,7 @@ impl Cluster {
                     // The messaging workload's store shares the disk; it runs without a limit.
                     capacity_bytes: config
                         .disk_segments_max
-                        .filter(|_| layer == Layer::Ledger)
+                        .filter(|_| workload.disk_limited())
                         .map(|n| n * (SIM_SEGMENT_BYTES + 16 * 1024)),
                     latency_max: Duration::from_micros(config.disk_latency_max_us),
                     read_corrupt: config.read_corrupt,
@@ -100,8 +150,7 @@ impl Cluster {
             quiet: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),
             mutant,
-            layer,
-            registry: Arc::default(),
+            workload,
         }
     }
 
@@ -120,10 +169,7 @@ impl Cluster {
         );
         config.segment_bytes = SIM_SEGMENT_BYTES;
         config.index_units_per_file = 512;
-        config.entry_body_bytes_max = match self.layer {
-            Layer::Ledger => 1024,
-            Layer::Broker => crate::messaging::ENTRY_BODY_BYTES_MAX,
-        };
+        config.entry_body_bytes_max = self.workload.entry_body_bytes_max();
         config.heartbeat_interval = Duration::from_millis(c.heartbeat_ms);
         config.election_timeout_min = Duration::from_millis(c.election_min_ms);
         config.election_timeout_max = Duration::from_millis(c.election_max_ms);
@@ -151,8 +197,8 @@ impl Cluster {
         }
     }
 
-    /// The body of replica `id`'s host: start the ledger from the slot's disk, then propose
-    /// (ledger workload) or serve as a broker (messaging workload).
+    /// The body of replica `id`'s host: start the ledger from the slot's disk, then run the
+    /// workload over it.
     pub async fn run_host(self, id: u64) -> turmoil::Result {
         let (disk, incarnation) = {
             let mut slots = self.slots.lock().expect("slots");
@@ -170,40 +216,24 @@ impl Cluster {
             RaftListener::bind(&TurmoilTransport, &format!("0.0.0.0:{RAFT_PORT}")).await?;
         let machine = RecordingStateMachine::new();
         let config = self.ledger_config(id, incarnation);
-        let (state_machine, hook, store): (
-            Box<dyn dledger::StateMachine>,
-            Option<Arc<dyn dledger::AppendHook>>,
-            _,
-        ) = match self.layer {
-            Layer::Ledger => (Box::new(machine.clone()), None, None),
-            Layer::Broker => {
-                match store::Store::open(disk.clone(), crate::messaging::store_config(id)) {
-                    Ok(store) => (
-                        Box::new(crate::messaging::TeeMachine {
-                            store: store::StoreMachine::new(store.clone()),
-                            record: machine.clone(),
-                        }),
-                        Some(Arc::new(store::entry::OffsetHook)),
-                        Some(store),
-                    ),
-                    Err(err) => {
-                        // A read that returned corrupted bytes makes intact files look damaged.
-                        let io = disk.fault_counts().reads_corrupted > corrupted_before
-                            || matches!(err, store::error::StoreError::Io { .. });
-                        self.start_failed(id, format!("store: {err}"), io);
-                        std::future::pending::<()>().await;
-                        unreachable!("pending never completes");
-                    }
-                }
+        let applier = match self.workload.open(id, &disk, machine.clone()) {
+            Ok(applier) => applier,
+            Err(err) => {
+                // A read that returned corrupted bytes makes intact files look damaged.
+                let io = err.io || disk.fault_counts().reads_corrupted > corrupted_before;
+                self.start_failed(id, err.reason, io);
+                std::future::pending::<()>().await;
+                unreachable!("pending never completes");
             }
         };
+        let store = applier.store.clone();
         let started = Ledger::start(
             config,
             disk.clone(),
             TurmoilTransport,
             listener,
-            state_machine,
-            hook,
+            applier.machine,
+            applier.hook,
         )
         .await;
         let ledger = match started {
@@ -229,46 +259,7 @@ impl Cluster {
             slot.machine = machine;
             slot.store = store.clone();
         }
-        if let Some(store) = store {
-            let broker =
-                crate::messaging::start_broker(&self, id, incarnation, ledger, store).await?;
-            {
-                let mut slots = self.slots.lock().expect("slots");
-                let slot = slots.get_mut(&id).expect("slot exists");
-                slot.broker = Some(broker.view());
-            }
-            std::future::pending::<()>().await;
-            drop(broker);
-            return Ok(());
-        }
-        for client in 0..self.config.clients_per_node {
-            let seed =
-                self.config.seed ^ salt::WORKLOAD ^ (id << 40) ^ (incarnation << 20) ^ client;
-            tokio::spawn(propose_forever(self.clone(), ledger.clone(), seed));
-        }
-        std::future::pending::<()>().await;
-        Ok(())
-    }
-}
-
-/// One proposer: while its replica leads, propose unique ids and record acknowledgements.
-async fn propose_forever(cluster: Cluster, ledger: Ledger, seed: u64) {
-    let mut rng = rng(seed, 0);
-    let pause = cluster.config.propose_pause_ms.clone();
-    loop {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(pause.clone()))).await;
-        if cluster.quiet.load(Ordering::Relaxed) || ledger.status().role != Role::Leader {
-            continue;
-        }
-        let id = cluster.oracle.lock().expect("oracle").next_id();
-        let proposal = tokio::time::timeout(Duration::from_secs(5), ledger.propose(body(id)));
-        if let Ok(Ok(committed)) = proposal.await {
-            let acked = Acked {
-                id,
-                index: committed.index,
-                term: committed.term,
-            };
-            cluster.oracle.lock().expect("oracle").acked.push(acked);
-        }
+        let workload = self.workload.clone();
+        workload.serve(self, id, incarnation, ledger, store).await
     }
 }

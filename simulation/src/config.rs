@@ -42,6 +42,22 @@ pub enum Layer {
     Broker,
 }
 
+/// Deliberate bugs put back into the code under test, to show the checker catches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mutant {
+    /// Report appended entries flushed before they are synced.
+    AckBeforeSync,
+    /// Do not persist the vote.
+    ForgetVote,
+    /// Hand entries to the state machine when appended, before they commit.
+    ApplyBeforeCommit,
+    /// Skip the CRC checks of recovery.
+    SkipRecoveryCrc,
+    /// Let a leader that no quorum answered go on claiming writes (check-quorum off).
+    IgnoreQuorumLoss,
+}
+
 /// An RNG for one subsystem of one seed.
 pub fn rng(seed: u64, salt: u64) -> StdRng {
     StdRng::seed_from_u64(seed ^ salt)

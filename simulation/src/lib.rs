@@ -4,9 +4,10 @@
 //!
 //! # Layout
 //! - [`config`]: everything a seed decides (cluster size, timeouts, fault odds, workload).
-//! - [`transport`]: dledger's transport seam over turmoil's TCP.
+//! - [`transport`]: the seams (network and wall clock) over turmoil.
 //! - [`cluster`]: the replicas as turmoil hosts, with their disks kept outside the hosts so a
 //!   crash keeps what was synced.
+//! - [`proposers`]: the ledger workload (`--layer ledger`): proposers of opaque entries.
 //! - [`messaging`]: the messaging workload (`--layer broker`): brokers, a name server and
 //!   producers over the remoting protocol.
 //! - [`links`]: the driver's copy of which links between replicas deliver.
@@ -23,6 +24,7 @@ pub mod invariants;
 pub mod links;
 pub mod messaging;
 pub mod oracle;
+pub mod proposers;
 pub mod run;
 pub mod transport;
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use simulation::config::Layer;
-use simulation::run::{Mutant, RunOptions, RunReport};
+use simulation::config::Mutant;
+use simulation::run::{RunOptions, RunReport};
 
 #[derive(Parser)]
 #[command(about = "Deterministic fault-injection runs of raftmq replica groups")]

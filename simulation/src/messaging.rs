@@ -5,7 +5,9 @@
 //! pull every queue from any replica (followers serve what they applied), recording what they
 //! received and any gap or repeat in a queue's offsets.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,10 +25,10 @@ use protocol::message::StoredMessage;
 use rand::Rng;
 use store::{Store, StoreConfig, StoreMachine};
 
-use crate::cluster::{Cluster, host_name};
+use crate::cluster::{Applier, Cluster, OpenError, host_name};
 use crate::config::{rng, salt};
 use crate::oracle::{Consumed, SendAck, body, id_of};
-use crate::transport::TurmoilRemoting;
+use crate::transport::{SimClock, TurmoilTransport};
 
 /// Client port of every broker.
 pub const BROKER_PORT: u16 = 10911;
@@ -40,9 +42,6 @@ pub const CLIENT_HOSTS: u64 = 2;
 pub const TOPIC: &str = "SimTopic";
 /// Queues of [`TOPIC`].
 pub const QUEUES: i32 = 4;
-/// Wall-clock milliseconds at simulated time zero (2026-01-01T00:00:00Z): brokers stamp
-/// messages with it plus the simulated time, so timestamps replay.
-pub const EPOCH_MS: i64 = 1_767_225_600_000;
 /// Most bytes of one Raft entry's body in the messaging workload: a batch of records.
 pub const ENTRY_BODY_BYTES_MAX: u32 = 16 * 1024;
 /// How long a producer waits for one answer.
@@ -117,30 +116,76 @@ pub fn broker_config(cluster: &Cluster, id: u64, incarnation: u64) -> BrokerConf
     config.batch_bytes_max = 8 * 1024;
     config.long_poll_max = Duration::from_secs(1);
     config.client_timeout = Duration::from_secs(10);
-    config.clock =
-        Arc::new(|| EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as i64);
+    config.clock = Arc::new(SimClock);
     config.seed = Some(cluster.config.seed ^ salt::BROKER ^ (id << 32) ^ incarnation);
     config
 }
 
-/// Starts the broker of a replica whose ledger and store run; it serves until the host stops.
-///
-/// # Errors
-/// The bind error.
-pub async fn start_broker(
-    cluster: &Cluster,
-    id: u64,
-    incarnation: u64,
-    ledger: Ledger,
-    store: Arc<Store<MemDisk>>,
-) -> std::io::Result<Broker<MemDisk, TurmoilRemoting>> {
-    Broker::start(
-        &TurmoilRemoting,
-        broker_config(cluster, id, incarnation),
-        Arc::new(ledger),
-        store,
-    )
-    .await
+/// The messaging layers on every replica: each applies into its message store and runs a
+/// broker over it.
+#[derive(Default)]
+pub struct Messaging {
+    /// The name server's registry, once its host runs.
+    pub registry: RegistrySlot,
+}
+
+impl crate::cluster::Workload for Messaging {
+    fn entry_body_bytes_max(&self) -> u32 {
+        ENTRY_BODY_BYTES_MAX
+    }
+
+    fn disk_limited(&self) -> bool {
+        // The store shares the disk; it runs without a capacity limit.
+        false
+    }
+
+    fn open(
+        &self,
+        id: u64,
+        disk: &MemDisk,
+        record: RecordingStateMachine,
+    ) -> Result<Applier, OpenError> {
+        let store = Store::open(disk.clone(), store_config(id)).map_err(|err| OpenError {
+            io: matches!(err, store::error::StoreError::Io { .. }),
+            reason: format!("store: {err}"),
+        })?;
+        Ok(Applier {
+            machine: Box::new(TeeMachine {
+                store: StoreMachine::new(store.clone()),
+                record,
+            }),
+            hook: Some(Arc::new(store::entry::OffsetHook)),
+            store: Some(store),
+        })
+    }
+
+    fn serve(
+        &self,
+        cluster: Cluster,
+        id: u64,
+        incarnation: u64,
+        ledger: Ledger,
+        store: Option<Arc<Store<MemDisk>>>,
+    ) -> Pin<Box<dyn Future<Output = turmoil::Result>>> {
+        Box::pin(async move {
+            let store = store.expect("the messaging workload opened a store");
+            let broker = Broker::start(
+                &TurmoilTransport,
+                broker_config(&cluster, id, incarnation),
+                Arc::new(ledger),
+                store,
+            )
+            .await?;
+            {
+                let mut slots = cluster.slots.lock().expect("slots");
+                let slot = slots.get_mut(&id).expect("slot exists");
+                slot.broker = Some(broker.view());
+            }
+            std::future::pending::<()>().await;
+            drop(broker);
+            Ok(())
+        })
+    }
 }
 
 /// The name server's broker registry, once it runs: the driver reads routes from it.
@@ -153,7 +198,7 @@ pub async fn run_namesrv(registry: RegistrySlot) -> turmoil::Result {
         broker_timeout: Duration::from_secs(5),
         scan_interval: Duration::from_secs(1),
     };
-    let namesrv = namesrv::Namesrv::start(&TurmoilRemoting, config).await?;
+    let namesrv = namesrv::Namesrv::start(&TurmoilTransport, config).await?;
     *registry.lock().expect("registry slot") = Some(namesrv.registry());
     std::future::pending::<()>().await;
     Ok(())
@@ -192,7 +237,7 @@ fn send_request(id: u64, queue_id: i32, born_timestamp: i64) -> RemotingCommand 
 async fn produce_forever(cluster: Cluster, producer: u64, seed: u64) {
     let mut rng = rng(seed, 0);
     let pause = cluster.config.propose_pause_ms.clone();
-    let (client, _inbound) = remoting::Client::new(TurmoilRemoting);
+    let (client, _inbound) = remoting::Client::new(TurmoilTransport);
     let brokers: Vec<String> = (1..=cluster.config.nodes)
         .map(|id| format!("{}:{BROKER_PORT}", host_name(id)))
         .collect();
@@ -207,7 +252,7 @@ async fn produce_forever(cluster: Cluster, producer: u64, seed: u64) {
             let at = (next + attempt) % brokers.len();
             let addr = &brokers[at];
             let id = cluster.oracle.lock().expect("oracle").next_id();
-            let born = EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as i64;
+            let born = seams::Clock::now_ms(&SimClock);
             let answer = client
                 .request(addr, send_request(id, queue_id, born), SEND_TIMEOUT)
                 .await;
@@ -257,7 +302,7 @@ fn pull_request(consumer: u64, queue_id: i32, queue_offset: i64) -> RemotingComm
 /// answer from a replica that applied less (or is rebuilding its store) only waits.
 async fn consume_forever(cluster: Cluster, consumer: u64, seed: u64) {
     let mut rng = rng(seed, 0);
-    let (client, _inbound) = remoting::Client::new(TurmoilRemoting);
+    let (client, _inbound) = remoting::Client::new(TurmoilTransport);
     let brokers: Vec<String> = (1..=cluster.config.nodes)
         .map(|id| format!("{}:{BROKER_PORT}", host_name(id)))
         .collect();

@@ -12,27 +12,11 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 
 use crate::cluster::{Cluster, host_name};
-use crate::config::{Layer, SimConfig, rng, salt};
+use crate::config::{Layer, Mutant, SimConfig, rng, salt};
 use crate::invariants::{Checker, NodeView, Violation};
 use crate::links::Links;
 use crate::messaging;
 use crate::oracle::id_of;
-
-/// Deliberate bugs put back into the code under test, to show the checker catches them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mutant {
-    /// Report appended entries flushed before they are synced.
-    AckBeforeSync,
-    /// Do not persist the vote.
-    ForgetVote,
-    /// Hand entries to the state machine when appended, before they commit.
-    ApplyBeforeCommit,
-    /// Skip the CRC checks of recovery.
-    SkipRecoveryCrc,
-    /// Let a leader that no quorum answered go on claiming writes (check-quorum off).
-    IgnoreQuorumLoss,
-}
 
 /// What one seed's run did and found.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -101,6 +85,10 @@ enum Event {
 struct Driver<'a> {
     sim: turmoil::Sim<'a>,
     cluster: Cluster,
+    /// The layers under test.
+    layer: Layer,
+    /// The name server's registry (messaging workload).
+    registry: messaging::RegistrySlot,
     checker: Checker,
     rng: StdRng,
     events: BTreeMap<u64, Vec<Event>>,
@@ -145,13 +133,21 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         .enable_random_order()
         .tcp_capacity(1 << 16)
         .build();
-    let cluster = Cluster::new(config.clone(), options.mutant, options.layer);
+    // The messaging workload's name-server registry, for the driver to read routes from.
+    let registry: messaging::RegistrySlot = Arc::default();
+    let workload: Arc<dyn crate::cluster::Workload> = match options.layer {
+        Layer::Ledger => Arc::new(crate::proposers::Proposers),
+        Layer::Broker => Arc::new(messaging::Messaging {
+            registry: registry.clone(),
+        }),
+    };
+    let cluster = Cluster::new(config.clone(), options.mutant, workload);
     for id in 1..=config.nodes {
         let cluster = cluster.clone();
         sim.host(host_name(id), move || cluster.clone().run_host(id));
     }
     if options.layer == Layer::Broker {
-        let registry = cluster.registry.clone();
+        let registry = registry.clone();
         sim.host(messaging::NAMESRV_HOST, move || {
             messaging::run_namesrv(registry.clone())
         });
@@ -165,6 +161,8 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
     let mut driver = Driver {
         sim,
         cluster,
+        layer: options.layer,
+        registry,
         checker: Checker::default(),
         rng: rng(seed, salt::FAULTS),
         edge_rng: rng(seed, salt::EDGE_FAULTS),
@@ -239,9 +237,7 @@ impl Driver<'_> {
     /// Messaging workload: now and then cuts a replica off from a client host or the name
     /// server for a while.
     fn maybe_inject_edge(&mut self, config: &SimConfig) {
-        if self.cluster.layer != Layer::Broker
-            || !self.edge_rng.random_bool(config.fault_odds / 2.0)
-        {
+        if self.layer != Layer::Broker || !self.edge_rng.random_bool(config.fault_odds / 2.0) {
             return;
         }
         let id = self.edge_rng.random_range(1..=config.nodes);
@@ -535,7 +531,7 @@ impl Driver<'_> {
             .filter(|(id, _)| !self.down[id])
             .filter_map(|(id, slot)| {
                 let ledger = slot.ledger.as_ref()?;
-                let serving_writes = match self.cluster.layer {
+                let serving_writes = match self.layer {
                     Layer::Ledger => ledger.watch_role().borrow().leads_with_quorum(),
                     Layer::Broker => slot.broker.as_ref().is_some_and(|b| b.serving_writes()),
                 };
@@ -577,7 +573,7 @@ impl Driver<'_> {
             self.step,
             self.cluster.config.election_max_ms,
         )?;
-        if self.cluster.layer == Layer::Broker {
+        if self.layer == Layer::Broker {
             self.checker.check_messaging(&views)?;
             let oracle = self.cluster.oracle.lock().expect("oracle");
             if let Some(first) = oracle.consume_errors.first() {
@@ -608,7 +604,7 @@ impl Driver<'_> {
                 }
             }
         }
-        if self.cluster.layer == Layer::Broker {
+        if self.layer == Layer::Broker {
             let mut outside = vec![messaging::NAMESRV_HOST.to_string()];
             outside.extend((1..=messaging::CLIENT_HOSTS).map(messaging::client_host_name));
             for id in 1..=nodes {
@@ -647,7 +643,7 @@ impl Driver<'_> {
                         && self.route_converged(state.leader)
                         && self.consumers_caught_up() =>
                 {
-                    return match self.cluster.layer {
+                    return match self.layer {
                         Layer::Ledger => self.all_acked_readable(),
                         Layer::Broker => self.all_sends_consumable(),
                     };
@@ -656,7 +652,7 @@ impl Driver<'_> {
             }
         }
         let state = self.converged();
-        let route = if self.cluster.layer == Layer::Broker {
+        let route = if self.layer == Layer::Broker {
             format!(
                 ", namesrv lists the leader as master: {}, consumers caught up: {}",
                 self.route_converged(state.leader),
@@ -677,11 +673,11 @@ impl Driver<'_> {
     /// Messaging workload: the name server lists the leader as the group's master (always
     /// true in the ledger workload).
     fn route_converged(&self, leader: Option<u64>) -> bool {
-        if self.cluster.layer != Layer::Broker {
+        if self.layer != Layer::Broker {
             return true;
         }
         let Some(leader) = leader else { return false };
-        let Some(registry) = self.cluster.registry.lock().expect("registry slot").clone() else {
+        let Some(registry) = self.registry.lock().expect("registry slot").clone() else {
             return false;
         };
         let master = self.sim.lookup(host_name(leader));
@@ -695,7 +691,7 @@ impl Driver<'_> {
     /// Messaging workload: every consumer has pulled each queue past its last acknowledged
     /// message (always true in the ledger workload).
     fn consumers_caught_up(&self) -> bool {
-        if self.cluster.layer != Layer::Broker {
+        if self.layer != Layer::Broker {
             return true;
         }
         let oracle = self.cluster.oracle.lock().expect("oracle");

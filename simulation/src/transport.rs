@@ -1,8 +1,12 @@
-//! dledger's transport seam over turmoil's simulated TCP.
+//! The seams (crate `seams`) over turmoil: one transport for the Raft network and the remoting
+//! protocol alike, and a wall clock that follows simulated time so timestamps replay.
 
 use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use dledger::Transport;
+/// Wall-clock time at simulated time zero: 2026-01-01T00:00:00Z.
+pub const EPOCH: Duration = Duration::from_millis(1_767_225_600_000);
 
 /// Opens turmoil sockets; addresses are `host:port` with simulated host names.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,7 +22,7 @@ fn split(addr: &str) -> io::Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-impl Transport for TurmoilTransport {
+impl seams::Transport for TurmoilTransport {
     type Stream = turmoil::net::TcpStream;
     type Listener = turmoil::net::TcpListener;
 
@@ -26,12 +30,12 @@ impl Transport for TurmoilTransport {
         turmoil::net::TcpListener::bind(split(addr)?).await
     }
 
-    fn local_addr(listener: &Self::Listener) -> io::Result<String> {
-        Ok(listener.local_addr()?.to_string())
+    fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+        listener.local_addr()
     }
 
-    async fn accept(listener: &Self::Listener) -> io::Result<Self::Stream> {
-        Ok(listener.accept().await?.0)
+    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        listener.accept().await
     }
 
     async fn connect(&self, addr: &str) -> io::Result<Self::Stream> {
@@ -39,27 +43,12 @@ impl Transport for TurmoilTransport {
     }
 }
 
-/// remoting's transport seam (client-facing servers and clients) over turmoil's simulated TCP.
+/// Wall-clock time as [`EPOCH`] plus the simulated time elapsed.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TurmoilRemoting;
+pub struct SimClock;
 
-impl remoting::Transport for TurmoilRemoting {
-    type Stream = turmoil::net::TcpStream;
-    type Listener = turmoil::net::TcpListener;
-
-    async fn bind(&self, addr: &str) -> io::Result<Self::Listener> {
-        turmoil::net::TcpListener::bind(split(addr)?).await
-    }
-
-    fn local_addr(listener: &Self::Listener) -> io::Result<std::net::SocketAddr> {
-        listener.local_addr()
-    }
-
-    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, std::net::SocketAddr)> {
-        listener.accept().await
-    }
-
-    async fn connect(&self, addr: &str) -> io::Result<Self::Stream> {
-        turmoil::net::TcpStream::connect(split(addr)?).await
+impl seams::Clock for SimClock {
+    fn since_epoch(&self) -> Duration {
+        EPOCH + turmoil::sim_elapsed().unwrap_or_default()
     }
 }

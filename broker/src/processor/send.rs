@@ -227,7 +227,7 @@ impl SendBack {
             queue_id: 0,
             queue_offset: 0,
             commit_log_offset: 0,
-            store_timestamp: (p.shared.config.clock)(),
+            store_timestamp: p.shared.config.clock.now_ms(),
             store_host: p.shared.config.advertised_addr,
             reconsume_times: original.reconsume_times + 1,
             properties,
@@ -318,7 +318,7 @@ async fn topic_for_send<D: Disk, T: Transport>(
 fn uniq_key<D: Disk, T: Transport>(p: &Processor<D, T>) -> String {
     let ip = p.shared.config.advertised_addr.ip();
     let counter = UNIQ_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let ms = (p.shared.config.clock)();
+    let ms = p.shared.config.clock.now_ms();
     message::uniq_id(
         ip,
         std::process::id() as u16,
@@ -357,7 +357,7 @@ fn record<D: Disk, T: Transport>(
         sys_flag,
         born_timestamp: header.born_timestamp,
         born_host: peer.addr,
-        store_timestamp: (p.shared.config.clock)(),
+        store_timestamp: p.shared.config.clock.now_ms(),
         store_host: p.shared.config.advertised_addr,
         reconsume_times: header.reconsume_times.unwrap_or(0),
         prepared_transaction_offset: 0,

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::limits::{DIAL_BACKOFF_MAX_MS, DIAL_BACKOFF_MIN_MS, STREAM_IN_FLIGHT_MAX};
 use crate::raft_types::{OrSnapshot, OrVote, PeerNode, SnapshotData, TypeConfig};
-use crate::transport::Transport;
+use seams::Transport;
 
 type RpcErr = RPCError<TypeConfig>;
 
@@ -429,7 +429,7 @@ mod tests {
         drop(listener);
         let state = std::sync::Mutex::new(DialState::default());
         let ttl = Duration::from_millis(500);
-        let transport = crate::transport::TcpTransport;
+        let transport = seams::TcpTransport;
         assert!(
             dial(&transport, &addr, &state, HELLO_RPC, ttl)
                 .await

@@ -14,7 +14,7 @@ use super::{
 use crate::limits::RAFT_CONNECTIONS_MAX;
 use crate::raft_types::{OrSnapshot, Runtime, TypeConfig};
 use crate::state_machine::SmAdapter;
-use crate::transport::Transport;
+use seams::Transport;
 
 pub(crate) type Raft = openraft::Raft<TypeConfig, SmAdapter>;
 
@@ -39,7 +39,7 @@ pub async fn serve<T: Transport>(
             accepted = T::accept(&listener) => accepted,
         };
         let stream = match accepted {
-            Ok(stream) => stream,
+            Ok((stream, _)) => stream,
             Err(err) => {
                 tracing::warn!(cause = %err, "raft accept failed");
                 continue;

@@ -110,19 +110,20 @@ impl Transport for CuttableTransport {
         TcpTransport.bind(addr).await
     }
 
-    fn local_addr(listener: &Self::Listener) -> io::Result<String> {
+    fn local_addr(listener: &Self::Listener) -> io::Result<std::net::SocketAddr> {
         TcpTransport::local_addr(listener)
     }
 
-    async fn accept(listener: &Self::Listener) -> io::Result<Self::Stream> {
+    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, std::net::SocketAddr)> {
         // Inbound streams are never cut here: the dialling side cuts both directions.
-        let inner = TcpTransport::accept(listener).await?;
-        Ok(CuttableStream {
+        let (inner, peer) = TcpTransport::accept(listener).await?;
+        let stream = CuttableStream {
             inner,
             from: u64::MAX,
             to_addr: String::new(),
             links: Links::default(),
-        })
+        };
+        Ok((stream, peer))
     }
 
     async fn connect(&self, addr: &str) -> io::Result<Self::Stream> {

@@ -1,8 +1,6 @@
-//! Wall-clock time, behind a seam so the simulation can supply its own.
-//!
-//! The client reads wall time only for values it puts on the wire: a message's
-//! `bornTimestamp`, the time part of `UNIQ_KEY`, a subscription's `subVersion` and the client
-//! id. Intervals and deadlines use `tokio::time`, which the simulation controls already.
+//! The time seam: wall-clock time, for values that go on the wire or on disk (a message's born
+//! and store timestamps, the time part of a message id, a subscription's version). The
+//! simulation supplies a clock that follows its simulated time, so timestamps replay.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,5 +36,17 @@ mod tests {
     #[test]
     fn system_clock_reads_milliseconds() {
         assert!(SystemClock.now_ms() > 1_577_836_800_000);
+    }
+
+    /// A clock far past the range of milliseconds in an i64 saturates instead of wrapping.
+    #[test]
+    fn milliseconds_saturate() {
+        struct Far;
+        impl Clock for Far {
+            fn since_epoch(&self) -> Duration {
+                Duration::MAX
+            }
+        }
+        assert_eq!(Far.now_ms(), i64::MAX);
     }
 }
