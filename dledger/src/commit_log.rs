@@ -13,12 +13,14 @@
 //! (recovery, truncation, purge) sync before they return, because a crash in the middle of them
 //! must never leave stale entries that look valid.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::disk::{Disk, SegmentFile};
 use crate::error::{StorageError, Subject, Verb};
+pub use crate::file_set::DirtyRange;
+use crate::file_set::{FileOp, FileSet, FileSetError};
 use crate::limits::{
     ENTRY_HEADER_BYTES, INDEX_UNIT_BYTES, RECENT_BYTES_MAX, RECENT_ENTRIES_MAX,
     RECOVERY_VERIFY_BYTES,
@@ -75,9 +77,6 @@ pub struct StoredEntry {
     pub body: bytes::Bytes,
 }
 
-/// Zeroing works in chunks of this many bytes, so no buffer grows with the range.
-const ZERO_CHUNK: u64 = 64 * 1024;
-
 /// A batch laid out in memory before it is written.
 struct Plan {
     /// Bytes per file touched, in order: (file start, offset in file, bytes).
@@ -112,24 +111,13 @@ impl Plan {
     }
 }
 
-/// A dirty byte range of one file, for the flusher.
-pub struct DirtyRange<F> {
-    /// The file.
-    pub file: Arc<F>,
-    /// First dirty byte.
-    pub offset: u64,
-    /// Dirty bytes.
-    pub len: u64,
-}
-
 /// The log over its files.
 pub struct CommitLog<D: Disk> {
-    disk: D,
     config: CommitLogConfig,
-    data_dir: PathBuf,
-    index_dir: PathBuf,
-    segments: BTreeMap<u64, Arc<D::File>>,
-    index_files: BTreeMap<u64, Arc<D::File>>,
+    /// The data segments.
+    segments: FileSet<D>,
+    /// The index files.
+    index: FileSet<D>,
     /// First index that can be read; entries below were purged.
     first_index: u64,
     /// One past the last entry.
@@ -140,8 +128,6 @@ pub struct CommitLog<D: Disk> {
     purged: Option<LogId>,
     /// Where the next entry goes.
     write_position: u64,
-    dirty_data: BTreeMap<u64, (u64, u64)>,
-    dirty_index: BTreeMap<u64, (u64, u64)>,
     hook: Option<Arc<dyn AppendHook>>,
     /// Whether reads verify body CRCs (always, but for the `skip_recovery_crc` mutant).
     check_crc: bool,
@@ -150,22 +136,50 @@ pub struct CommitLog<D: Disk> {
     recent_bytes: u64,
 }
 
-fn file_name(start: u64) -> String {
-    format!("{start:020}")
+/// Which of the log's file sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// The data segments (`commitlog/`).
+    Segments,
+    /// The index files (`index/`).
+    Index,
 }
 
-fn parse_file_name(name: &str) -> Option<u64> {
-    if name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()) {
-        name.parse().ok()
-    } else {
-        None
+impl Files {
+    fn subject(self, file_start: u64) -> Subject {
+        match self {
+            Files::Segments => Subject::Segment { file_start },
+            Files::Index => Subject::IndexFile { file_start },
+        }
     }
-}
 
-fn extend(dirty: &mut BTreeMap<u64, (u64, u64)>, file_start: u64, from: u64, to: u64) {
-    let range = dirty.entry(file_start).or_insert((from, to));
-    range.0 = range.0.min(from);
-    range.1 = range.1.max(to);
+    /// The log's error for a failed operation on this file set.
+    fn error(self, err: FileSetError) -> StorageError {
+        match err {
+            FileSetError::Unexpected { path, reason } => {
+                StorageError::UnexpectedFile { path, reason }
+            }
+            FileSetError::Io {
+                op,
+                file_start,
+                path,
+                source,
+            } => {
+                let verb = match op {
+                    FileOp::List => Verb::List,
+                    FileOp::Open => Verb::Open,
+                    FileOp::Write => Verb::Write,
+                    FileOp::Sync => Verb::Flush,
+                    FileOp::Remove => Verb::Remove,
+                };
+                let subject = match file_start {
+                    Some(start) => self.subject(start),
+                    None => Subject::Dir { path },
+                };
+                StorageError::io(verb, subject, source)
+            }
+        }
+    }
 }
 
 /// What recovery found, for logs and tests.
@@ -205,30 +219,30 @@ impl<D: Disk> CommitLog<D> {
         purged: Option<LogId>,
         hook: Option<Arc<dyn AppendHook>>,
     ) -> Result<(Self, RecoveryReport), StorageError> {
-        let data_dir = config.dir.join("commitlog");
-        let index_dir = config.dir.join("index");
+        let segments = FileSet::open(
+            disk.clone(),
+            &config.dir.join("commitlog"),
+            config.segment_bytes,
+        )
+        .map_err(|err| Files::Segments.error(err))?;
+        let index_bytes = config.index_units_per_file * u64::from(INDEX_UNIT_BYTES);
+        let index = FileSet::open(disk.clone(), &config.dir.join("index"), index_bytes)
+            .map_err(|err| Files::Index.error(err))?;
         let first_index = purged.map_or(0, |p| p.index + 1);
         let mut log = CommitLog {
-            disk,
-            data_dir,
-            index_dir,
-            segments: BTreeMap::new(),
-            index_files: BTreeMap::new(),
+            segments,
+            index,
             first_index,
             next_index: first_index,
             last_term: purged.map_or(0, |p| p.term),
             purged,
             write_position: 0,
-            dirty_data: BTreeMap::new(),
-            dirty_index: BTreeMap::new(),
             hook,
             check_crc: crc_checked(&config),
             config,
             recent: VecDeque::new(),
             recent_bytes: 0,
         };
-        log.segments = log.open_dir(true)?;
-        log.index_files = log.open_dir(false)?;
         let report = log.recover(committed)?;
         log.check_crc = true;
         log.sync_all_dirty()?;
@@ -236,53 +250,79 @@ impl<D: Disk> CommitLog<D> {
     }
 
     fn index_file_bytes(&self) -> u64 {
-        self.config.index_units_per_file * u64::from(INDEX_UNIT_BYTES)
+        self.index.file_bytes()
     }
 
-    fn open_dir(&self, data: bool) -> Result<BTreeMap<u64, Arc<D::File>>, StorageError> {
-        let (dir, bytes) = if data {
-            (&self.data_dir, self.config.segment_bytes)
-        } else {
-            (&self.index_dir, self.index_file_bytes())
-        };
-        let names = self.disk.list(dir).map_err(|source| {
-            StorageError::io(Verb::List, Subject::Dir { path: dir.clone() }, source)
-        })?;
-        let mut files = BTreeMap::new();
-        for name in names {
-            let path = dir.join(&name);
-            let Some(start) = parse_file_name(&name) else {
-                return Err(StorageError::UnexpectedFile {
-                    path,
-                    reason: "name is not a 20-digit byte position".into(),
-                });
-            };
-            if start % bytes != 0 {
-                return Err(StorageError::UnexpectedFile {
-                    path,
-                    reason: format!("start {start} is not a multiple of the file size {bytes}"),
-                });
-            }
-            let file = self.disk.open_segment(&path, bytes).map_err(|source| {
-                let subject = self.subject(data, start);
-                StorageError::io(Verb::Open, subject, source)
-            })?;
-            files.insert(start, file);
+    /// Asserts what the log keeps true between calls: its file sets are sound; indexes run from
+    /// `first_index` to `next_index` with the purged id just below; the last indexed entry ends
+    /// at or before the write position, inside the segments that exist; and the entries kept in
+    /// memory are the newest ones, contiguous, with their byte count right. Cheap enough for
+    /// every step of the simulation: it reads one index unit.
+    pub fn check_invariants(&self) {
+        self.segments.check_invariants();
+        self.index.check_invariants();
+        assert!(
+            self.first_index <= self.next_index,
+            "first index {} <= next index {}",
+            self.first_index,
+            self.next_index
+        );
+        if let Some(purged) = self.purged {
+            assert_eq!(
+                purged.index + 1,
+                self.first_index,
+                "entries start after the purged id"
+            );
         }
-        Ok(files)
-    }
-
-    fn subject(&self, data: bool, file_start: u64) -> Subject {
-        if data {
-            Subject::Segment { file_start }
-        } else {
-            Subject::IndexFile { file_start }
+        if self.next_index > self.first_index {
+            let last = self
+                .read_unit(self.next_index - 1)
+                .expect("the last entry is indexed");
+            assert_eq!(
+                last.index,
+                self.next_index - 1,
+                "the last unit names its index"
+            );
+            assert_eq!(last.term, self.last_term, "the last unit has the last term");
+            let end = last.position + u64::from(last.total_bytes);
+            assert!(
+                end <= self.write_position,
+                "the last entry ends at {end}, within the write position {}",
+                self.write_position
+            );
+            assert!(
+                self.segments.contains(self.segment_start(last.position)),
+                "the last entry's segment exists"
+            );
+        }
+        let mut expected = self.recent.front().map(|e| e.header.index);
+        let mut bytes = 0;
+        for entry in &self.recent {
+            assert_eq!(
+                Some(entry.header.index),
+                expected,
+                "kept entries are contiguous"
+            );
+            expected = Some(entry.header.index + 1);
+            bytes += entry.body.len() as u64;
+        }
+        assert_eq!(bytes, self.recent_bytes, "kept bytes are counted");
+        if let (Some(front), Some(back)) = (self.recent.front(), self.recent.back()) {
+            assert!(
+                front.header.index >= self.first_index,
+                "no purged entry is kept"
+            );
+            assert_eq!(
+                back.header.index + 1,
+                self.next_index,
+                "the newest entries are kept"
+            );
         }
     }
 
     /// Path of the data segment holding `position`.
     pub fn segment_path(&self, position: u64) -> PathBuf {
-        self.data_dir.join(file_name(self.segment_start(position)))
+        self.segments.path(self.segment_start(position))
     }
 
     fn segment_start(&self, position: u64) -> u64 {
@@ -292,7 +332,7 @@ impl<D: Disk> CommitLog<D> {
     fn read_unit(&self, index: u64) -> Option<IndexUnit> {
         let byte = index.checked_mul(u64::from(INDEX_UNIT_BYTES))?;
         let file_start = byte - byte % self.index_file_bytes();
-        let file = self.index_files.get(&file_start)?;
+        let file = self.index.get(file_start)?;
         let mut buf = [0u8; INDEX_UNIT_BYTES as usize];
         file.read_at(byte - file_start, &mut buf);
         IndexUnit::decode(&buf)
@@ -301,7 +341,7 @@ impl<D: Disk> CommitLog<D> {
     /// Reads and checks the entry at `position`, without knowing what it should be.
     fn read_at(&self, position: u64) -> Result<StoredEntry, HeaderProblem> {
         let start = self.segment_start(position);
-        let Some(file) = self.segments.get(&start) else {
+        let Some(file) = self.segments.get(start) else {
             return Err(HeaderProblem::Zero);
         };
         let offset = position - start;
@@ -346,9 +386,7 @@ impl<D: Disk> CommitLog<D> {
         while let Some(unit) = self.read_unit(next) {
             let consistent = unit.index == next
                 && unit.total_bytes >= ENTRY_HEADER_BYTES
-                && self
-                    .segments
-                    .contains_key(&self.segment_start(unit.position))
+                && self.segments.contains(self.segment_start(unit.position))
                 && prev.is_none_or(|p| {
                     unit.term >= p.term && unit.position >= p.position + u64::from(p.total_bytes)
                 });
@@ -397,10 +435,7 @@ impl<D: Disk> CommitLog<D> {
             let unit = self.reread_unit(valid_next - 1)?;
             (unit.position + u64::from(unit.total_bytes), unit.term)
         } else {
-            (
-                self.segments.keys().next().copied().unwrap_or(0),
-                self.last_term,
-            )
+            (self.segments.first_start().unwrap_or(0), self.last_term)
         };
         let mut next = valid_next;
         // Where the last entry found ends: the log goes on there. A segment end marker with no
@@ -501,7 +536,7 @@ impl<D: Disk> CommitLog<D> {
     fn reread_unit(&self, index: u64) -> Result<IndexUnit, StorageError> {
         self.read_unit(index).ok_or_else(|| StorageError::Corrupt {
             index,
-            path: self.index_dir.clone(),
+            path: self.index.dir().to_path_buf(),
             position: index * u64::from(INDEX_UNIT_BYTES),
             reason: "index unit read differently during recovery".into(),
         })
@@ -540,129 +575,33 @@ impl<D: Disk> CommitLog<D> {
     /// and removes later files, so stale bytes can never pass for entries later.
     fn cut_tail(&mut self, position: u64, next: u64) -> Result<(), StorageError> {
         let segment_start = self.segment_start(position);
-        if let Some(file) = self.segments.get(&segment_start).cloned() {
-            self.zero_nonzero(&file, position - segment_start, true, segment_start)?;
-        }
-        let later: Vec<u64> = self
-            .segments
-            .range(segment_start + 1..)
-            .map(|(s, _)| *s)
-            .collect();
-        for start in later {
-            self.remove_file(true, start)?;
-        }
-        let index_bytes = self.index_file_bytes();
+        self.segments
+            .zero_from(segment_start, position - segment_start)
+            .map_err(|err| Files::Segments.error(err))?;
+        self.segments
+            .remove_after(position)
+            .map_err(|err| Files::Segments.error(err))?;
         let byte = next * u64::from(INDEX_UNIT_BYTES);
-        let index_start = byte - byte % index_bytes;
-        if let Some(file) = self.index_files.get(&index_start).cloned() {
-            self.zero_nonzero(&file, byte - index_start, false, index_start)?;
-        }
-        let later: Vec<u64> = self
-            .index_files
-            .range(index_start + 1..)
-            .map(|(s, _)| *s)
-            .collect();
-        for start in later {
-            self.remove_file(false, start)?;
-        }
+        let index_start = self.index.file_start(byte);
+        self.index
+            .zero_from(index_start, byte - index_start)
+            .map_err(|err| Files::Index.error(err))?;
+        self.index
+            .remove_after(byte)
+            .map_err(|err| Files::Index.error(err))?;
         Ok(())
     }
 
-    /// Zeroes the non-zero chunks of `file` from `from` to its end, marking them dirty.
-    fn zero_nonzero(
-        &mut self,
-        file: &Arc<D::File>,
-        from: u64,
-        data: bool,
-        file_start: u64,
-    ) -> Result<(), StorageError> {
-        let mut buf = vec![0u8; ZERO_CHUNK as usize];
-        let mut at = from;
-        while at < file.len() {
-            let len = ZERO_CHUNK.min(file.len() - at);
-            file.read_at(at, &mut buf[..len as usize]);
-            if buf[..len as usize].iter().any(|&b| b != 0) {
-                self.zero_range(file, at, at + len, data, file_start)?;
-            }
-            at += len;
-        }
-        Ok(())
-    }
-
-    /// Writes zeros over `from..to` of `file`, marking them dirty.
-    fn zero_range(
-        &mut self,
-        file: &Arc<D::File>,
-        from: u64,
-        to: u64,
-        data: bool,
-        file_start: u64,
-    ) -> Result<(), StorageError> {
-        let zeros = vec![0u8; ZERO_CHUNK.min(to.saturating_sub(from)) as usize];
-        let mut at = from;
-        while at < to {
-            let len = ZERO_CHUNK.min(to - at);
-            file.write_at(at, &zeros[..len as usize])
-                .map_err(|source| {
-                    StorageError::io(Verb::Write, self.subject(data, file_start), source)
-                })?;
-            at += len;
-        }
-        let dirty = if data {
-            &mut self.dirty_data
-        } else {
-            &mut self.dirty_index
+    /// The file of `files` starting at `file_start`, created if it is not there yet.
+    fn file_for(&mut self, files: Files, file_start: u64) -> Result<Arc<D::File>, StorageError> {
+        let set = match files {
+            Files::Segments => &mut self.segments,
+            Files::Index => &mut self.index,
         };
-        extend(dirty, file_start, from, to);
-        Ok(())
-    }
-
-    fn remove_file(&mut self, data: bool, start: u64) -> Result<(), StorageError> {
-        let (files, dir, dirty) = if data {
-            (&mut self.segments, &self.data_dir, &mut self.dirty_data)
-        } else {
-            (
-                &mut self.index_files,
-                &self.index_dir,
-                &mut self.dirty_index,
-            )
-        };
-        files.remove(&start);
-        dirty.remove(&start);
-        let path = dir.join(file_name(start));
-        let subject = if data {
-            Subject::Segment { file_start: start }
-        } else {
-            Subject::IndexFile { file_start: start }
-        };
-        self.disk
-            .remove(&path)
-            .map_err(|source| StorageError::io(Verb::Remove, subject, source))
-    }
-
-    fn file_for(&mut self, data: bool, file_start: u64) -> Result<Arc<D::File>, StorageError> {
-        let existing = if data {
-            self.segments.get(&file_start)
-        } else {
-            self.index_files.get(&file_start)
-        };
-        if let Some(file) = existing {
-            return Ok(file.clone());
-        }
-        let (dir, bytes) = if data {
-            (&self.data_dir, self.config.segment_bytes)
-        } else {
-            (&self.index_dir, self.index_file_bytes())
-        };
-        let path = dir.join(file_name(file_start));
-        let file = self.disk.open_segment(&path, bytes).map_err(|source| {
-            StorageError::io(Verb::Open, self.subject(data, file_start), source)
-        })?;
-        if data {
+        let created = !set.contains(file_start);
+        let file = set.file_for(file_start).map_err(|err| files.error(err))?;
+        if created && files == Files::Segments {
             tracing::info!(file_start, "CommitLog segment created");
-            self.segments.insert(file_start, file.clone());
-        } else {
-            self.index_files.insert(file_start, file.clone());
         }
         Ok(file)
     }
@@ -718,7 +657,7 @@ impl<D: Disk> CommitLog<D> {
     ) -> Result<(), StorageError> {
         let plan = self.plan(entries)?;
         for chunk in &plan.chunks {
-            let file = self.file_for(true, chunk.file_start)?;
+            let file = self.file_for(Files::Segments, chunk.file_start)?;
             file.write_at(chunk.offset, &chunk.bytes)
                 .map_err(|source| {
                     StorageError::io(
@@ -733,7 +672,8 @@ impl<D: Disk> CommitLog<D> {
         self.write_units(&plan.units)?;
         for chunk in &plan.chunks {
             let end = chunk.offset + chunk.bytes.len() as u64;
-            extend(&mut self.dirty_data, chunk.file_start, chunk.offset, end);
+            self.segments
+                .mark_dirty(chunk.file_start, chunk.offset, end);
         }
         self.remember(plan.chunks, &plan.entries);
         if let Some(first) = plan.units.first()
@@ -849,17 +789,13 @@ impl<D: Disk> CommitLog<D> {
             for unit in run {
                 bytes.extend_from_slice(&unit.encode());
             }
-            let file = self.file_for(false, file_start)?;
+            let file = self.file_for(Files::Index, file_start)?;
             let offset = byte - file_start;
             file.write_at(offset, &bytes).map_err(|source| {
                 StorageError::io(Verb::Write, Subject::IndexFile { file_start }, source)
             })?;
-            extend(
-                &mut self.dirty_index,
-                file_start,
-                offset,
-                offset + bytes.len() as u64,
-            );
+            self.index
+                .mark_dirty(file_start, offset, offset + bytes.len() as u64);
             at += run.len();
         }
         Ok(())
@@ -867,45 +803,31 @@ impl<D: Disk> CommitLog<D> {
 
     /// Files the log will need soon (the next data segment once the current one is half full,
     /// the next index file likewise), so the flusher can create them ahead of time instead of an
-    /// append stalling on file creation: `(is_data, file_start, path, size)`.
-    pub fn files_to_prepare(&self) -> Vec<(bool, u64, PathBuf, u64)> {
+    /// append stalling on file creation: `(which, file_start, path, size)`.
+    pub fn files_to_prepare(&self) -> Vec<(Files, u64, PathBuf, u64)> {
         let mut wanted = Vec::new();
-        let segment_bytes = self.config.segment_bytes;
-        if self.write_position % segment_bytes > segment_bytes / 2 {
-            let next = self.segment_start(self.write_position) + segment_bytes;
-            if !self.segments.contains_key(&next) {
-                wanted.push((
-                    true,
-                    next,
-                    self.data_dir.join(file_name(next)),
-                    segment_bytes,
-                ));
-            }
-        }
-        let index_bytes = self.index_file_bytes();
-        let byte = self.next_index * u64::from(INDEX_UNIT_BYTES);
-        if byte % index_bytes > index_bytes / 2 {
-            let next = byte - byte % index_bytes + index_bytes;
-            if !self.index_files.contains_key(&next) {
-                wanted.push((
-                    false,
-                    next,
-                    self.index_dir.join(file_name(next)),
-                    index_bytes,
-                ));
+        let index_byte = self.next_index * u64::from(INDEX_UNIT_BYTES);
+        for (files, set, at) in [
+            (Files::Segments, &self.segments, self.write_position),
+            (Files::Index, &self.index, index_byte),
+        ] {
+            let bytes = set.file_bytes();
+            if at % bytes > bytes / 2 {
+                let next = set.file_start(at) + bytes;
+                if !set.contains(next) {
+                    wanted.push((files, next, set.path(next), bytes));
+                }
             }
         }
         wanted
     }
 
     /// Adds a file created ahead of time by the caller (see `files_to_prepare`).
-    pub fn add_prepared_file(&mut self, data: bool, file_start: u64, file: Arc<D::File>) {
-        let files = if data {
-            &mut self.segments
-        } else {
-            &mut self.index_files
-        };
-        files.entry(file_start).or_insert(file);
+    pub fn add_prepared_file(&mut self, files: Files, file_start: u64, file: Arc<D::File>) {
+        match files {
+            Files::Segments => self.segments.add_prepared(file_start, file),
+            Files::Index => self.index.add_prepared(file_start, file),
+        }
     }
 
     /// Whether no entry can be read.
@@ -966,7 +888,7 @@ impl<D: Disk> CommitLog<D> {
         let Some(unit) = self.read_unit(index) else {
             return Err(StorageError::Corrupt {
                 index,
-                path: self.index_dir.clone(),
+                path: self.index.dir().to_path_buf(),
                 position: index * u64::from(INDEX_UNIT_BYTES),
                 reason: "index unit fails its CRC".into(),
             });
@@ -999,7 +921,7 @@ impl<D: Disk> CommitLog<D> {
             return None;
         }
         let start = self.segment_start(position);
-        let file = self.segments.get(&start)?;
+        let file = self.segments.get(start)?;
         let offset = position - start;
         if offset + len as u64 > file.len() {
             return None;
@@ -1053,7 +975,7 @@ impl<D: Disk> CommitLog<D> {
             .read_unit(new_next)
             .ok_or_else(|| StorageError::Corrupt {
                 index: new_next,
-                path: self.index_dir.clone(),
+                path: self.index.dir().to_path_buf(),
                 position: new_next * u64::from(INDEX_UNIT_BYTES),
                 reason: "index unit fails its CRC".into(),
             })?;
@@ -1095,46 +1017,35 @@ impl<D: Disk> CommitLog<D> {
         // old end in this segment, and drop later files.
         let segment_start = self.segment_start(position);
         let old_end = self.write_position;
-        if let Some(file) = self.segments.get(&segment_start).cloned() {
-            let from = position - segment_start;
-            if self.segment_start(old_end.saturating_sub(1)) == segment_start {
-                self.zero_range(&file, from, old_end - segment_start, true, segment_start)?;
-            } else {
-                // The log went on in later segments: this one ends in an end marker somewhere.
-                self.zero_nonzero(&file, from, true, segment_start)?;
-            }
-        }
-        let later: Vec<u64> = self
-            .segments
-            .range(segment_start + 1..)
-            .map(|(s, _)| *s)
-            .collect();
-        for start in later {
-            self.remove_file(true, start)?;
-        }
+        let from = position - segment_start;
+        let zeroed = if self.segment_start(old_end.saturating_sub(1)) == segment_start {
+            self.segments
+                .zero_range(segment_start, from, old_end - segment_start)
+        } else {
+            // The log went on in later segments: this one ends in an end marker somewhere.
+            self.segments.zero_from(segment_start, from).map(|_| ())
+        };
+        zeroed.map_err(|err| Files::Segments.error(err))?;
+        self.segments
+            .remove_after(position)
+            .map_err(|err| Files::Segments.error(err))?;
         let unit_bytes = u64::from(INDEX_UNIT_BYTES);
-        let index_bytes = self.index_file_bytes();
+        let index_bytes = self.index.file_bytes();
         let (from_byte, to_byte) = (next * unit_bytes, self.next_index * unit_bytes);
-        let files: Vec<(u64, Arc<D::File>)> = self
-            .index_files
-            .range(from_byte - from_byte % index_bytes..to_byte)
-            .map(|(s, f)| (*s, f.clone()))
-            .collect();
-        for (file_start, file) in files {
-            let from = from_byte.max(file_start) - file_start;
-            let to = to_byte.min(file_start + index_bytes) - file_start;
-            self.zero_range(&file, from, to, false, file_start)?;
+        let mut file_start = self.index.file_start(from_byte);
+        while file_start < to_byte {
+            if self.index.contains(file_start) {
+                let from = from_byte.max(file_start) - file_start;
+                let to = to_byte.min(file_start + index_bytes) - file_start;
+                self.index
+                    .zero_range(file_start, from, to)
+                    .map_err(|err| Files::Index.error(err))?;
+            }
+            file_start += index_bytes;
         }
-        let byte = next * unit_bytes;
-        let index_start = byte - byte % index_bytes;
-        let later: Vec<u64> = self
-            .index_files
-            .range(index_start + 1..)
-            .map(|(s, _)| *s)
-            .collect();
-        for start in later {
-            self.remove_file(false, start)?;
-        }
+        self.index
+            .remove_after(from_byte)
+            .map_err(|err| Files::Index.error(err))?;
         Ok(())
     }
 
@@ -1166,20 +1077,13 @@ impl<D: Disk> CommitLog<D> {
             self.last_term = upto.term;
         }
         let keep_from = self.segment_start(keep_position.unwrap_or(self.write_position));
-        let doomed: Vec<u64> = self.segments.range(..keep_from).map(|(s, _)| *s).collect();
-        for start in doomed {
-            self.remove_file(true, start)?;
-        }
+        self.segments
+            .remove_before(keep_from)
+            .map_err(|err| Files::Segments.error(err))?;
         let byte = self.first_index * u64::from(INDEX_UNIT_BYTES);
-        let keep_index = byte - byte % self.index_file_bytes();
-        let doomed: Vec<u64> = self
-            .index_files
-            .range(..keep_index)
-            .map(|(s, _)| *s)
-            .collect();
-        for start in doomed {
-            self.remove_file(false, start)?;
-        }
+        self.index
+            .remove_before(self.index.file_start(byte))
+            .map_err(|err| Files::Index.error(err))?;
         Ok(())
     }
 
@@ -1192,22 +1096,9 @@ impl<D: Disk> CommitLog<D> {
     /// without its entry costs a re-read, never an entry. Syncing it on every flush doubled the
     /// syncs of a busy log.
     pub fn take_dirty(&mut self, index: bool) -> Vec<DirtyRange<D::File>> {
-        let mut ranges = Vec::new();
-        let mut take = |dirty: &mut BTreeMap<u64, (u64, u64)>,
-                        files: &BTreeMap<u64, Arc<D::File>>| {
-            for (start, (from, to)) in std::mem::take(dirty) {
-                if let Some(file) = files.get(&start) {
-                    ranges.push(DirtyRange {
-                        file: file.clone(),
-                        offset: from,
-                        len: to - from,
-                    });
-                }
-            }
-        };
-        take(&mut self.dirty_data, &self.segments);
+        let mut ranges = self.segments.take_dirty();
         if index {
-            take(&mut self.dirty_index, &self.index_files);
+            ranges.extend(self.index.take_dirty());
         }
         ranges
     }
@@ -1221,30 +1112,21 @@ impl<D: Disk> CommitLog<D> {
     }
 
     fn sync_all_dirty(&mut self) -> Result<(), StorageError> {
-        for range in self.take_dirty(true) {
-            range
-                .file
-                .sync_range(range.offset, range.len)
-                .map_err(|source| {
-                    StorageError::io(
-                        Verb::Flush,
-                        Subject::Dir {
-                            path: self.config.dir.clone(),
-                        },
-                        source,
-                    )
-                })?;
-        }
-        Ok(())
+        self.segments
+            .sync_dirty()
+            .map_err(|err| Files::Segments.error(err))?;
+        self.index
+            .sync_dirty()
+            .map_err(|err| Files::Index.error(err))
     }
 
     /// The folder holding the data segments.
     pub fn data_dir(&self) -> &Path {
-        &self.data_dir
+        self.segments.dir()
     }
 
     /// The folder holding the index files.
     pub fn index_dir(&self) -> &Path {
-        &self.index_dir
+        self.index.dir()
     }
 }

@@ -8,6 +8,8 @@
 //! - [`config`]: one replica's settings and the flush policy.
 //! - [`disk`]: the storage seam ([`Disk`], [`SegmentFile`]); mmap in production, an in-memory
 //!   disk that loses unsynced bytes on a crash for tests and simulation.
+//! - [`file_set`]: a directory of fixed-size files named by their starting position
+//!   (RocketMQ's MappedFileQueue), shared by the CommitLog and the store.
 //! - [`commit_log`]: segment files named by byte position, the index, recovery.
 //! - `log_store`: openraft's log storage over the CommitLog, with the group-commit flusher.
 //! - [`state_machine`]: the state-machine trait and its openraft adapter.
@@ -22,6 +24,7 @@ pub mod commit_log;
 pub mod config;
 pub mod disk;
 pub mod error;
+pub mod file_set;
 pub mod limits;
 mod log_store;
 mod meta;

@@ -170,7 +170,7 @@ impl<D: Disk> LogShared<D> {
         ))
     }
 
-    fn read_log(&self) -> std::sync::RwLockReadGuard<'_, CommitLog<D>> {
+    pub(crate) fn read_log(&self) -> std::sync::RwLockReadGuard<'_, CommitLog<D>> {
         self.log.read().expect("a writer of the log panicked")
     }
 
@@ -310,13 +310,13 @@ impl<D: Disk> LogShared<D> {
 
     async fn prepare_files(&self) -> Result<(), io::Error> {
         let wanted = self.read_log().files_to_prepare();
-        for (data, file_start, path, bytes) in wanted {
+        for (files, file_start, path, bytes) in wanted {
             let disk = self.disk.clone();
             let file = self
                 .disk
                 .run_blocking(move || disk.open_segment(&path, bytes))
                 .await?;
-            self.write_log().add_prepared_file(data, file_start, file);
+            self.write_log().add_prepared_file(files, file_start, file);
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ trait LogAccess: Send + Sync + 'static {
     fn fatal(&self) -> Option<String>;
     fn first_index(&self) -> u64;
     fn stop(&self);
+    fn check_invariants(&self);
 }
 
 impl<D: Disk> LogAccess for LogShared<D> {
@@ -62,6 +63,10 @@ impl<D: Disk> LogAccess for LogShared<D> {
 
     fn stop(&self) {
         LogShared::stop(self);
+    }
+
+    fn check_invariants(&self) {
+        self.read_log().check_invariants();
     }
 }
 
@@ -375,6 +380,12 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// Asserts the invariants of this replica's CommitLog (see
+    /// [`crate::CommitLog::check_invariants`]); tests and the simulation call it.
+    pub fn check_invariants(&self) {
+        self.inner.log.check_invariants();
     }
 
     /// The storage failure that stopped this replica (a failed sync or write), if any: it

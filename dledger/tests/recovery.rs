@@ -36,6 +36,7 @@ fn append_unsynced<D: Disk>(log: &mut CommitLog<D>, range: std::ops::Range<u64>)
         body: b,
     }))
     .unwrap();
+    log.check_invariants();
 }
 
 /// Appends entries `range` (term 1) and syncs them.
@@ -49,7 +50,11 @@ fn open<D: Disk>(
     dir: &Path,
     committed: Option<u64>,
 ) -> Result<(CommitLog<D>, dledger::RecoveryReport), StorageError> {
-    CommitLog::open(disk, config(dir), committed, None, None)
+    let opened = CommitLog::open(disk, config(dir), committed, None, None);
+    if let Ok((log, _)) = &opened {
+        log.check_invariants();
+    }
+    opened
 }
 
 fn fresh(dir: &Path, entries: u64) -> CommitLog<MmapDisk> {
@@ -327,6 +332,7 @@ fn truncated_entries_never_reappear() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = fresh(dir.path(), 40);
     log.truncate_after(Some(29)).unwrap();
+    log.check_invariants();
     assert_eq!(log.next_index(), 30);
     assert!(log.read(30).unwrap().is_none());
     // Shorter entries than the removed ones, so old headers would sit at unaligned offsets.
@@ -401,6 +407,7 @@ fn truncating_a_rolled_entry_puts_the_next_one_where_every_replica_does() {
     );
 
     log.truncate_after(Some(next - 1)).unwrap();
+    log.check_invariants();
     assert_eq!(log.write_position(), end);
     let replaced = append_one(&mut log, 2, next, b"small");
     assert_eq!(

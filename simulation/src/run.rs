@@ -565,6 +565,9 @@ impl Driver<'_> {
                 self.trace = fnv(self.trace, line.as_bytes());
             }
         }
+        for view in &views {
+            view.ledger.check_invariants();
+        }
         let acked = self.cluster.oracle.lock().expect("oracle").acked.clone();
         self.checker.check(&views, &acked)?;
         self.checker.check_quorum(
