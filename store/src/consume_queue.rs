@@ -33,6 +33,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dledger::file_set::{FileOp, FileSet, FileSetError};
 use dledger::{Disk, SegmentFile};
 
 use crate::error::{StoreError, Subject, Verb};
@@ -171,41 +172,46 @@ pub fn queue_dir(root: &Path, topic: &str, queue_id: i32) -> PathBuf {
     root.join(topic).join(queue_id.to_string())
 }
 
-fn file_name(file_start: u64) -> String {
-    format!("{file_start:020}")
-}
-
-fn parse_file_name(name: &str) -> Option<u64> {
-    if name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()) {
-        name.parse().ok()
-    } else {
-        None
+/// The store's error for a failed operation on a queue's files.
+fn file_set_error(err: FileSetError) -> StoreError {
+    match err {
+        FileSetError::Unexpected { path, reason } => StoreError::UnexpectedFile { path, reason },
+        FileSetError::Io {
+            op,
+            file_start,
+            path,
+            source,
+        } => {
+            let verb = match op {
+                FileOp::List => Verb::List,
+                FileOp::Open => Verb::Open,
+                FileOp::Write => Verb::Write,
+                FileOp::Sync => Verb::Flush,
+                FileOp::Remove => Verb::Remove,
+            };
+            let subject = match file_start {
+                Some(_) => Subject::ConsumeQueueFile { path },
+                None => Subject::Dir { path },
+            };
+            StoreError::io(verb, subject, source)
+        }
     }
-}
-
-fn extend(dirty: &mut BTreeMap<u64, (u64, u64)>, file_start: u64, from: u64, to: u64) {
-    let range = dirty.entry(file_start).or_insert((from, to));
-    range.0 = range.0.min(from);
-    range.1 = range.1.max(to);
 }
 
 /// One ConsumeQueue over its files.
 ///
 /// Every method is blocking (file creation, reads, syncs): call from a blocking context.
 pub struct ConsumeQueue<D: Disk> {
-    disk: D,
     dir: PathBuf,
     units_per_file: u64,
     /// Files by starting byte offset; contiguous.
-    files: BTreeMap<u64, Arc<D::File>>,
+    files: FileSet<D>,
     /// The next queue offset to be appended.
     queue_offset_max: u64,
     /// Units appended but not yet written to their file: those from `written_max` on.
     pending: Vec<ConsumeQueueUnit>,
     /// The next queue offset to be written to a file.
     written_max: u64,
-    /// Unsynced byte range per file, by starting byte offset.
-    dirty: BTreeMap<u64, (u64, u64)>,
 }
 
 impl<D: Disk> std::fmt::Debug for ConsumeQueue<D> {
@@ -231,17 +237,21 @@ impl<D: Disk> ConsumeQueue<D> {
     /// followed by valid ones.
     pub fn open(disk: D, dir: &Path, units_per_file: u64) -> Result<Self, StoreError> {
         validate_units_per_file(units_per_file)?;
+        let files =
+            FileSet::open(disk, dir, units_per_file * UNIT_BYTES).map_err(file_set_error)?;
+        if let Some(missing) = files.first_gap() {
+            return Err(StoreError::MissingFile {
+                path: files.path(missing),
+            });
+        }
         let mut queue = ConsumeQueue {
-            disk,
             dir: dir.to_path_buf(),
             units_per_file,
-            files: BTreeMap::new(),
+            files,
             queue_offset_max: 0,
             pending: Vec::new(),
             written_max: 0,
-            dirty: BTreeMap::new(),
         };
-        queue.open_files()?;
         queue.recover()?;
         queue.check_invariants();
         Ok(queue)
@@ -252,7 +262,7 @@ impl<D: Disk> ConsumeQueue<D> {
     }
 
     fn path(&self, file_start: u64) -> PathBuf {
-        self.dir.join(file_name(file_start))
+        self.files.path(file_start)
     }
 
     fn subject(&self, file_start: u64) -> Subject {
@@ -261,55 +271,12 @@ impl<D: Disk> ConsumeQueue<D> {
         }
     }
 
-    fn open_files(&mut self) -> Result<(), StoreError> {
-        let names = self.disk.list(&self.dir).map_err(|source| {
-            let path = self.dir.clone();
-            StoreError::io(Verb::List, Subject::Dir { path }, source)
-        })?;
-        let file_bytes = self.file_bytes();
-        for name in names {
-            let path = self.dir.join(&name);
-            let Some(file_start) = parse_file_name(&name) else {
-                return Err(StoreError::UnexpectedFile {
-                    path,
-                    reason: "name is not a 20-digit byte offset".into(),
-                });
-            };
-            if file_start % file_bytes != 0 {
-                return Err(StoreError::UnexpectedFile {
-                    path,
-                    reason: format!(
-                        "start {file_start} is not a multiple of the file size {file_bytes}"
-                    ),
-                });
-            }
-            let file = self
-                .disk
-                .open_segment(&path, file_bytes)
-                .map_err(|source| StoreError::io(Verb::Open, self.subject(file_start), source))?;
-            self.files.insert(file_start, file);
-        }
-        let mut expected = None;
-        for &file_start in self.files.keys() {
-            if let Some(expected) = expected
-                && file_start != expected
-            {
-                return Err(StoreError::MissingFile {
-                    path: self.path(expected),
-                });
-            }
-            expected = Some(file_start + file_bytes);
-        }
-        Ok(())
-    }
-
     fn recover(&mut self) -> Result<(), StoreError> {
         let mut end = self
             .files
-            .keys()
-            .next()
+            .first_start()
             .map_or(0, |start| start / UNIT_BYTES);
-        for (&file_start, file) in self.files.iter().rev() {
+        for (file_start, file) in self.files.iter().rev() {
             let units = self.scan(file_start, file)?;
             if units > 0 {
                 end = file_start / UNIT_BYTES + units;
@@ -319,17 +286,13 @@ impl<D: Disk> ConsumeQueue<D> {
         // Units the previous process wrote but never synced may still be in the page cache: sync
         // the last file holding units too, so that what recovery found stays found.
         if end > 0
-            && let Some(&first) = self.files.keys().next()
+            && let Some(first) = self.files.first_start()
             && end > first / UNIT_BYTES
         {
             let last_byte = (end - 1) * UNIT_BYTES;
-            let file_start = last_byte - last_byte % self.file_bytes();
-            extend(
-                &mut self.dirty,
-                file_start,
-                0,
-                last_byte - file_start + UNIT_BYTES,
-            );
+            let file_start = self.files.file_start(last_byte);
+            self.files
+                .mark_dirty(file_start, 0, last_byte - file_start + UNIT_BYTES);
         }
         self.cut_tail(end)?;
         self.queue_offset_max = end;
@@ -391,42 +354,18 @@ impl<D: Disk> ConsumeQueue<D> {
     /// between never leaves a hole), zeroes the rest of the file holding `end`, and syncs.
     fn cut_tail(&mut self, end: u64) -> Result<(), StoreError> {
         let byte = end * UNIT_BYTES;
-        let head = byte - byte % self.file_bytes();
-        let later: Vec<u64> = self
-            .files
-            .range(head + 1..)
-            .rev()
-            .map(|(s, _)| *s)
-            .collect();
-        for file_start in later {
-            self.remove_file(file_start)?;
+        for file_start in self.files.remove_after(byte).map_err(file_set_error)? {
+            tracing::info!(dir = %self.dir.display(), file_start, "ConsumeQueue file removed");
         }
-        if let Some(file) = self.files.get(&head).cloned() {
-            let mut buf = vec![0u8; SCAN_CHUNK_BYTES as usize];
-            let mut at = byte - head;
-            while at < file.len() {
-                let len = SCAN_CHUNK_BYTES.min(file.len() - at);
-                let chunk = &mut buf[..len as usize];
-                file.read_at(at, chunk);
-                if chunk.iter().any(|&b| b != 0) {
-                    chunk.fill(0);
-                    file.write_at(at, chunk).map_err(|source| {
-                        StoreError::io(Verb::Write, self.subject(head), source)
-                    })?;
-                    extend(&mut self.dirty, head, at, at + len);
-                }
-                at += len;
-            }
-        }
+        let head = self.files.file_start(byte);
+        self.files
+            .zero_from(head, byte - head)
+            .map_err(file_set_error)?;
         self.flush()
     }
 
     fn remove_file(&mut self, file_start: u64) -> Result<(), StoreError> {
-        self.files.remove(&file_start);
-        self.dirty.remove(&file_start);
-        self.disk
-            .remove(&self.path(file_start))
-            .map_err(|source| StoreError::io(Verb::Remove, self.subject(file_start), source))?;
+        self.files.remove(file_start).map_err(file_set_error)?;
         tracing::info!(dir = %self.dir.display(), file_start, "ConsumeQueue file removed");
         Ok(())
     }
@@ -434,36 +373,20 @@ impl<D: Disk> ConsumeQueue<D> {
     /// The file starting at `file_start`, created if it is the next one. Before the queue moves
     /// into a new file, the previous one is synced, so recovery only needs the last file.
     fn file_for(&mut self, file_start: u64) -> Result<Arc<D::File>, StoreError> {
-        if let Some(file) = self.files.get(&file_start) {
+        if let Some(file) = self.files.get(file_start) {
             return Ok(file.clone());
         }
-        if let Some((&last, _)) = self.files.last_key_value() {
+        if let Some(last) = self.files.last_start() {
             assert_eq!(
                 last + self.file_bytes(),
                 file_start,
                 "a queue grows into the file after its last"
             );
-            self.sync_file(last)?;
+            self.files.sync_file(last).map_err(file_set_error)?;
         }
-        let path = self.path(file_start);
-        let file = self
-            .disk
-            .open_segment(&path, self.file_bytes())
-            .map_err(|source| StoreError::io(Verb::Open, self.subject(file_start), source))?;
+        let file = self.files.file_for(file_start).map_err(file_set_error)?;
         tracing::info!(dir = %self.dir.display(), file_start, "ConsumeQueue file created");
-        self.files.insert(file_start, file.clone());
         Ok(file)
-    }
-
-    fn sync_file(&mut self, file_start: u64) -> Result<(), StoreError> {
-        let Some(&(from, to)) = self.dirty.get(&file_start) else {
-            return Ok(());
-        };
-        let file = self.files.get(&file_start).expect("dirty files are open");
-        file.sync_range(from, to - from)
-            .map_err(|source| StoreError::io(Verb::Flush, self.subject(file_start), source))?;
-        self.dirty.remove(&file_start);
-        Ok(())
     }
 
     /// The queue's directory.
@@ -475,8 +398,7 @@ impl<D: Disk> ConsumeQueue<D> {
     /// written).
     pub fn queue_offset_min(&self) -> u64 {
         self.files
-            .keys()
-            .next()
+            .first_start()
             .map_or(self.written_max, |start| start / UNIT_BYTES)
     }
 
@@ -547,7 +469,7 @@ impl<D: Disk> ConsumeQueue<D> {
         if self.pending.len() >= WRITE_BACK_UNITS {
             self.write_back()?;
         }
-        self.check_invariants();
+        self.debug_check_invariants();
         Ok(())
     }
 
@@ -580,7 +502,7 @@ impl<D: Disk> ConsumeQueue<D> {
             let file_start = byte - byte % self.file_bytes();
             let file = self
                 .files
-                .get(&file_start)
+                .get(file_start)
                 .expect("files cover queue_offset_min..queue_offset_max");
             let in_file = (file_start + self.file_bytes() - byte) / UNIT_BYTES;
             let run = in_file.min(from_files - units.len() as u64);
@@ -641,7 +563,7 @@ impl<D: Disk> ConsumeQueue<D> {
             self.written_max = queue_offset;
         }
         self.queue_offset_max = queue_offset;
-        self.check_invariants();
+        self.debug_check_invariants();
         Ok(())
     }
 
@@ -663,7 +585,7 @@ impl<D: Disk> ConsumeQueue<D> {
         );
         self.pending.clear();
         self.queue_offset_max = self.written_max;
-        while let Some(&file_start) = self.files.keys().next_back() {
+        while let Some(file_start) = self.files.last_start() {
             self.queue_offset_max = if self.files.len() == 1 {
                 0
             } else {
@@ -674,7 +596,7 @@ impl<D: Disk> ConsumeQueue<D> {
         }
         self.queue_offset_max = 0;
         self.written_max = 0;
-        self.check_invariants();
+        self.debug_check_invariants();
         Ok(())
     }
 
@@ -689,7 +611,7 @@ impl<D: Disk> ConsumeQueue<D> {
         self.write_back()?;
         let mut removed = 0;
         while self.files.len() > 1
-            && let Some((&file_start, _)) = self.files.first_key_value()
+            && let Some(file_start) = self.files.first_start()
         {
             let file_end = file_start / UNIT_BYTES + self.units_per_file;
             if file_end > queue_offset.min(self.queue_offset_max) {
@@ -698,7 +620,7 @@ impl<D: Disk> ConsumeQueue<D> {
             self.remove_file(file_start)?;
             removed += 1;
         }
-        self.check_invariants();
+        self.debug_check_invariants();
         Ok(removed)
     }
 
@@ -726,12 +648,8 @@ impl<D: Disk> ConsumeQueue<D> {
             let offset = byte - file_start;
             file.write_at(offset, &buf)
                 .map_err(|source| StoreError::io(Verb::Write, self.subject(file_start), source))?;
-            extend(
-                &mut self.dirty,
-                file_start,
-                offset,
-                offset + buf.len() as u64,
-            );
+            self.files
+                .mark_dirty(file_start, offset, offset + buf.len() as u64);
             self.written_max += run as u64;
             self.pending.drain(..run);
         }
@@ -746,27 +664,31 @@ impl<D: Disk> ConsumeQueue<D> {
     /// stop the replica.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         self.write_back()?;
-        let starts: Vec<u64> = self.dirty.keys().copied().collect();
-        for file_start in starts {
-            self.sync_file(file_start)?;
-        }
-        Ok(())
+        self.files.sync_dirty().map_err(file_set_error)
     }
 
-    fn check_invariants(&self) {
-        if !cfg!(debug_assertions) {
-            return;
+    /// [`Self::check_invariants`] in debug builds: the append path runs it on every call.
+    fn debug_check_invariants(&self) {
+        if cfg!(debug_assertions) {
+            self.check_invariants();
         }
-        let file_bytes = self.file_bytes();
-        for (a, b) in self.files.keys().zip(self.files.keys().skip(1)) {
-            assert_eq!(a + file_bytes, *b, "ConsumeQueue files are contiguous");
-        }
+    }
+
+    /// Asserts what the queue keeps true: its files are a sound, contiguous set, the units in
+    /// memory follow the written ones, and the written end lies within the files.
+    pub fn check_invariants(&self) {
+        self.files.check_invariants();
+        assert_eq!(
+            self.files.first_gap(),
+            None,
+            "ConsumeQueue files are contiguous"
+        );
         assert_eq!(
             self.written_max + self.pending.len() as u64,
             self.queue_offset_max,
             "units in memory follow the written ones"
         );
-        if let (Some(first), Some(last)) = (self.files.keys().next(), self.files.keys().last()) {
+        if let (Some(first), Some(last)) = (self.files.first_start(), self.files.last_start()) {
             assert!(
                 self.written_max >= first / UNIT_BYTES,
                 "written end {} is not before the first file {first}",
@@ -782,9 +704,6 @@ impl<D: Disk> ConsumeQueue<D> {
                 self.written_max, 0,
                 "a queue without files has written nothing"
             );
-        }
-        for file_start in self.dirty.keys() {
-            assert!(self.files.contains_key(file_start), "dirty files are open");
         }
     }
 }
@@ -988,6 +907,7 @@ fn decode_manifest(path: &Path, bytes: &[u8]) -> Result<Vec<(String, i32)>, Stor
 mod tests {
     use super::*;
     use crate::consume_queue::counting_disk::CountingDisk;
+    use dledger::file_set::file_name;
     use dledger::{MemDisk, MmapDisk};
 
     fn unit(n: u64) -> ConsumeQueueUnit {
