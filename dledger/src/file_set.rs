@@ -4,10 +4,12 @@
 //! set rolls over, keeps the byte range of each file written since its last sync, zeroes and
 //! removes files from the tail, and deletes a prefix (retention).
 //!
-//! Positions are bytes: file `s` holds positions `s..s + file_bytes`, and `s` is a multiple of
-//! `file_bytes`. What a position means (a log byte, a unit number times the unit size) is the
-//! owner's business; so are the errors, which come back as [`FileSetError`] for the owner to name
-//! in its own terms.
+//! Files are named by a key, as a [`Naming`] says. With [`Positions`], the default, the key is
+//! the file's starting byte: file `s` holds positions `s..s + file_bytes`, `s` a multiple of
+//! `file_bytes`, and the set can cut its tail after a position and delete the files before one.
+//! The store's IndexFiles are named by their creation time instead (`store::index_file`). What a
+//! position means (a log byte, a unit number times the unit size) is the owner's business; so
+//! are the errors, which come back as [`FileSetError`] for the owner to name in its own terms.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -18,6 +20,35 @@ use crate::disk::{Disk, SegmentFile};
 
 /// Bytes zeroed per write when a file's tail is cleared.
 const ZERO_CHUNK: u64 = 64 * 1024;
+
+/// How a set names its files after their keys.
+pub trait Naming: Send + Sync + 'static {
+    /// What a name must be, for the error about one that is not.
+    const WHAT: &'static str;
+    /// Whether keys are starting positions, multiples of the file size.
+    const POSITIONS: bool;
+    /// The name of the file with `key`.
+    fn name(key: u64) -> String;
+    /// The key a name stands for, if it is one of this naming's.
+    fn parse(name: &str) -> Option<u64>;
+}
+
+/// Files named by their starting position, 20 digits (RocketMQ's CommitLog and ConsumeQueue).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Positions;
+
+impl Naming for Positions {
+    const WHAT: &'static str = "20-digit position";
+    const POSITIONS: bool = true;
+
+    fn name(key: u64) -> String {
+        file_name(key)
+    }
+
+    fn parse(name: &str) -> Option<u64> {
+        parse_file_name(name)
+    }
+}
 
 /// The name of the file starting at `start`.
 pub fn file_name(start: u64) -> String {
@@ -85,8 +116,9 @@ pub struct DirtyRange<F> {
     pub len: u64,
 }
 
-/// The files of one directory, by starting position.
-pub struct FileSet<D: Disk> {
+/// The files of one directory, by key (their starting position, unless `N` says otherwise).
+pub struct FileSet<D: Disk, N: Naming = Positions> {
+    naming: std::marker::PhantomData<N>,
     disk: D,
     dir: PathBuf,
     file_bytes: u64,
@@ -95,7 +127,7 @@ pub struct FileSet<D: Disk> {
     dirty: BTreeMap<u64, (u64, u64)>,
 }
 
-impl<D: Disk> std::fmt::Debug for FileSet<D> {
+impl<D: Disk, N: Naming> std::fmt::Debug for FileSet<D, N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileSet")
             .field("dir", &self.dir)
@@ -106,15 +138,16 @@ impl<D: Disk> std::fmt::Debug for FileSet<D> {
     }
 }
 
-impl<D: Disk> FileSet<D> {
+impl<D: Disk, N: Naming> FileSet<D, N> {
     /// Opens every file of `dir` (created if absent), each of `file_bytes` bytes.
     ///
     /// # Errors
-    /// A name that is not 20 digits, or not a multiple of `file_bytes`; a file of another size
-    /// (`InvalidData`); the OS error.
+    /// A name that is not one of the naming's, or a position that is not a multiple of
+    /// `file_bytes`; a file of another size (`InvalidData`); the OS error.
     pub fn open(disk: D, dir: &Path, file_bytes: u64) -> Result<Self, FileSetError> {
         assert!(file_bytes > 0, "a file holds at least one byte");
         let mut set = FileSet {
+            naming: std::marker::PhantomData,
             disk,
             dir: dir.to_path_buf(),
             file_bytes,
@@ -129,13 +162,13 @@ impl<D: Disk> FileSet<D> {
         })?;
         for name in names {
             let path = dir.join(&name);
-            let Some(start) = parse_file_name(&name) else {
+            let Some(start) = N::parse(&name) else {
                 return Err(FileSetError::Unexpected {
                     path,
-                    reason: "name is not a 20-digit position".into(),
+                    reason: format!("name is not a {}", N::WHAT),
                 });
             };
-            if start % file_bytes != 0 {
+            if N::POSITIONS && start % file_bytes != 0 {
                 return Err(FileSetError::Unexpected {
                     path,
                     reason: format!(
@@ -182,12 +215,7 @@ impl<D: Disk> FileSet<D> {
 
     /// The path of the file starting at `start`.
     pub fn path(&self, start: u64) -> PathBuf {
-        self.dir.join(file_name(start))
-    }
-
-    /// The start of the file holding `position`.
-    pub fn file_start(&self, position: u64) -> u64 {
-        position - position % self.file_bytes
+        self.dir.join(N::name(start))
     }
 
     /// The file starting at `start`, if open.
@@ -230,29 +258,13 @@ impl<D: Disk> FileSet<D> {
         self.files.is_empty()
     }
 
-    /// The start of the first file missing between the first and the last, if any (a set that
-    /// only grows at its end and shrinks at its ends has none).
-    pub fn first_gap(&self) -> Option<u64> {
-        let mut expected = None;
-        for &start in self.files.keys() {
-            if let Some(expected) = expected
-                && start != expected
-            {
-                return Some(expected);
-            }
-            expected = Some(start + self.file_bytes);
-        }
-        None
-    }
-
     /// The file starting at `start`, opened (and created, zero-filled) if it is not yet.
     ///
     /// # Errors
     /// The OS error.
     pub fn file_for(&mut self, start: u64) -> Result<Arc<D::File>, FileSetError> {
-        debug_assert_eq!(
-            start % self.file_bytes,
-            0,
+        debug_assert!(
+            !N::POSITIONS || start.is_multiple_of(self.file_bytes),
             "files start at multiples of their size"
         );
         if let Some(file) = self.files.get(&start) {
@@ -378,7 +390,7 @@ impl<D: Disk> FileSet<D> {
         Ok(())
     }
 
-    /// Removes the file starting at `start` (durably), forgetting its dirty range.
+    /// Removes the file with key `start` (durably), forgetting its dirty range.
     ///
     /// # Errors
     /// The OS error.
@@ -389,6 +401,56 @@ impl<D: Disk> FileSet<D> {
         self.disk
             .remove(&path)
             .map_err(|source| self.io_error(FileOp::Remove, start, source))
+    }
+
+    /// Asserts what every set keeps true: files start at multiples of the file size and are
+    /// that long, and only open files have dirty ranges, each within its file.
+    pub fn check_invariants(&self) {
+        for (&start, file) in &self.files {
+            assert!(
+                !N::POSITIONS || start.is_multiple_of(self.file_bytes),
+                "file {start} is aligned"
+            );
+            assert_eq!(
+                file.len(),
+                self.file_bytes,
+                "file {start} has the set's size"
+            );
+        }
+        for (&start, &(from, to)) in &self.dirty {
+            assert!(
+                self.files.contains_key(&start),
+                "dirty file {start} is open"
+            );
+            assert!(
+                from <= to && to <= self.file_bytes,
+                "dirty range {from}..{to} of {start} lies within the file"
+            );
+        }
+    }
+}
+
+/// What only a set named by positions can do: find the file of a position, its gaps, and cut at
+/// a position.
+impl<D: Disk> FileSet<D, Positions> {
+    /// The start of the file holding `position`.
+    pub fn file_start(&self, position: u64) -> u64 {
+        position - position % self.file_bytes
+    }
+
+    /// The start of the first file missing between the first and the last, if any (a set that
+    /// only grows at its end and shrinks at its ends has none).
+    pub fn first_gap(&self) -> Option<u64> {
+        let mut expected = None;
+        for &start in self.files.keys() {
+            if let Some(expected) = expected
+                && start != expected
+            {
+                return Some(expected);
+            }
+            expected = Some(start + self.file_bytes);
+        }
+        None
     }
 
     /// Removes every file that starts after `position`'s file, newest first (a crash in between
@@ -427,35 +489,14 @@ impl<D: Disk> FileSet<D> {
         }
         Ok(whole)
     }
-
-    /// Asserts what every set keeps true: files start at multiples of the file size and are
-    /// that long, and only open files have dirty ranges, each within its file.
-    pub fn check_invariants(&self) {
-        for (&start, file) in &self.files {
-            assert_eq!(start % self.file_bytes, 0, "file {start} is aligned");
-            assert_eq!(
-                file.len(),
-                self.file_bytes,
-                "file {start} has the set's size"
-            );
-        }
-        for (&start, &(from, to)) in &self.dirty {
-            assert!(
-                self.files.contains_key(&start),
-                "dirty file {start} is open"
-            );
-            assert!(
-                from <= to && to <= self.file_bytes,
-                "dirty range {from}..{to} of {start} lies within the file"
-            );
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::disk::MemDisk;
+
+    type Set = FileSet<MemDisk>;
 
     fn dir() -> PathBuf {
         PathBuf::from("/set")
@@ -470,12 +511,12 @@ mod tests {
         assert_eq!(parse_file_name("1024"), None);
         assert_eq!(parse_file_name("0000000000000000102x"), None);
         let disk = MemDisk::new();
-        let mut set = FileSet::open(disk.clone(), &dir(), 100).unwrap();
+        let mut set = Set::open(disk.clone(), &dir(), 100).unwrap();
         for start in [200, 0, 100] {
             set.file_for(start).unwrap();
         }
         set.check_invariants();
-        let set = FileSet::open(disk.clone(), &dir(), 100).unwrap();
+        let set = Set::open(disk.clone(), &dir(), 100).unwrap();
         assert_eq!(
             set.iter().map(|(s, _)| s).collect::<Vec<_>>(),
             [0, 100, 200]
@@ -484,11 +525,11 @@ mod tests {
         assert_eq!(set.file_start(250), 200);
         assert_eq!(set.first_gap(), None);
         disk.open_segment(&dir().join("stray.txt"), 1).unwrap();
-        let err = FileSet::open(disk.clone(), &dir(), 100).unwrap_err();
+        let err = Set::open(disk.clone(), &dir(), 100).unwrap_err();
         assert!(err.to_string().contains("stray.txt"), "{err}");
         disk.remove(&dir().join("stray.txt")).unwrap();
         disk.open_segment(&dir().join(file_name(150)), 100).unwrap();
-        let err = FileSet::open(disk, &dir(), 100).unwrap_err();
+        let err = Set::open(disk, &dir(), 100).unwrap_err();
         assert!(err.to_string().contains("not a multiple"), "{err}");
     }
 
@@ -496,7 +537,7 @@ mod tests {
     /// synced file is clean.
     #[test]
     fn dirty_ranges_and_zeroing() {
-        let mut set = FileSet::open(MemDisk::new(), &dir(), 100).unwrap();
+        let mut set = Set::open(MemDisk::new(), &dir(), 100).unwrap();
         let file = set.file_for(0).unwrap();
         file.write_at(10, b"abc").unwrap();
         set.mark_dirty(0, 10, 13);
@@ -521,7 +562,7 @@ mod tests {
     #[test]
     fn removing_the_tail_and_the_prefix() {
         let disk = MemDisk::new();
-        let mut set = FileSet::open(disk.clone(), &dir(), 100).unwrap();
+        let mut set = Set::open(disk.clone(), &dir(), 100).unwrap();
         for start in [0, 100, 200, 300, 400] {
             set.file_for(start).unwrap();
             set.mark_dirty(start, 0, 1);
@@ -533,7 +574,7 @@ mod tests {
             "200 still holds 250"
         );
         set.check_invariants();
-        let reopened = FileSet::open(disk, &dir(), 100).unwrap();
+        let reopened = Set::open(disk, &dir(), 100).unwrap();
         assert_eq!(
             reopened.iter().map(|(s, _)| s).collect::<Vec<_>>(),
             [200, 300]
@@ -545,5 +586,34 @@ mod tests {
                 .collect::<Vec<_>>(),
             [200, 300]
         );
+    }
+
+    /// A naming other than positions: its names only, keys of any value (no alignment), and
+    /// files kept in key order.
+    #[test]
+    fn another_naming_keys_files_by_its_names() {
+        struct Letters;
+        impl Naming for Letters {
+            const WHAT: &'static str = "letter-number";
+            const POSITIONS: bool = false;
+            fn name(key: u64) -> String {
+                format!("k{key}")
+            }
+            fn parse(name: &str) -> Option<u64> {
+                name.strip_prefix('k')?.parse().ok()
+            }
+        }
+        let disk = MemDisk::new();
+        let mut set: FileSet<MemDisk, Letters> = FileSet::open(disk.clone(), &dir(), 64).unwrap();
+        for key in [17, 3] {
+            set.file_for(key).unwrap();
+        }
+        set.check_invariants();
+        let set: FileSet<MemDisk, Letters> = FileSet::open(disk.clone(), &dir(), 64).unwrap();
+        assert_eq!(set.iter().map(|(k, _)| k).collect::<Vec<_>>(), [3, 17]);
+        assert_eq!(set.path(3), dir().join("k3"));
+        disk.open_segment(&dir().join(file_name(0)), 64).unwrap();
+        let err = FileSet::<MemDisk, Letters>::open(disk, &dir(), 64).unwrap_err();
+        assert!(err.to_string().contains("letter-number"), "{err}");
     }
 }

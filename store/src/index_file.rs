@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dledger::file_set::{FileOp, FileSet, FileSetError, Naming};
 use dledger::{Disk, SegmentFile};
 
 use crate::error::{StoreError, Subject, Verb};
@@ -197,6 +198,50 @@ pub fn timestamp_file_name(timestamp_ms: u64) -> String {
         in_day / 1000 % 60,
         in_day % 1000
     )
+}
+
+/// IndexFiles are named by their creation time ([`timestamp_file_name`]), not by a position:
+/// their file set ([`FileSet`]) keys them by that time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreationTimes;
+
+impl Naming for CreationTimes {
+    const WHAT: &'static str = "yyyyMMddHHmmssSSS timestamp";
+    const POSITIONS: bool = false;
+
+    fn name(key: u64) -> String {
+        timestamp_file_name(key)
+    }
+
+    fn parse(name: &str) -> Option<u64> {
+        parse_timestamp_file_name(name)
+    }
+}
+
+/// The store's error for a failed operation on the IndexFiles.
+fn file_set_error(err: FileSetError) -> StoreError {
+    match err {
+        FileSetError::Unexpected { path, reason } => StoreError::UnexpectedFile { path, reason },
+        FileSetError::Io {
+            op,
+            file_start,
+            path,
+            source,
+        } => {
+            let verb = match op {
+                FileOp::List => Verb::List,
+                FileOp::Open => Verb::Open,
+                FileOp::Write => Verb::Write,
+                FileOp::Sync => Verb::Flush,
+                FileOp::Remove => Verb::Remove,
+            };
+            let subject = match file_start {
+                Some(_) => Subject::IndexFile { path },
+                None => Subject::Dir { path },
+            };
+            StoreError::io(verb, subject, source)
+        }
+    }
 }
 
 /// The creation time a file name stands for, if it is one [`timestamp_file_name`] makes.
@@ -718,8 +763,8 @@ impl<F: SegmentFile> IndexFile<F> {
 ///
 /// Every method is blocking (file creation, reads, syncs): call from a blocking context.
 pub struct IndexService<D: Disk> {
-    disk: D,
-    dir: PathBuf,
+    /// The directory's files, by creation time.
+    set: FileSet<D, CreationTimes>,
     config: IndexConfig,
     /// Files by creation time, the oldest first.
     files: BTreeMap<u64, IndexFile<D::File>>,
@@ -733,7 +778,7 @@ pub struct IndexService<D: Disk> {
 impl<D: Disk> std::fmt::Debug for IndexService<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IndexService")
-            .field("dir", &self.dir)
+            .field("dir", &self.set.dir())
             .field("config", &self.config)
             .field("files", &self.files.len())
             .finish_non_exhaustive()
@@ -751,28 +796,18 @@ impl<D: Disk> IndexService<D> {
     /// the newest file, an entry that cannot be followed.
     pub fn open(disk: D, dir: &Path, config: IndexConfig) -> Result<Self, StoreError> {
         config.validate()?;
-        let names = disk.list(dir).map_err(|source| {
-            let path = dir.to_path_buf();
-            StoreError::io(Verb::List, Subject::Dir { path }, source)
-        })?;
+        let set: FileSet<D, CreationTimes> =
+            FileSet::open(disk, dir, config.file_bytes()).map_err(file_set_error)?;
         let mut files = BTreeMap::new();
-        for name in names {
-            let path = dir.join(&name);
-            let Some(created_ms) = parse_timestamp_file_name(&name) else {
-                return Err(StoreError::UnexpectedFile {
-                    path,
-                    reason: "name is not a yyyyMMddHHmmssSSS timestamp".into(),
-                });
-            };
-            let file = open_file(&disk, path, created_ms, config)?;
+        for (created_ms, file) in set.iter() {
+            let file = index_file(set.path(created_ms), created_ms, file.clone(), config)?;
             files.insert(created_ms, file);
         }
         if let Some(newest) = files.values_mut().last() {
             newest.load_slots()?;
         }
         Ok(IndexService {
-            disk,
-            dir: dir.to_path_buf(),
+            set,
             config,
             files,
             pending_puts_max: INDEX_PENDING_PUTS_MAX,
@@ -896,8 +931,9 @@ impl<D: Disk> IndexService<D> {
                     max: TIMESTAMP_MS_MAX,
                 });
             }
-            let path = self.dir.join(timestamp_file_name(created_ms));
-            let mut file = open_file(&self.disk, path, created_ms, self.config)?;
+            let created = self.set.file_for(created_ms).map_err(file_set_error)?;
+            let path = self.set.path(created_ms);
+            let mut file = index_file(path, created_ms, created, self.config)?;
             file.load_slots()?;
             tracing::info!(path = %file.path.display(), "IndexFile created");
             self.files.insert(created_ms, file);
@@ -994,14 +1030,8 @@ impl<D: Disk> IndexService<D> {
 
     /// Removes the file created at `created_ms`, durably.
     fn remove_file(&mut self, created_ms: u64) -> Result<(), StoreError> {
-        let path = self.files[&created_ms].path.clone();
-        self.disk.remove(&path).map_err(|source| {
-            StoreError::io(
-                Verb::Remove,
-                Subject::IndexFile { path: path.clone() },
-                source,
-            )
-        })?;
+        let path = self.set.path(created_ms);
+        self.set.remove(created_ms).map_err(file_set_error)?;
         self.files.remove(&created_ms);
         tracing::info!(path = %path.display(), "IndexFile removed");
         Ok(())
@@ -1029,21 +1059,13 @@ impl<D: Disk> IndexService<D> {
     }
 }
 
-fn open_file<D: Disk>(
-    disk: &D,
+/// An IndexFile over its open `file`: its header read and checked.
+fn index_file<F: SegmentFile>(
     path: PathBuf,
     created_ms: u64,
+    file: Arc<F>,
     config: IndexConfig,
-) -> Result<IndexFile<D::File>, StoreError> {
-    let file = disk
-        .open_segment(&path, config.file_bytes())
-        .map_err(|source| {
-            StoreError::io(
-                Verb::Open,
-                Subject::IndexFile { path: path.clone() },
-                source,
-            )
-        })?;
+) -> Result<IndexFile<F>, StoreError> {
     let mut bytes = [0u8; HEADER_BYTES as usize];
     file.read_at(0, &mut bytes);
     let header = IndexHeader::decode(&bytes, &config).map_err(|(file_offset, reason)| {
