@@ -613,8 +613,13 @@ fn quorum_lease(
             left: None,
         };
     }
-    let mut voters = m.membership_config.membership().voter_ids();
-    let alone = voters.next() == Some(m.id) && voters.next().is_none();
+    // Looked at on every metrics change: read the voter sets in place (`voter_ids` collects).
+    let alone = m
+        .membership_config
+        .membership()
+        .get_joint_config()
+        .iter()
+        .all(|voters| voters.len() == 1 && voters.contains(&m.id));
     if alone {
         return QuorumLease {
             holds: true,
