@@ -37,6 +37,39 @@ pub mod property {
     pub const TRAN_MSG: &str = "TRAN_MSG";
     /// Producer group.
     pub const PGROUP: &str = "PGROUP";
+    /// Why a message went to a retry topic first: the id it had.
+    pub const ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+    /// Timer message: absolute due time, epoch ms (RocketMQ 5 `setDeliverTimeMs`).
+    pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+    /// Timer message: delay in seconds from arrival (`setDelayTimeSec`).
+    pub const TIMER_DELAY_SEC: &str = "TIMER_DELAY_SEC";
+    /// Timer message: delay in ms from arrival (`setDelayTimeMs`).
+    pub const TIMER_DELAY_MS: &str = "TIMER_DELAY_MS";
+    /// The due time the broker decided, epoch ms; its presence means "already scheduled".
+    pub const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
+    /// When the message entered the timer (written on delivery).
+    pub const TIMER_ENQUEUE_MS: &str = "TIMER_ENQUEUE_MS";
+    /// When the message left the timer (written on delivery).
+    pub const TIMER_DEQUEUE_MS: &str = "TIMER_DEQUEUE_MS";
+    /// A cancel marker: `<real topic>+<UNIQ_KEY>` of the timer message it cancels.
+    pub const TIMER_DEL_UNIQKEY: &str = "TIMER_DEL_UNIQKEY";
+    /// Aliyun ONS's due time, epoch ms (ali-ons `setStartDeliverTime`).
+    pub const START_DELIVER_TIME: &str = "__STARTDELIVERTIME";
+}
+
+/// System topics of scheduled delivery (RocketMQ's `TopicValidator`).
+pub mod system_topic {
+    /// Messages with a delay level wait here, queue = level − 1.
+    pub const SCHEDULE: &str = "SCHEDULE_TOPIC_XXXX";
+    /// Timer messages wait here, queue 0.
+    pub const TIMER: &str = "rmq_sys_wheel_timer";
+    /// Queues of [`SCHEDULE`] at least (`SCHEDULE_TOPIC_QUEUE_NUM`).
+    pub const SCHEDULE_QUEUES: i32 = 18;
+
+    /// Whether `topic` is one where scheduled messages wait (producers may not send to it).
+    pub fn is_scheduled(topic: &str) -> bool {
+        topic == SCHEDULE || topic == TIMER
+    }
 }
 
 /// `MessageSysFlag` bits.

@@ -67,10 +67,9 @@ const MANIFEST_CRC_PREFIX: &str = "crc32c ";
 
 const UNIT_BYTES: u64 = CONSUME_QUEUE_UNIT_BYTES as u64;
 
-/// Bytes read or zeroed at a time during recovery and truncation (64 KiB less 16), so no buffer
-/// grows with a file. A multiple of the unit size, so a chunk holds whole units.
-const SCAN_CHUNK_BYTES: u64 = 3276 * UNIT_BYTES;
-const _: () = assert!(SCAN_CHUNK_BYTES.is_multiple_of(UNIT_BYTES));
+/// Units read or written at a time during recovery and write-back (64 KiB less 16 of
+/// ConsumeQueue units), so no buffer grows with a file.
+const SCAN_CHUNK_UNITS: u64 = 3276;
 
 /// Appended units kept in memory before they are written to their file together. Writing each
 /// entry's few units of a queue as they came cost one `pwrite` per entry, queue and replica, the
@@ -89,8 +88,23 @@ pub struct ConsumeQueueUnit {
     pub tags_code: i64,
 }
 
-impl ConsumeQueueUnit {
-    /// Why this unit cannot be stored, if it cannot: it would read back as invalid.
+/// A fixed-size unit a [`ConsumeQueue`] holds: RocketMQ's ConsumeQueue unit, or the timer
+/// index's ([`crate::timer::TimerUnit`]). All zeros is never a valid unit: it ends a queue.
+pub trait QueueUnit: Copy + std::fmt::Debug + Send + Sync + 'static {
+    /// Bytes of one unit on disk.
+    const BYTES: u64;
+    /// Why this unit cannot be stored, if it cannot: it would read back as invalid (or as zero).
+    fn problem(&self) -> Option<&'static str>;
+    /// Appends the unit's [`Self::BYTES`] bytes to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>);
+    /// The unit in `bytes` ([`Self::BYTES`] long): `Ok(None)` for all zeros (never written),
+    /// `Err` for bytes no valid unit encodes to.
+    fn decode(bytes: &[u8]) -> Result<Option<Self>, &'static str>;
+}
+
+impl QueueUnit for ConsumeQueueUnit {
+    const BYTES: u64 = UNIT_BYTES;
+
     fn problem(&self) -> Option<&'static str> {
         if self.size == 0 {
             Some("size is 0")
@@ -103,17 +117,13 @@ impl ConsumeQueueUnit {
         }
     }
 
-    fn encode(&self) -> [u8; UNIT_BYTES as usize] {
+    fn encode_into(&self, out: &mut Vec<u8>) {
         assert!(self.problem().is_none(), "only valid units are encoded");
-        let mut bytes = [0u8; UNIT_BYTES as usize];
-        bytes[0..8].copy_from_slice(&self.commit_log_offset.to_be_bytes());
-        bytes[8..12].copy_from_slice(&self.size.to_be_bytes());
-        bytes[12..20].copy_from_slice(&self.tags_code.to_be_bytes());
-        bytes
+        out.extend_from_slice(&self.commit_log_offset.to_be_bytes());
+        out.extend_from_slice(&self.size.to_be_bytes());
+        out.extend_from_slice(&self.tags_code.to_be_bytes());
     }
 
-    /// The unit in `bytes`: `Ok(None)` for all zeros (never written), `Err` for bytes no valid
-    /// unit encodes to.
     fn decode(bytes: &[u8]) -> Result<Option<Self>, &'static str> {
         let bytes: &[u8; UNIT_BYTES as usize] =
             bytes.try_into().expect("callers pass unit-sized slices");
@@ -198,10 +208,11 @@ fn file_set_error(err: FileSetError) -> StoreError {
     }
 }
 
-/// One ConsumeQueue over its files.
+/// One ConsumeQueue over its files: a dense sequence of fixed-size units (RocketMQ's
+/// [`ConsumeQueueUnit`]s, or the timer index's), cut into files.
 ///
 /// Every method is blocking (file creation, reads, syncs): call from a blocking context.
-pub struct ConsumeQueue<D: Disk> {
+pub struct UnitQueue<D: Disk, U: QueueUnit> {
     dir: PathBuf,
     units_per_file: u64,
     /// Files by starting byte offset; contiguous.
@@ -209,12 +220,15 @@ pub struct ConsumeQueue<D: Disk> {
     /// The next queue offset to be appended.
     queue_offset_max: u64,
     /// Units appended but not yet written to their file: those from `written_max` on.
-    pending: Vec<ConsumeQueueUnit>,
+    pending: Vec<U>,
     /// The next queue offset to be written to a file.
     written_max: u64,
 }
 
-impl<D: Disk> std::fmt::Debug for ConsumeQueue<D> {
+/// RocketMQ's ConsumeQueue: a [`UnitQueue`] of [`ConsumeQueueUnit`]s.
+pub type ConsumeQueue<D> = UnitQueue<D, ConsumeQueueUnit>;
+
+impl<D: Disk, U: QueueUnit> std::fmt::Debug for UnitQueue<D, U> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsumeQueue")
             .field("dir", &self.dir)
@@ -225,7 +239,7 @@ impl<D: Disk> std::fmt::Debug for ConsumeQueue<D> {
     }
 }
 
-impl<D: Disk> ConsumeQueue<D> {
+impl<D: Disk, U: QueueUnit> UnitQueue<D, U> {
     /// Opens the queue in `dir` (creating nothing until the first append), recovering its end as
     /// the module doc describes. Zeroes a torn tail and syncs that before returning.
     ///
@@ -238,13 +252,13 @@ impl<D: Disk> ConsumeQueue<D> {
     pub fn open(disk: D, dir: &Path, units_per_file: u64) -> Result<Self, StoreError> {
         validate_units_per_file(units_per_file)?;
         let files =
-            FileSet::open(disk, dir, units_per_file * UNIT_BYTES).map_err(file_set_error)?;
+            FileSet::open(disk, dir, units_per_file * U::BYTES).map_err(file_set_error)?;
         if let Some(missing) = files.first_gap() {
             return Err(StoreError::MissingFile {
                 path: files.path(missing),
             });
         }
-        let mut queue = ConsumeQueue {
+        let mut queue = UnitQueue {
             dir: dir.to_path_buf(),
             units_per_file,
             files,
@@ -258,7 +272,7 @@ impl<D: Disk> ConsumeQueue<D> {
     }
 
     fn file_bytes(&self) -> u64 {
-        self.units_per_file * UNIT_BYTES
+        self.units_per_file * U::BYTES
     }
 
     fn path(&self, file_start: u64) -> PathBuf {
@@ -275,11 +289,11 @@ impl<D: Disk> ConsumeQueue<D> {
         let mut end = self
             .files
             .first_start()
-            .map_or(0, |start| start / UNIT_BYTES);
+            .map_or(0, |start| start / U::BYTES);
         for (file_start, file) in self.files.iter().rev() {
             let units = self.scan(file_start, file)?;
             if units > 0 {
-                end = file_start / UNIT_BYTES + units;
+                end = file_start / U::BYTES + units;
                 break;
             }
         }
@@ -287,12 +301,12 @@ impl<D: Disk> ConsumeQueue<D> {
         // the last file holding units too, so that what recovery found stays found.
         if end > 0
             && let Some(first) = self.files.first_start()
-            && end > first / UNIT_BYTES
+            && end > first / U::BYTES
         {
-            let last_byte = (end - 1) * UNIT_BYTES;
+            let last_byte = (end - 1) * U::BYTES;
             let file_start = self.files.file_start(last_byte);
             self.files
-                .mark_dirty(file_start, 0, last_byte - file_start + UNIT_BYTES);
+                .mark_dirty(file_start, 0, last_byte - file_start + U::BYTES);
         }
         self.cut_tail(end)?;
         self.queue_offset_max = end;
@@ -302,17 +316,17 @@ impl<D: Disk> ConsumeQueue<D> {
 
     /// Units at the start of a file before the first all-zero one, or the torn one at the tail.
     fn scan(&self, file_start: u64, file: &Arc<D::File>) -> Result<u64, StoreError> {
-        let mut buf = vec![0u8; SCAN_CHUNK_BYTES as usize];
+        let mut buf = vec![0u8; (SCAN_CHUNK_UNITS * U::BYTES) as usize];
         let mut at = 0;
         while at < self.file_bytes() {
-            let len = SCAN_CHUNK_BYTES.min(self.file_bytes() - at);
+            let len = (SCAN_CHUNK_UNITS * U::BYTES).min(self.file_bytes() - at);
             let chunk = &mut buf[..len as usize];
             file.read_at(at, chunk);
-            for (i, raw) in chunk.chunks_exact(UNIT_BYTES as usize).enumerate() {
-                let unit_at = at + i as u64 * UNIT_BYTES;
-                match ConsumeQueueUnit::decode(raw) {
+            for (i, raw) in chunk.chunks_exact(U::BYTES as usize).enumerate() {
+                let unit_at = at + i as u64 * U::BYTES;
+                match U::decode(raw) {
                     Ok(Some(_)) => {}
-                    Ok(None) => return Ok(unit_at / UNIT_BYTES),
+                    Ok(None) => return Ok(unit_at / U::BYTES),
                     Err(reason) => {
                         return self.torn_or_corrupt(file_start, file, unit_at, reason);
                     }
@@ -334,9 +348,9 @@ impl<D: Disk> ConsumeQueue<D> {
         reason: &'static str,
     ) -> Result<u64, StoreError> {
         let path = self.path(file_start);
-        let next_at = unit_at + UNIT_BYTES;
+        let next_at = unit_at + U::BYTES;
         if next_at < file.len() {
-            let mut next = [0u8; UNIT_BYTES as usize];
+            let mut next = vec![0u8; U::BYTES as usize];
             file.read_at(next_at, &mut next);
             if next.iter().any(|&b| b != 0) {
                 return Err(StoreError::Corrupt {
@@ -347,13 +361,13 @@ impl<D: Disk> ConsumeQueue<D> {
             }
         }
         tracing::warn!(path = %path.display(), file_offset = unit_at, reason, "ConsumeQueue tail unit torn; cutting it");
-        Ok(unit_at / UNIT_BYTES)
+        Ok(unit_at / U::BYTES)
     }
 
     /// Makes `end` the queue's end on disk: removes later files (newest first, so a crash in
     /// between never leaves a hole), zeroes the rest of the file holding `end`, and syncs.
     fn cut_tail(&mut self, end: u64) -> Result<(), StoreError> {
-        let byte = end * UNIT_BYTES;
+        let byte = end * U::BYTES;
         for file_start in self.files.remove_after(byte).map_err(file_set_error)? {
             tracing::info!(dir = %self.dir.display(), file_start, "ConsumeQueue file removed");
         }
@@ -399,7 +413,7 @@ impl<D: Disk> ConsumeQueue<D> {
     pub fn queue_offset_min(&self) -> u64 {
         self.files
             .first_start()
-            .map_or(self.written_max, |start| start / UNIT_BYTES)
+            .map_or(self.written_max, |start| start / U::BYTES)
     }
 
     /// The next queue offset to be written: one past the last unit.
@@ -413,7 +427,7 @@ impl<D: Disk> ConsumeQueue<D> {
     ///
     /// # Errors
     /// Those of [`Self::append_many`].
-    pub fn append(&mut self, queue_offset: u64, unit: ConsumeQueueUnit) -> Result<(), StoreError> {
+    pub fn append(&mut self, queue_offset: u64, unit: U) -> Result<(), StoreError> {
         self.append_many(queue_offset, &[unit])
     }
 
@@ -435,7 +449,7 @@ impl<D: Disk> ConsumeQueue<D> {
     pub fn append_many(
         &mut self,
         first_queue_offset: u64,
-        units: &[ConsumeQueueUnit],
+        units: &[U],
     ) -> Result<(), StoreError> {
         if first_queue_offset != self.queue_offset_max {
             return Err(StoreError::QueueOffsetGap {
@@ -448,12 +462,12 @@ impl<D: Disk> ConsumeQueue<D> {
             let last = first_queue_offset.saturating_add(after_first);
             first_queue_offset
                 .checked_add(after_first)
-                .and_then(|last| last.checked_mul(UNIT_BYTES))
+                .and_then(|last| last.checked_mul(U::BYTES))
                 .filter(|byte| byte.checked_add(self.file_bytes()).is_some())
                 .ok_or(StoreError::OutOfRange {
                     field: "queue_offset",
                     value: last,
-                    max: (u64::MAX - self.file_bytes()) / UNIT_BYTES,
+                    max: (u64::MAX - self.file_bytes()) / U::BYTES,
                 })?;
         }
         for (queue_offset, unit) in (first_queue_offset..).zip(units) {
@@ -477,7 +491,7 @@ impl<D: Disk> ConsumeQueue<D> {
     ///
     /// # Errors
     /// [`StoreError::Corrupt`], naming the file and byte, if the unit reads as zero or invalid.
-    pub fn get(&self, queue_offset: u64) -> Result<Option<ConsumeQueueUnit>, StoreError> {
+    pub fn get(&self, queue_offset: u64) -> Result<Option<U>, StoreError> {
         Ok(self.read(queue_offset, 1)?.into_iter().next())
     }
 
@@ -487,7 +501,7 @@ impl<D: Disk> ConsumeQueue<D> {
     /// # Errors
     /// [`StoreError::Corrupt`], naming the file and byte, for a unit that reads as zero or
     /// invalid.
-    pub fn read(&self, from: u64, max: u64) -> Result<Vec<ConsumeQueueUnit>, StoreError> {
+    pub fn read(&self, from: u64, max: u64) -> Result<Vec<U>, StoreError> {
         if from < self.queue_offset_min() || from >= self.queue_offset_max {
             return Ok(Vec::new());
         }
@@ -498,19 +512,19 @@ impl<D: Disk> ConsumeQueue<D> {
         // From the files up to `written_max`, from memory after it.
         let from_files = count.min(self.written_max.saturating_sub(from));
         while (units.len() as u64) < from_files {
-            let byte = next * UNIT_BYTES;
+            let byte = next * U::BYTES;
             let file_start = byte - byte % self.file_bytes();
             let file = self
                 .files
                 .get(file_start)
                 .expect("files cover queue_offset_min..queue_offset_max");
-            let in_file = (file_start + self.file_bytes() - byte) / UNIT_BYTES;
+            let in_file = (file_start + self.file_bytes() - byte) / U::BYTES;
             let run = in_file.min(from_files - units.len() as u64);
-            buf.resize((run * UNIT_BYTES) as usize, 0);
+            buf.resize((run * U::BYTES) as usize, 0);
             file.read_at(byte - file_start, &mut buf);
-            for (i, raw) in buf.chunks_exact(UNIT_BYTES as usize).enumerate() {
-                let file_offset = byte - file_start + i as u64 * UNIT_BYTES;
-                let reason = match ConsumeQueueUnit::decode(raw) {
+            for (i, raw) in buf.chunks_exact(U::BYTES as usize).enumerate() {
+                let file_offset = byte - file_start + i as u64 * U::BYTES;
+                let reason = match U::decode(raw) {
                     Ok(Some(unit)) => {
                         units.push(unit);
                         continue;
@@ -589,7 +603,7 @@ impl<D: Disk> ConsumeQueue<D> {
             self.queue_offset_max = if self.files.len() == 1 {
                 0
             } else {
-                self.queue_offset_max.min(file_start / UNIT_BYTES)
+                self.queue_offset_max.min(file_start / U::BYTES)
             };
             self.written_max = self.queue_offset_max;
             self.remove_file(file_start)?;
@@ -613,7 +627,7 @@ impl<D: Disk> ConsumeQueue<D> {
         while self.files.len() > 1
             && let Some(file_start) = self.files.first_start()
         {
-            let file_end = file_start / UNIT_BYTES + self.units_per_file;
+            let file_end = file_start / U::BYTES + self.units_per_file;
             if file_end > queue_offset.min(self.queue_offset_max) {
                 break;
             }
@@ -625,16 +639,16 @@ impl<D: Disk> ConsumeQueue<D> {
     }
 
     /// Writes the units kept in memory to their files: one write per file touched (and per
-    /// [`SCAN_CHUNK_BYTES`] of units). Moving into a new file syncs the previous one. On an error
+    /// [`SCAN_CHUNK_UNITS`] units). Moving into a new file syncs the previous one. On an error
     /// the units not written stay in memory.
     fn write_back(&mut self) -> Result<(), StoreError> {
-        let units_per_chunk = (SCAN_CHUNK_BYTES / UNIT_BYTES) as usize;
+        let units_per_chunk = SCAN_CHUNK_UNITS as usize;
         let mut buf =
-            Vec::with_capacity(self.pending.len().min(units_per_chunk) * UNIT_BYTES as usize);
+            Vec::with_capacity(self.pending.len().min(units_per_chunk) * U::BYTES as usize);
         while !self.pending.is_empty() {
-            let byte = self.written_max * UNIT_BYTES;
+            let byte = self.written_max * U::BYTES;
             let file_start = byte - byte % self.file_bytes();
-            let in_file = (file_start + self.file_bytes() - byte) / UNIT_BYTES;
+            let in_file = (file_start + self.file_bytes() - byte) / U::BYTES;
             let run = self
                 .pending
                 .len()
@@ -642,7 +656,7 @@ impl<D: Disk> ConsumeQueue<D> {
                 .min(in_file as usize);
             buf.clear();
             for unit in &self.pending[..run] {
-                buf.extend_from_slice(&unit.encode());
+                unit.encode_into(&mut buf);
             }
             let file = self.file_for(file_start)?;
             let offset = byte - file_start;
@@ -690,12 +704,12 @@ impl<D: Disk> ConsumeQueue<D> {
         );
         if let (Some(first), Some(last)) = (self.files.first_start(), self.files.last_start()) {
             assert!(
-                self.written_max >= first / UNIT_BYTES,
+                self.written_max >= first / U::BYTES,
                 "written end {} is not before the first file {first}",
                 self.written_max
             );
             assert!(
-                self.written_max <= last / UNIT_BYTES + self.units_per_file,
+                self.written_max <= last / U::BYTES + self.units_per_file,
                 "written end {} is within the last file {last}",
                 self.written_max
             );
@@ -947,7 +961,9 @@ mod tests {
             size: 0x0A0B_0C0D,
             tags_code: -2,
         };
-        let bytes = u.encode();
+        let mut encoded = Vec::new();
+        u.encode_into(&mut encoded);
+        let bytes: [u8; 20] = encoded.try_into().unwrap();
         assert_eq!(
             &bytes[..12],
             &[1, 2, 3, 4, 5, 6, 7, 8, 0x0A, 0x0B, 0x0C, 0x0D]

@@ -10,12 +10,17 @@
 //!   identical everywhere and pulls hand them out as they are.
 //! - `TopicConfig`: one topic's configuration (JSON), created or replaced.
 //! - `Offsets`: consumer offsets committed by clients (JSON), batched.
+//! - `Deliveries`: scheduled messages the leader found due, re-stored in their real topics, and
+//!   the timer progress they move ([`DeliveryHeader`], 48 bytes, then records as in
+//!   `Messages`); see [`crate::timer`].
 
 use std::collections::BTreeMap;
 
 use protocol::body::TopicConfig;
 use protocol::message::COMMIT_LOG_OFFSET_AT;
 use serde::{Deserialize, Serialize};
+
+use crate::timer::TimerKey;
 
 /// First bytes of every store entry.
 pub const MAGIC: [u8; 4] = *b"RMQS";
@@ -32,6 +37,54 @@ pub enum Kind {
     TopicConfig = 2,
     /// Consumer offsets.
     Offsets = 3,
+    /// Scheduled messages delivered, and the timer progress.
+    Deliveries = 4,
+}
+
+/// What a `Deliveries` entry says about the timer, before its records.
+///
+/// Layout, big-endian: expected (due i64, seq u64) | new (due i64, seq u64) | seen u64 |
+/// covered u64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryHeader {
+    /// The progress the leader started from: the entry applies only on it.
+    pub expected: TimerKey,
+    /// The progress after the entry: the key of the last unit it covers.
+    pub new: TimerKey,
+    /// Units of the timer log the leader had seen when it built the entry.
+    pub seen: u64,
+    /// Units the entry covers: delivered, or dropped (cancelled, cancel markers, unreadable).
+    pub covered: u64,
+}
+
+/// Bytes of a [`DeliveryHeader`].
+pub const DELIVERY_HEADER_BYTES: usize = 48;
+
+impl DeliveryHeader {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.expected.due_ms.to_be_bytes());
+        out.extend_from_slice(&self.expected.seq.to_be_bytes());
+        out.extend_from_slice(&self.new.due_ms.to_be_bytes());
+        out.extend_from_slice(&self.new.seq.to_be_bytes());
+        out.extend_from_slice(&self.seen.to_be_bytes());
+        out.extend_from_slice(&self.covered.to_be_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let at = |i: usize| -> Option<[u8; 8]> { bytes.get(i * 8..i * 8 + 8)?.try_into().ok() };
+        Some(DeliveryHeader {
+            expected: TimerKey {
+                due_ms: i64::from_be_bytes(at(0)?),
+                seq: u64::from_be_bytes(at(1)?),
+            },
+            new: TimerKey {
+                due_ms: i64::from_be_bytes(at(2)?),
+                seq: u64::from_be_bytes(at(3)?),
+            },
+            seen: u64::from_be_bytes(at(4)?),
+            covered: u64::from_be_bytes(at(5)?),
+        })
+    }
 }
 
 /// One committed consumer offset.
@@ -59,6 +112,13 @@ pub enum StoreEntry<'a> {
     TopicConfig(TopicConfig),
     /// Offsets committed.
     Offsets(Vec<OffsetCommit>),
+    /// Scheduled messages delivered.
+    Deliveries {
+        /// The timer progress it moves.
+        header: DeliveryHeader,
+        /// The delivered records, back to back.
+        records: &'a [u8],
+    },
 }
 
 /// An entry is not a store entry or its payload is malformed.
@@ -78,6 +138,29 @@ pub fn messages(records: &[u8]) -> Vec<u8> {
     let mut out = header(Kind::Messages);
     out.extend_from_slice(records);
     out
+}
+
+/// An entry of delivered scheduled messages (records already encoded, back to back).
+pub fn deliveries(delivery: &DeliveryHeader, records: &[u8]) -> Vec<u8> {
+    let mut out = header(Kind::Deliveries);
+    out.reserve(DELIVERY_HEADER_BYTES + records.len());
+    delivery.encode(&mut out);
+    out.extend_from_slice(records);
+    out
+}
+
+/// Where the records of an entry body start, for the kinds that hold records.
+pub fn records_at(body: &[u8]) -> Option<usize> {
+    if body.len() < ENTRY_HEADER_BYTES || body[..4] != MAGIC {
+        return None;
+    }
+    match body[4] {
+        k if k == Kind::Messages as u8 => Some(ENTRY_HEADER_BYTES),
+        k if k == Kind::Deliveries as u8 => {
+            Some(ENTRY_HEADER_BYTES + DELIVERY_HEADER_BYTES).filter(|at| *at <= body.len())
+        }
+        _ => None,
+    }
 }
 
 /// An entry creating or replacing a topic.
@@ -114,6 +197,18 @@ pub fn decode(body: &[u8]) -> Result<StoreEntry<'_>, EntryError> {
         3 => protocol::body::parse(payload, "offsets")
             .map(StoreEntry::Offsets)
             .map_err(|e| EntryError(e.to_string())),
+        4 => {
+            let header = DeliveryHeader::decode(payload).ok_or_else(|| {
+                EntryError(format!(
+                    "a deliveries entry of {} bytes has no header",
+                    body.len()
+                ))
+            })?;
+            Ok(StoreEntry::Deliveries {
+                header,
+                records: &payload[DELIVERY_HEADER_BYTES..],
+            })
+        }
         kind => Err(EntryError(format!("unknown kind {kind}"))),
     }
 }
@@ -148,20 +243,19 @@ pub struct OffsetHook;
 
 impl dledger::AppendHook for OffsetHook {
     fn on_append(&self, body_position: u64, body: &mut [u8]) {
-        if body.len() < ENTRY_HEADER_BYTES || body[..4] != MAGIC || body[4] != Kind::Messages as u8
-        {
+        let Some(records_at) = records_at(body) else {
             return;
-        }
-        let records = &mut body[ENTRY_HEADER_BYTES..];
+        };
+        let records = &mut body[records_at..];
         for (start, _) in record_spans(records) {
-            let offset = body_position + (ENTRY_HEADER_BYTES + start) as u64;
+            let offset = body_position + (records_at + start) as u64;
             records[start + COMMIT_LOG_OFFSET_AT..start + COMMIT_LOG_OFFSET_AT + 8]
                 .copy_from_slice(&offset.to_be_bytes());
         }
     }
 }
 
-/// The commit-log offsets of an entry's records, given where the entry body starts.
+/// The commit-log offsets of a `Messages` entry's records, given where the entry body starts.
 pub fn commit_log_offsets(body_position: u64, records: &[u8]) -> BTreeMap<usize, u64> {
     record_spans(records)
         .into_iter()

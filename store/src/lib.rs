@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`consume_queue`]: RocketMQ's ConsumeQueue, one per (topic, queue id), and the set of them.
 //! - [`index_file`]: RocketMQ's IndexFile, to query messages by key and time.
+//! - [`timer`]: scheduled messages by due time (delay levels, timer messages), and delivery
+//!   progress.
 //! - [`error`]: the store's error type.
 //!
 //! Every byte goes through dledger's storage seam ([`dledger::Disk`]), so the simulation can run
@@ -14,5 +16,6 @@ pub mod entry;
 pub mod error;
 pub mod index_file;
 pub mod store;
+pub mod timer;
 
 pub use store::{Placement, QueueItem, Store, StoreConfig, StoreMachine};

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use dledger::{ApplyError, CommittedEntry, Disk, EntryPayload, LogId};
 use protocol::body::TopicConfig;
-use protocol::message::{RecordView, property, tags_code};
+use protocol::message::{RecordView, property, system_topic, tags_code};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
@@ -28,6 +28,7 @@ use crate::consume_queue::{ConsumeQueue, ConsumeQueueSet, ConsumeQueueUnit};
 use crate::entry::{self, OffsetCommit, StoreEntry};
 use crate::error::StoreError;
 use crate::index_file::{IndexConfig, IndexService, index_key};
+use crate::timer::{TimerCheckpoint, TimerKey, TimerStats, TimerUnit, TimerView, Timers};
 
 /// Settings of a store.
 #[derive(Debug, Clone)]
@@ -76,6 +77,8 @@ struct Checkpoint {
     queues: Vec<QueueLength>,
     #[serde(default)]
     applied_end: u64,
+    #[serde(default)]
+    timers: TimerCheckpoint,
 }
 
 struct State<D: Disk> {
@@ -83,6 +86,7 @@ struct State<D: Disk> {
     offsets: BTreeMap<(String, String, i32), i64>,
     queues: ConsumeQueueSet<D>,
     index: IndexService<D>,
+    timers: Timers<D>,
     applied: Option<LogId>,
     since_checkpoint: u64,
 }
@@ -132,6 +136,10 @@ struct IndexedProperties<'a> {
     tags: Option<&'a str>,
     uniq_key: Option<&'a str>,
     keys: Option<&'a str>,
+    /// `TIMER_OUT_MS`: the due time of a scheduled record.
+    timer_out_ms: Option<&'a str>,
+    /// `TIMER_DEL_UNIQKEY` is present: the record cancels another.
+    timer_del: bool,
 }
 
 impl<'a> IndexedProperties<'a> {
@@ -151,6 +159,8 @@ impl<'a> IndexedProperties<'a> {
                 property::TAGS => found.tags = Some(value),
                 property::UNIQ_KEY => found.uniq_key = Some(value),
                 property::KEYS => found.keys = Some(value),
+                property::TIMER_OUT_MS => found.timer_out_ms = Some(value),
+                property::TIMER_DEL_UNIQKEY => found.timer_del = true,
                 _ => {}
             }
         }
@@ -165,6 +175,8 @@ struct ParsedRecord<'a> {
     unit: ConsumeQueueUnit,
     properties: IndexedProperties<'a>,
     store_timestamp_ms: u64,
+    /// When a scheduled record is due (a record of a scheduled topic with `TIMER_OUT_MS`).
+    due_ms: Option<i64>,
     /// Which [`QueueBatch`] the unit goes to, and its place in that batch.
     batch: usize,
     rank: u64,
@@ -179,7 +191,8 @@ struct QueueBatch<'a> {
     first_queue_offset: u64,
 }
 
-/// Applies the records of a messages entry: parses every record first, appends each queue's
+/// Applies the records of a messages or deliveries entry (`records` start `records_at` bytes into
+/// the entry body): parses every record first, appends each queue's
 /// units with one [`ConsumeQueue::append_many`] (kept in memory and written back in runs of
 /// [`crate::consume_queue::WRITE_BACK_UNITS`]), then indexes the keys in record order. Returns where each record went, in record
 /// order; queue offsets are dense per queue in record order, as the leader predicted them.
@@ -187,6 +200,7 @@ fn apply_messages<'a, D: Disk>(
     state: &mut State<D>,
     index: u64,
     body_position: u64,
+    records_at: usize,
     records: &'a [u8],
     touched: &mut BTreeSet<(String, i32)>,
 ) -> Result<Placement, ApplyError> {
@@ -209,10 +223,20 @@ fn apply_messages<'a, D: Disk>(
                 });
                 batches.len() - 1
             });
+        // A scheduled record's queue holds its due time where others hold the tag's hash, as
+        // RocketMQ's delay queues do.
+        let due_ms = if system_topic::is_scheduled(view.topic) {
+            properties
+                .timer_out_ms
+                .and_then(|due| due.parse::<i64>().ok())
+                .filter(|due| *due >= 0)
+        } else {
+            None
+        };
         let unit = ConsumeQueueUnit {
-            commit_log_offset: body_position + (entry::ENTRY_HEADER_BYTES + start) as u64,
+            commit_log_offset: body_position + (records_at + start) as u64,
             size: u32::try_from(size).expect("record_spans takes sizes from an i32"),
-            tags_code: tags_code(properties.tags),
+            tags_code: due_ms.unwrap_or_else(|| tags_code(properties.tags)),
         };
         let units = &mut batches[batch].units;
         parsed.push(ParsedRecord {
@@ -221,6 +245,7 @@ fn apply_messages<'a, D: Disk>(
             unit,
             properties,
             store_timestamp_ms: view.store_timestamp.max(0) as u64,
+            due_ms,
             batch,
             rank: units.len() as u64,
         });
@@ -251,6 +276,17 @@ fn apply_messages<'a, D: Disk>(
             .map_err(|e| apply_error(index, e))?;
         let queue_offset = batches[record.batch].first_queue_offset + record.rank;
         placement.push((record.queue_id, queue_offset as i64));
+        if let Some(due_ms) = record.due_ms {
+            state
+                .timers
+                .add(
+                    record.unit.commit_log_offset,
+                    record.unit.size,
+                    due_ms,
+                    record.properties.timer_del,
+                )
+                .map_err(|e| apply_error(index, e))?;
+        }
     }
     Ok(placement)
 }
@@ -284,6 +320,8 @@ impl<D: Disk> Store<D> {
             config.cq_units_per_file,
         )?;
         let index = IndexService::open(disk.clone(), &config.root.join("index"), config.index)?;
+        let (timers, timers_complete) =
+            Timers::open(disk.clone(), &config.root.join("timerlog"), checkpoint.timers)?;
         // Queues must hold exactly what the checkpoint says: cut what was written after it,
         // and start over if anything it counts is missing.
         let lengths: BTreeMap<(String, i32), u64> = checkpoint
@@ -292,7 +330,7 @@ impl<D: Disk> Store<D> {
             .map(|q| ((q.topic.clone(), q.queue_id), q.next))
             .collect();
         let checkpoint_end = checkpoint.applied_end;
-        let mut complete = true;
+        let mut complete = timers_complete;
         let existing: Vec<(String, i32)> =
             queues.queues().map(|(t, q)| (t.to_string(), q)).collect();
         for (topic, queue_id) in &existing {
@@ -321,6 +359,7 @@ impl<D: Disk> Store<D> {
             offsets: BTreeMap::new(),
             queues,
             index,
+            timers,
             applied: None,
             since_checkpoint: 0,
         };
@@ -344,6 +383,7 @@ impl<D: Disk> Store<D> {
                     queue.clear()?;
                 }
             }
+            state.timers.clear()?;
         }
         let applied_index = state.applied.map(|a| a.index);
         let applied_end = if complete { checkpoint_end } else { 0 };
@@ -380,8 +420,14 @@ impl<D: Disk> Store<D> {
                 StoreEntry::Messages { records } => {
                     let body_position =
                         entry.position + u64::from(dledger::limits::ENTRY_HEADER_BYTES);
-                    let placement =
-                        apply_messages(&mut state, index, body_position, records, &mut touched)?;
+                    let placement = apply_messages(
+                        &mut state,
+                        index,
+                        body_position,
+                        entry::ENTRY_HEADER_BYTES,
+                        records,
+                        &mut touched,
+                    )?;
                     let mut results = self.results.lock().expect("results");
                     results.insert(index, placement);
                     while results.len() > self.config.results_kept {
@@ -396,6 +442,26 @@ impl<D: Disk> Store<D> {
                         state
                             .offsets
                             .insert((c.group, c.topic, c.queue_id), c.offset);
+                    }
+                }
+                StoreEntry::Deliveries { header, records } => {
+                    let applies = state
+                        .timers
+                        .deliver(header.expected, header.new, header.seen, header.covered)
+                        .map_err(|e| apply_error(index, e))?;
+                    if applies {
+                        let body_position =
+                            entry.position + u64::from(dledger::limits::ENTRY_HEADER_BYTES);
+                        apply_messages(
+                            &mut state,
+                            index,
+                            body_position,
+                            entry::ENTRY_HEADER_BYTES + entry::DELIVERY_HEADER_BYTES,
+                            records,
+                            &mut touched,
+                        )?;
+                    } else {
+                        tracing::debug!(index, ?header, progress = ?state.timers.progress(), "stale deliveries entry: nothing delivered");
                     }
                 }
             }
@@ -433,6 +499,7 @@ impl<D: Disk> Store<D> {
     fn checkpoint_locked(&self, state: &mut State<D>) -> Result<(), StoreError> {
         state.queues.flush()?;
         state.index.flush()?;
+        let timers = state.timers.flush()?;
         let queues: Vec<QueueLength> = state
             .queues
             .queues()
@@ -460,6 +527,7 @@ impl<D: Disk> Store<D> {
                 .collect(),
             applied_end: self.applied_end.load(Ordering::Acquire),
             queues,
+            timers,
         };
         let bytes = serde_json::to_vec(&checkpoint).unwrap_or_default();
         let path = checkpoint_path(&self.config.root);
@@ -493,6 +561,7 @@ impl<D: Disk> Store<D> {
             }
         }
         state.index.clear()?;
+        state.timers.clear()?;
         state.topics.clear();
         state.offsets.clear();
         state.applied = None;
@@ -650,6 +719,34 @@ impl<D: Disk> Store<D> {
             begin_ms.max(0) as u64,
             end_ms.max(0) as u64,
         )
+    }
+
+    /// The timer's delivery progress.
+    pub fn timer_progress(&self) -> TimerKey {
+        self.read_state().timers.progress()
+    }
+
+    /// The timer's counts, for status pages.
+    pub fn timer_stats(&self) -> TimerStats {
+        self.read_state().timers.stats()
+    }
+
+    /// A consistent look at the timer slots `from..=to` (see [`Timers::view`]).
+    pub fn timer_view(&self, from: i64, to: i64) -> TimerView {
+        self.read_state().timers.view(from, to)
+    }
+
+    /// A timer slot's units from `last` back to `stop_below` (see [`Timers::walk`]).
+    ///
+    /// # Errors
+    /// A file error.
+    pub fn timer_walk(&self, last: u64, stop_below: u64) -> Result<Vec<(u64, TimerUnit)>, StoreError> {
+        self.read_state().timers.walk(last, stop_below)
+    }
+
+    /// Asserts the invariants of the timer state (tests and the simulation).
+    pub fn check_timer_invariants(&self) {
+        self.read_state().timers.check_invariants();
     }
 
     /// Time and commit-log offset of the index's last update.
@@ -940,13 +1037,15 @@ mod tests {
     /// repeated name, and skips a piece with an empty value, as Java's parser does.
     #[test]
     fn indexed_properties_read_tags_uniq_key_and_keys() {
-        let text = "TAGS\u{1}a\u{2}KEYS\u{1}k1 k2\u{2}UNIQ_KEY\u{1}u\u{1}v\u{2}TAGS\u{1}b\u{2}KEYS\u{1}\u{2}";
+        let text = "TAGS\u{1}a\u{2}KEYS\u{1}k1 k2\u{2}UNIQ_KEY\u{1}u\u{1}v\u{2}TAGS\u{1}b\u{2}KEYS\u{1}\u{2}TIMER_OUT_MS\u{1}12\u{2}TIMER_DEL_UNIQKEY\u{1}T+u";
         assert_eq!(
             IndexedProperties::parse(text),
             IndexedProperties {
                 tags: Some("b"),
                 uniq_key: Some("u\u{1}v"),
                 keys: Some("k1 k2"),
+                timer_out_ms: Some("12"),
+                timer_del: true,
             }
         );
         assert_eq!(IndexedProperties::parse(""), IndexedProperties::default());
