@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use broker::BrokerConfig;
+use broker::schedule::{DelayLevels, ScheduleConfig};
 use dledger::{FlushPolicy, NodeId};
 
 use crate::limits::{DEFAULT_TOPIC_QUEUES_MAX, MESSAGE_BYTES_MAX, REPLICAS_MAX};
@@ -283,8 +284,27 @@ pub const HEARTBEAT_INTERVAL_MS: Key<Duration> = Key {
     parse: millis,
 };
 
+pub const MESSAGE_DELAY_LEVEL: Key<DelayLevels> = Key {
+    name: "messageDelayLevel",
+    default: Default::Value(broker::schedule::DELAY_LEVELS_DEFAULT),
+    doc: "the delay of each level, space-separated (`s`, `m`, `h`, `d`); a level past the last is the last",
+    parse: DelayLevels::parse,
+};
+pub const TIMER_WHEEL_ENABLE: Key<bool> = Key {
+    name: "timerWheelEnable",
+    default: Default::Value("true"),
+    doc: "timer messages (`TIMER_DELAY_SEC`, `TIMER_DELAY_MS`, `TIMER_DELIVER_MS`, `__STARTDELIVERTIME`) are taken",
+    parse: boolean,
+};
+pub const TIMER_MAX_DELAY_SEC: Key<Duration> = Key {
+    name: "timerMaxDelaySec",
+    default: Default::Value("259200"),
+    doc: "the furthest a timer message may be due, seconds; further is refused",
+    parse: seconds,
+};
+
 /// Every key raftmq reads, in the README's order.
-pub static KEYS: [&dyn Documented; 21] = [
+pub static KEYS: [&dyn Documented; 24] = [
     &BROKER_CLUSTER_NAME,
     &BROKER_NAME,
     &NAMESRV_ADDR,
@@ -302,6 +322,9 @@ pub static KEYS: [&dyn Documented; 21] = [
     &DEFAULT_TOPIC_QUEUE_NUMS,
     &MAX_MESSAGE_SIZE,
     &MAPPED_FILE_SIZE_COMMIT_LOG,
+    &MESSAGE_DELAY_LEVEL,
+    &TIMER_WHEEL_ENABLE,
+    &TIMER_MAX_DELAY_SEC,
     &HTTP_LISTEN_ADDR,
     &ELECTION_TIMEOUT_MIN_MS,
     &ELECTION_TIMEOUT_MAX_MS,
@@ -364,6 +387,20 @@ fn millis(value: &str) -> Result<Duration, String> {
         .filter(|&ms| ms > 0)
         .map(Duration::from_millis)
         .ok_or_else(|| "milliseconds, at least 1".to_string())
+}
+
+fn seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|s| (1..=crate::limits::TIMER_MAX_DELAY_MAX.as_secs()).contains(s))
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            format!(
+                "seconds, from 1 to {}",
+                crate::limits::TIMER_MAX_DELAY_MAX.as_secs()
+            )
+        })
 }
 
 fn bytes(value: &str) -> Result<u64, String> {
@@ -796,6 +833,11 @@ pub fn from_pairs(
     broker.auto_create_topic = AUTO_CREATE_TOPIC_ENABLE.value(&values)?;
     broker.default_topic_queues = DEFAULT_TOPIC_QUEUE_NUMS.value(&values)?;
     broker.max_message_bytes = MAX_MESSAGE_SIZE.value(&values)?;
+    broker.schedule = ScheduleConfig {
+        levels: MESSAGE_DELAY_LEVEL.value(&values)?,
+        timer_enabled: TIMER_WHEEL_ENABLE.value(&values)?,
+        timer_max_delay: TIMER_MAX_DELAY_SEC.value(&values)?,
+    };
 
     let raft_peers = peers
         .iter()
@@ -1027,6 +1069,11 @@ someTypo = 1
             ("electionTimeoutMinMs", "900"),
             ("heartbeatIntervalMs", "0"),
             ("httpListenAddr", "everywhere"),
+            ("messageDelayLevel", "1s 5x"),
+            ("messageDelayLevel", "1s -1m"),
+            ("timerWheelEnable", "on"),
+            ("timerMaxDelaySec", "0"),
+            ("timerMaxDelaySec", "99999999999"),
         ];
         for (key, value) in cases {
             let mut pairs: Vec<(String, String)> = base

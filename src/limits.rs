@@ -11,3 +11,7 @@ pub const DEFAULT_TOPIC_QUEUES_MAX: i32 = broker::limits::TOPIC_QUEUES_MAX;
 /// `maxMessageSize` at most: a message travels in one frame and one Raft entry, and RocketMQ's
 /// clients cap bodies at 4 MiB by default.
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Largest `timerMaxDelaySec`: 400 days. The timer index keeps one slot summary per second that
+/// holds messages, so the furthest due time bounds its memory.
+pub const TIMER_MAX_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(400 * 24 * 3600);

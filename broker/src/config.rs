@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     pub offset_flush_interval: Duration,
     /// Wall clock for store timestamps.
     pub clock: Arc<dyn seams::Clock>,
+    /// Delay levels and timer messages (`messageDelayLevel`, `timerWheelEnable`,
+    /// `timerMaxDelaySec`).
+    pub schedule: crate::schedule::ScheduleConfig,
     /// Seed of the broker's random choices (queue of a send without one); from the OS when
     /// absent. The simulation sets it so runs replay.
     pub seed: Option<u64>,
@@ -84,6 +87,7 @@ impl BrokerConfig {
             client_timeout: Duration::from_secs(120),
             offset_flush_interval: Duration::from_millis(200),
             clock: Arc::new(seams::SystemClock),
+            schedule: crate::schedule::ScheduleConfig::default(),
             seed: None,
         }
     }

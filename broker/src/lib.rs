@@ -8,6 +8,8 @@
 //! - `clients`: consumer groups and producers from heartbeats.
 //! - [`metrics`]: request counts, bytes, latency histograms, long polls, elections.
 //! - [`handover`]: moving leadership on purpose, and holding sends while it moves.
+//! - [`schedule`]: delay levels, timer messages and retry back-off: what waits, and the
+//!   leader's scheduler that delivers it through the log.
 //! - [`Broker`]: start, role changes, namesrv registration, shutdown.
 //!
 //! The leader registers as brokerId 0 once it has applied its whole log, and only then takes
@@ -20,6 +22,7 @@ pub mod handover;
 pub mod limits;
 pub mod metrics;
 mod processor;
+pub mod schedule;
 mod writer;
 
 use std::net::SocketAddr;
@@ -29,6 +32,7 @@ use std::time::Duration;
 
 use dledger::{Disk, Ledger, Role};
 use protocol::RemotingCommand;
+use protocol::message::RecordView;
 use protocol::body::{
     self, DataVersion, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper, perm,
 };
@@ -81,6 +85,8 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     pub left_leadership_at: Mutex<Option<tokio::time::Instant>>,
     /// The master the name servers listed at the last lookup, and when it was made.
     pub master_lookup: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<String>)>>,
+    /// What the scheduler last saw (the next due time, how far behind it is).
+    pub scheduler: Mutex<schedule::SchedulerReport>,
 }
 
 /// Queue locks of orderly consumers, held in memory as RocketMQ does (clients renew every 20 s).
@@ -97,6 +103,40 @@ impl<D: Disk, T: Transport> Shared<D, T> {
         } else {
             self.ledger.node_id() as i64
         }
+    }
+
+    /// Reads the record of a ConsumeQueue unit or message id from the log and checks it.
+    pub(crate) fn read_record(&self, commit_log_offset: u64, size: Option<u32>) -> Result<Vec<u8>, String> {
+        let size = match size {
+            Some(size) => size as usize,
+            None => {
+                let head = self
+                    .ledger
+                    .read_bytes(commit_log_offset, 4)
+                    .map_err(|e| e.to_string())?;
+                let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+                usize::try_from(size)
+                    .ok()
+                    .filter(|s| {
+                        (84..=limits::PULL_BYTES_MAX
+                            .max(self.config.max_message_bytes + 64 * 1024))
+                            .contains(s)
+                    })
+                    .ok_or_else(|| format!("no message starts at offset {commit_log_offset}"))?
+            }
+        };
+        let bytes = self
+            .ledger
+            .read_bytes(commit_log_offset, size)
+            .map_err(|e| e.to_string())?;
+        let view = RecordView::parse(&bytes)
+            .map_err(|e| format!("message at offset {commit_log_offset}: {e}"))?;
+        if view.commit_log_offset != commit_log_offset as i64 || !view.body_crc_ok(&bytes) {
+            return Err(format!(
+                "message at offset {commit_log_offset} fails its checks"
+            ));
+        }
+        Ok(Vec::from(bytes))
     }
 
     /// Proposes a topic configuration and waits until it is applied.
@@ -237,6 +277,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             handover_term: AtomicU64::new(0),
             left_leadership_at: Mutex::new(None),
             master_lookup: tokio::sync::Mutex::new(None),
+            scheduler: Mutex::new(schedule::SchedulerReport::default()),
         });
         let processor = Arc::new(processor::Processor {
             shared: shared.clone(),
@@ -253,6 +294,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
                 shared.metrics.clone(),
             )),
             tokio::spawn(handover::note_lost_leadership(shared.clone())),
+            tokio::spawn(schedule::run(shared.clone())),
         ];
         tracing::info!(addr = %server.local_addr(), broker = %config.broker_name, "broker serving");
         Ok(Broker {

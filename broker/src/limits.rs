@@ -57,3 +57,21 @@ pub const MASTERLESS_REGISTER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often silent consumers are looked for (their timeout is `client_timeout`).
 pub const CLIENT_EXPIRY_SCAN: Duration = Duration::from_secs(10);
+
+/// Most delay levels `messageDelayLevel` may list: level `n` waits in queue `n - 1` of
+/// `SCHEDULE_TOPIC_XXXX`, and a topic has at most [`TOPIC_QUEUES_MAX`] queues.
+pub const DELAY_LEVELS_MAX: usize = TOPIC_QUEUES_MAX as usize;
+
+/// Most scheduled messages delivered in one entry (also bounded by `batch_bytes_max`): large
+/// enough that 40,000 falling due in a second take ~20 entries, small enough that an entry's
+/// records are read and encoded in a few milliseconds.
+pub const DELIVERY_RECORDS_MAX: usize = 2048;
+
+/// Longest the scheduler waits for a deliveries entry to commit before it looks again (a
+/// replica that lost its quorum stops taking writes long before).
+pub const DELIVERY_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest the scheduler sleeps while nothing is due: a message sent now and due sooner than
+/// what the scheduler waits for is found this late at most, and a replica that starts taking
+/// writes starts delivering this soon.
+pub const SCHEDULER_TICK: Duration = Duration::from_millis(50);

@@ -104,6 +104,12 @@ pub struct Metrics {
     long_polls_total: AtomicU64,
     elections: AtomicU64,
     quorum_losses: AtomicU64,
+    /// Scheduled messages this replica, leading, delivered to their real topics.
+    pub scheduled_delivered: AtomicU64,
+    /// Scheduled messages this replica, leading, dropped because a marker cancelled them.
+    pub scheduled_cancelled: AtomicU64,
+    /// Scheduled messages: from the time they were due to their delivery being applied.
+    pub scheduled_lateness: Histogram,
 }
 
 /// Bytes a command takes on the wire: the body exactly, the header estimated from its fields
@@ -262,6 +268,23 @@ impl Metrics {
             "raftmq_leader_quorum_losses_total",
             "Times this replica, leading, heard from no quorum within the lease and stopped taking writes.",
             self.quorum_losses(),
+        );
+        write_counter(
+            out,
+            "raftmq_scheduled_delivered_total",
+            "Scheduled messages (delay levels, timers, retries) this replica delivered while leading.",
+            self.scheduled_delivered.load(Ordering::Relaxed),
+        );
+        write_counter(
+            out,
+            "raftmq_scheduled_cancelled_total",
+            "Timer messages this replica dropped while leading because a marker cancelled them.",
+            self.scheduled_cancelled.load(Ordering::Relaxed),
+        );
+        self.scheduled_lateness.render(
+            out,
+            "raftmq_scheduled_lateness_seconds",
+            "Scheduled messages from their due time to their delivery applied on the leader.",
         );
     }
 }

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use dledger::Disk;
 use protocol::RemotingCommand;
 use protocol::code::{request, response};
-use protocol::message::RecordView;
 use remoting::{Handler, Peer, Transport};
 
 use crate::handover::{self, Held};
@@ -231,38 +230,7 @@ impl<D: Disk, T: Transport> Processor<D, T> {
 
     /// Reads the record of a ConsumeQueue unit or message id from the log and checks it.
     fn read_record(&self, commit_log_offset: u64, size: Option<u32>) -> Result<Vec<u8>, String> {
-        let size = match size {
-            Some(size) => size as usize,
-            None => {
-                let head = self
-                    .shared
-                    .ledger
-                    .read_bytes(commit_log_offset, 4)
-                    .map_err(|e| e.to_string())?;
-                let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-                usize::try_from(size)
-                    .ok()
-                    .filter(|s| {
-                        (84..=pull::PULL_BYTES_MAX
-                            .max(self.shared.config.max_message_bytes + 64 * 1024))
-                            .contains(s)
-                    })
-                    .ok_or_else(|| format!("no message starts at offset {commit_log_offset}"))?
-            }
-        };
-        let bytes = self
-            .shared
-            .ledger
-            .read_bytes(commit_log_offset, size)
-            .map_err(|e| e.to_string())?;
-        let view = RecordView::parse(&bytes)
-            .map_err(|e| format!("message at offset {commit_log_offset}: {e}"))?;
-        if view.commit_log_offset != commit_log_offset as i64 || !view.body_crc_ok(&bytes) {
-            return Err(format!(
-                "message at offset {commit_log_offset} fails its checks"
-            ));
-        }
-        Ok(Vec::from(bytes))
+        self.shared.read_record(commit_log_offset, size)
     }
 }
 

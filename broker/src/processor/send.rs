@@ -1,7 +1,8 @@
 //! Sends: SEND_MESSAGE, SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE store a producer's messages;
 //! CONSUMER_SEND_MSG_BACK stores a message its consumer failed in the group's retry or
-//! dead-letter topic. Both go through the writer (`crate::writer`) and answer once the entry is
-//! committed and applied.
+//! dead-letter topic, after a back-off. Both go through the writer (`crate::writer`) and answer
+//! once the entry is committed and applied. A message with a delay level or a timer property
+//! waits in a scheduled topic until it is due (`crate::schedule`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -17,6 +18,7 @@ use protocol::header::{
 };
 use protocol::message::{
     self, BatchItem, Properties, StoredMessage, decode_batch, offset_msg_id, property,
+    system_topic,
 };
 use remoting::{Peer, Transport};
 use tokio::sync::oneshot;
@@ -25,6 +27,7 @@ use super::{Answer, Processor, Refusal, ok};
 use crate::TBW102;
 use crate::handover::Held;
 use crate::limits::SEND_STORE_TIMEOUT;
+use crate::schedule::{self, When};
 use crate::writer::{Landed, NotStored, Write};
 
 static UNIQ_COUNTER: AtomicU16 = AtomicU16::new(0);
@@ -62,6 +65,15 @@ impl Send {
         }
         protocol::names::check_topic(&header.topic)
             .map_err(|err| Refusal::new(response::MESSAGE_ILLEGAL, err.to_string()))?;
+        if system_topic::is_scheduled(&header.topic) {
+            return Err(Refusal::new(
+                response::NO_PERMISSION,
+                format!(
+                    "sending message to topic[{}] is forbidden: scheduled messages wait there",
+                    header.topic
+                ),
+            ));
+        }
         let limit = p.shared.config.max_message_bytes;
         if req.body.len() > limit {
             return Err(Refusal::new(
@@ -114,6 +126,20 @@ impl Send {
                 properties,
             }]
         };
+        let now_ms = p.shared.config.clock.now_ms();
+        let mut whens = Vec::with_capacity(items.len());
+        for item in &items {
+            let when = schedule::when(&item.properties, now_ms, &p.shared.config.schedule)
+                .map_err(|refused| Refusal::new(refused.code, refused.remark))?;
+            if is_batch && when != When::Now {
+                return Err(Refusal::new(
+                    response::MESSAGE_ILLEGAL,
+                    "batch messages cannot be delayed or timed: send them one by one",
+                ));
+            }
+            whens.push(when);
+        }
+        let scheduled = whens.iter().any(|w| *w != When::Now);
         let topic = topic_for_send(p, &header).await?;
         if topic.perm & perm::WRITE == 0 {
             return Err(Refusal::new(
@@ -137,10 +163,13 @@ impl Send {
         } else {
             header.queue_id
         };
+        if let Some(when) = whens.iter().find(|w| **w != When::Now) {
+            system_topic_for(p, *when).await?;
+        }
         let mut records = Vec::new();
         let mut uniq_keys = Vec::new();
-        for item in items {
-            let (bytes, uniq) = record(p, peer, &header, queue_id, item, sys_flag)
+        for (item, when) in items.into_iter().zip(whens) {
+            let (bytes, uniq) = record(p, peer, &header, queue_id, item, sys_flag, when)
                 .map_err(|reason| Refusal::new(response::MESSAGE_ILLEGAL, reason))?;
             records.extend_from_slice(&bytes);
             uniq_keys.push(uniq);
@@ -152,9 +181,15 @@ impl Send {
             .map(|l| offset_msg_id(store_host, l.commit_log_offset as i64))
             .collect::<Vec<_>>()
             .join(",");
+        // A scheduled message is answered with the queue it will be delivered to, and its
+        // offset in the queue where it waits (RocketMQ's answer).
         let answer = SendMessageResponseHeader {
             msg_id,
-            queue_id: landed[0].queue_id,
+            queue_id: if scheduled {
+                queue_id
+            } else {
+                landed[0].queue_id
+            },
             queue_offset: landed[0].queue_offset,
             transaction_id: (uniq_keys.len() == 1).then(|| uniq_keys[0].clone()),
             batch_uniq_id: None,
@@ -166,9 +201,10 @@ impl Send {
     }
 }
 
-/// CONSUMER_SEND_MSG_BACK: a message its consumer failed goes to the group's retry topic, or
-/// to its dead-letter topic after `maxReconsumeTimes` (16) attempts. Redelivery is immediate:
-/// delay levels are not scheduled yet.
+/// CONSUMER_SEND_MSG_BACK: a message its consumer failed goes to the group's retry topic after
+/// a back-off (the request's delay level, or level 3 + the times it was consumed again: 10 s,
+/// 30 s, 1 min, …), or to its dead-letter topic after `maxReconsumeTimes` (16) attempts or for
+/// a negative delay level (FEATURES-SPEC.md §3).
 pub(super) struct SendBack {
     header: ConsumerSendMsgBackRequestHeader,
 }
@@ -215,24 +251,45 @@ impl SendBack {
         if properties.get(property::RETRY_TOPIC).is_none() {
             properties.set(property::RETRY_TOPIC, original.topic.clone());
         }
-        if properties.get("ORIGIN_MESSAGE_ID").is_none() {
+        if properties.get(property::ORIGIN_MESSAGE_ID).is_none() {
             let origin = header
                 .origin_msg_id
                 .clone()
                 .unwrap_or_else(|| offset_msg_id(original.store_host, original.commit_log_offset));
-            properties.set("ORIGIN_MESSAGE_ID", origin);
+            properties.set(property::ORIGIN_MESSAGE_ID, origin);
         }
-        let again = StoredMessage {
+        // The copy the consumer failed may itself have waited at a level: the level of this
+        // retry is decided below.
+        properties.remove(property::DELAY);
+        let now_ms = p.shared.config.clock.now_ms();
+        let when = if dead {
+            When::Now
+        } else {
+            let levels = &p.shared.config.schedule.levels;
+            let asked = if header.delay_level > 0 {
+                header.delay_level
+            } else {
+                original.reconsume_times.saturating_add(3)
+            };
+            let level = levels.clamp(asked);
+            When::Level {
+                level,
+                due_ms: now_ms + levels.delay_ms(level),
+            }
+        };
+        system_topic_for(p, when).await?;
+        let mut again = StoredMessage {
             topic,
             queue_id: 0,
             queue_offset: 0,
             commit_log_offset: 0,
-            store_timestamp: p.shared.config.clock.now_ms(),
+            store_timestamp: now_ms,
             store_host: p.shared.config.advertised_addr,
             reconsume_times: original.reconsume_times + 1,
             properties,
             ..original
         };
+        schedule::make_wait(&mut again, when);
         let mut records = Vec::with_capacity(again.encoded_len());
         again
             .encode(&mut records)
@@ -314,6 +371,38 @@ async fn topic_for_send<D: Disk, T: Transport>(
     Ok(p.shared.store.topic(&header.topic).unwrap_or(config))
 }
 
+/// Creates the topic where messages scheduled as `when` wait, if it does not exist yet
+/// (RocketMQ creates both at start; raftmq on first use, through the log).
+async fn system_topic_for<D: Disk, T: Transport>(
+    p: &Processor<D, T>,
+    when: When,
+) -> Result<(), Refusal> {
+    let (name, queues) = match when {
+        When::Now => return Ok(()),
+        When::Level { .. } => (
+            system_topic::SCHEDULE,
+            system_topic::SCHEDULE_QUEUES.max(p.shared.config.schedule.levels.max_level()),
+        ),
+        When::Timer { .. } => (system_topic::TIMER, 1),
+    };
+    if p.shared
+        .store
+        .topic(name)
+        .is_some_and(|t| t.write_queue_nums >= queues)
+    {
+        return Ok(());
+    }
+    p.shared
+        .create_topic(TopicConfig::new(name, queues, perm::READ | perm::WRITE))
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                response::SYSTEM_ERROR,
+                format!("cannot create topic {name}: {e}"),
+            )
+        })
+}
+
 /// A message id RocketMQ's way (`UNIQ_KEY`) for a message that came without one.
 fn uniq_key<D: Disk, T: Transport>(p: &Processor<D, T>) -> String {
     let ip = p.shared.config.advertised_addr.ip();
@@ -337,6 +426,7 @@ fn record<D: Disk, T: Transport>(
     queue_id: i32,
     item: BatchItem,
     sys_flag: i32,
+    when: When,
 ) -> Result<(Vec<u8>, String), String> {
     let mut properties = item.properties;
     let uniq = match properties.get(property::UNIQ_KEY) {
@@ -348,7 +438,7 @@ fn record<D: Disk, T: Transport>(
         }
     };
     properties.set(property::CLUSTER, p.shared.config.cluster_name.clone());
-    let record = StoredMessage {
+    let mut record = StoredMessage {
         topic: header.topic.clone(),
         queue_id,
         flag: item.flag,
@@ -364,6 +454,7 @@ fn record<D: Disk, T: Transport>(
         body: item.body,
         properties,
     };
+    schedule::make_wait(&mut record, when);
     let mut out = Vec::with_capacity(record.encoded_len());
     record.encode(&mut out).map_err(|e| e.reason)?;
     Ok((out, uniq))
