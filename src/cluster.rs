@@ -33,6 +33,8 @@ pub struct ClusterSpec {
     /// HTTP port of the name server; replica *i* serves on this port + *i* (0: any free
     /// ports; `None`: no HTTP).
     pub http_port: Option<u16>,
+    /// Delay levels and timer messages.
+    pub schedule: broker::schedule::ScheduleConfig,
 }
 
 impl Default for ClusterSpec {
@@ -45,6 +47,7 @@ impl Default for ClusterSpec {
             broker_name: "broker-a".into(),
             max_message_bytes: 4 * 1024 * 1024,
             http_port: Some(0),
+            schedule: broker::schedule::ScheduleConfig::default(),
         }
     }
 }
@@ -111,6 +114,7 @@ impl LocalCluster {
                 vec![namesrv_addr.clone()],
             );
             broker_config.max_message_bytes = spec.max_message_bytes;
+            broker_config.schedule = spec.schedule.clone();
             let replica_spec = ReplicaSpec::new(
                 id,
                 raft_addrs.clone(),

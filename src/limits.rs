@@ -14,4 +14,5 @@ pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Largest `timerMaxDelaySec`: 400 days. The timer index keeps one slot summary per second that
 /// holds messages, so the furthest due time bounds its memory.
-pub const TIMER_MAX_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(400 * 24 * 3600);
+pub const TIMER_MAX_DELAY_MAX: std::time::Duration =
+    std::time::Duration::from_secs(400 * 24 * 3600);

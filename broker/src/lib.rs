@@ -32,12 +32,12 @@ use std::time::Duration;
 
 use dledger::{Disk, Ledger, Role};
 use protocol::RemotingCommand;
-use protocol::message::RecordView;
 use protocol::body::{
     self, DataVersion, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper, perm,
 };
 use protocol::code::{request, response};
 use protocol::header::{CommandHeader, RegisterBrokerRequestHeader, UnRegisterBrokerRequestHeader};
+use protocol::message::RecordView;
 use remoting::{Client, Server, Transport};
 use store::Store;
 use tokio::sync::{Notify, mpsc};
@@ -106,7 +106,11 @@ impl<D: Disk, T: Transport> Shared<D, T> {
     }
 
     /// Reads the record of a ConsumeQueue unit or message id from the log and checks it.
-    pub(crate) fn read_record(&self, commit_log_offset: u64, size: Option<u32>) -> Result<Vec<u8>, String> {
+    pub(crate) fn read_record(
+        &self,
+        commit_log_offset: u64,
+        size: Option<u32>,
+    ) -> Result<Vec<u8>, String> {
         let size = match size {
             Some(size) => size as usize,
             None => {
@@ -118,8 +122,7 @@ impl<D: Disk, T: Transport> Shared<D, T> {
                 usize::try_from(size)
                     .ok()
                     .filter(|s| {
-                        (84..=limits::PULL_BYTES_MAX
-                            .max(self.config.max_message_bytes + 64 * 1024))
+                        (84..=limits::PULL_BYTES_MAX.max(self.config.max_message_bytes + 64 * 1024))
                             .contains(s)
                     })
                     .ok_or_else(|| format!("no message starts at offset {commit_log_offset}"))?

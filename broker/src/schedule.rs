@@ -31,8 +31,7 @@ use crate::limits::{
 };
 
 /// RocketMQ's default `messageDelayLevel`: levels 1 to 18.
-pub const DELAY_LEVELS_DEFAULT: &str =
-    "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
+pub const DELAY_LEVELS_DEFAULT: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
 
 /// RocketMQ's default `timerMaxDelaySec`: 3 days.
 pub const TIMER_MAX_DELAY_DEFAULT: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -76,7 +75,9 @@ impl DelayLevels {
                 .parse()
                 .ok()
                 .filter(|n| *n >= 0)
-                .ok_or_else(|| format!("delay `{token}`: expected a whole number before `{unit}`"))?;
+                .ok_or_else(|| {
+                    format!("delay `{token}`: expected a whole number before `{unit}`")
+                })?;
             let delay = count
                 .checked_mul(unit_ms)
                 .filter(|ms| *ms <= 365 * 86_400_000)
@@ -220,10 +221,11 @@ pub fn when(
             remark: format!("timer messages are off (timerWheelEnable=false): {key} refused"),
         });
     }
-    let value: i64 = text
-        .trim()
-        .parse()
-        .map_err(|_| illegal(format!("the timer property {key}={text:?} is not a whole number")))?;
+    let value: i64 = text.trim().parse().map_err(|_| {
+        illegal(format!(
+            "the timer property {key}={text:?} is not a whole number"
+        ))
+    })?;
     let due_ms = if scale == 0 {
         Some(value)
     } else {
@@ -544,7 +546,9 @@ async fn round<D: Disk, T: Transport>(
         shared
             .metrics
             .scheduled_lateness
-            .observe(Duration::from_millis(applied_at.saturating_sub(*due_ms).max(0) as u64));
+            .observe(Duration::from_millis(
+                applied_at.saturating_sub(*due_ms).max(0) as u64,
+            ));
     }
     shared
         .metrics
@@ -587,11 +591,12 @@ mod tests {
         assert_eq!(levels.delay_ms(2), 5_000);
         assert_eq!(levels.delay_ms(5), 60_000);
         assert_eq!(levels.delay_ms(18), 7_200_000);
-        assert_eq!(levels.delay_ms(25), 7_200_000, "past the highest is the highest");
         assert_eq!(
-            DelayLevels::parse("2s 1d").unwrap().delay_ms(2),
-            86_400_000
+            levels.delay_ms(25),
+            7_200_000,
+            "past the highest is the highest"
         );
+        assert_eq!(DelayLevels::parse("2s 1d").unwrap().delay_ms(2), 86_400_000);
         for (bad, says) in [
             ("", "no delay levels"),
             ("1s 5x", "`5x` has no unit"),
@@ -650,7 +655,10 @@ mod tests {
             "already scheduled once"
         );
         for (pairs, says) in [
-            (vec![("DELAY", "two")], "DELAY=\"two\" is not a whole number"),
+            (
+                vec![("DELAY", "two")],
+                "DELAY=\"two\" is not a whole number",
+            ),
             (
                 vec![("TIMER_DELAY_SEC", "1e3")],
                 "TIMER_DELAY_SEC=\"1e3\" is not a whole number",
@@ -721,7 +729,10 @@ mod tests {
                 due_ms: NOW + 5,
             },
         );
-        assert_eq!((level.topic.as_str(), level.queue_id), ("SCHEDULE_TOPIC_XXXX", 17));
+        assert_eq!(
+            (level.topic.as_str(), level.queue_id),
+            ("SCHEDULE_TOPIC_XXXX", 17)
+        );
         assert_eq!(level.properties.get("DELAY"), Some("18"));
         assert_eq!(level.properties.get("REAL_TOPIC"), Some("T"));
         assert_eq!(level.properties.get("REAL_QID"), Some("3"));
@@ -741,7 +752,10 @@ mod tests {
 
         let mut timer = message("T", 1, &[("UNIQ_KEY", "u2"), ("TIMER_DELAY_SEC", "5")]);
         make_wait(&mut timer, When::Timer { due_ms: NOW + 5000 });
-        assert_eq!((timer.topic.as_str(), timer.queue_id), ("rmq_sys_wheel_timer", 0));
+        assert_eq!(
+            (timer.topic.as_str(), timer.queue_id),
+            ("rmq_sys_wheel_timer", 0)
+        );
         assert_eq!(cancel_key(&timer).as_deref(), Some("T+u2"));
         let back = delivered(timer, NOW + 5001, "127.0.0.1:3".parse().unwrap()).unwrap();
         assert_eq!((back.topic.as_str(), back.queue_id), ("T", 1));

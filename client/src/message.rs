@@ -101,6 +101,41 @@ impl Message {
         self
     }
 
+    /// Delivers the message at `epoch_ms` (ms since the Unix epoch; `TIMER_DELIVER_MS`, a
+    /// RocketMQ 5 timer message). A time not after the broker's now is delivered at once; the
+    /// broker refuses one further than its `timerMaxDelaySec` (3 days by default).
+    #[must_use]
+    pub fn with_deliver_time_ms(mut self, epoch_ms: i64) -> Self {
+        self.properties
+            .set(property::TIMER_DELIVER_MS, epoch_ms.to_string());
+        self
+    }
+
+    /// Delivers the message `delay` after the broker takes it (`TIMER_DELAY_MS`).
+    #[must_use]
+    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
+        self.properties.set(
+            property::TIMER_DELAY_MS,
+            u64::try_from(delay.as_millis())
+                .unwrap_or(u64::MAX)
+                .to_string(),
+        );
+        self
+    }
+
+    /// Whether the message waits to be delivered: a delay level or a timer property.
+    pub fn is_scheduled(&self) -> bool {
+        self.delay_level() > 0
+            || [
+                property::TIMER_DELIVER_MS,
+                property::TIMER_DELAY_MS,
+                property::TIMER_DELAY_SEC,
+                property::START_DELIVER_TIME,
+            ]
+            .iter()
+            .any(|key| self.properties.get(key).is_some())
+    }
+
     /// Whether the broker answers only after the message is stored (`WAIT`).
     #[must_use]
     pub fn with_wait_store(mut self, wait: bool) -> Self {

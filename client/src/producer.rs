@@ -466,8 +466,10 @@ impl<T: Transport> Producer<T> {
             if message.topic != topic {
                 return Err(invalid("the messages have different topics"));
             }
-            if message.delay_level() > 0 {
-                return Err(invalid("a batch message has a delay level"));
+            if message.is_scheduled() {
+                return Err(invalid(
+                    "a batch message has a delay level or a delivery time",
+                ));
             }
             if message.properties.get(property::WAIT).map(str::to_string) != wait {
                 return Err(invalid("the messages differ in WAIT"));

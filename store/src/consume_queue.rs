@@ -251,8 +251,7 @@ impl<D: Disk, U: QueueUnit> UnitQueue<D, U> {
     /// followed by valid ones.
     pub fn open(disk: D, dir: &Path, units_per_file: u64) -> Result<Self, StoreError> {
         validate_units_per_file(units_per_file)?;
-        let files =
-            FileSet::open(disk, dir, units_per_file * U::BYTES).map_err(file_set_error)?;
+        let files = FileSet::open(disk, dir, units_per_file * U::BYTES).map_err(file_set_error)?;
         if let Some(missing) = files.first_gap() {
             return Err(StoreError::MissingFile {
                 path: files.path(missing),
@@ -286,10 +285,7 @@ impl<D: Disk, U: QueueUnit> UnitQueue<D, U> {
     }
 
     fn recover(&mut self) -> Result<(), StoreError> {
-        let mut end = self
-            .files
-            .first_start()
-            .map_or(0, |start| start / U::BYTES);
+        let mut end = self.files.first_start().map_or(0, |start| start / U::BYTES);
         for (file_start, file) in self.files.iter().rev() {
             let units = self.scan(file_start, file)?;
             if units > 0 {
@@ -446,11 +442,7 @@ impl<D: Disk, U: QueueUnit> UnitQueue<D, U> {
     /// [`StoreError::OutOfRange`] for a queue offset whose byte position overflows;
     /// [`StoreError::Io`] if, writing the waiting units back, a file cannot be created, synced
     /// (when moving into a new file) or written.
-    pub fn append_many(
-        &mut self,
-        first_queue_offset: u64,
-        units: &[U],
-    ) -> Result<(), StoreError> {
+    pub fn append_many(&mut self, first_queue_offset: u64, units: &[U]) -> Result<(), StoreError> {
         if first_queue_offset != self.queue_offset_max {
             return Err(StoreError::QueueOffsetGap {
                 dir: self.dir.clone(),

@@ -320,8 +320,11 @@ impl<D: Disk> Store<D> {
             config.cq_units_per_file,
         )?;
         let index = IndexService::open(disk.clone(), &config.root.join("index"), config.index)?;
-        let (timers, timers_complete) =
-            Timers::open(disk.clone(), &config.root.join("timerlog"), checkpoint.timers)?;
+        let (timers, timers_complete) = Timers::open(
+            disk.clone(),
+            &config.root.join("timerlog"),
+            checkpoint.timers,
+        )?;
         // Queues must hold exactly what the checkpoint says: cut what was written after it,
         // and start over if anything it counts is missing.
         let lengths: BTreeMap<(String, i32), u64> = checkpoint
@@ -740,7 +743,11 @@ impl<D: Disk> Store<D> {
     ///
     /// # Errors
     /// A file error.
-    pub fn timer_walk(&self, last: u64, stop_below: u64) -> Result<Vec<(u64, TimerUnit)>, StoreError> {
+    pub fn timer_walk(
+        &self,
+        last: u64,
+        stop_below: u64,
+    ) -> Result<Vec<(u64, TimerUnit)>, StoreError> {
         self.read_state().timers.walk(last, stop_below)
     }
 

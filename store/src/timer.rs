@@ -558,7 +558,10 @@ mod tests {
     fn units_are_due_in_key_order_and_deliveries_compare_and_set() {
         let disk = MemDisk::new();
         let mut timers = open(&disk, TimerCheckpoint::default());
-        for (n, due) in [5_500i64, 1_200, 2_900, 1_100, 5_000].into_iter().enumerate() {
+        for (n, due) in [5_500i64, 1_200, 2_900, 1_100, 5_000]
+            .into_iter()
+            .enumerate()
+        {
             timers.add(100 * n as u64, 10, due, false).unwrap();
         }
         let keys = due(&timers, 3_000);
@@ -567,11 +570,7 @@ mod tests {
             [1_100, 1_200, 2_900]
         );
         let seen = timers.stats().seen;
-        assert!(
-            timers
-                .deliver(TimerKey::START, keys[1], seen, 2)
-                .unwrap()
-        );
+        assert!(timers.deliver(TimerKey::START, keys[1], seen, 2).unwrap());
         assert_eq!(timers.progress(), keys[1]);
         assert_eq!(timers.stats().pending, 3);
         assert!(
@@ -606,7 +605,10 @@ mod tests {
         assert!(timers.deliver(TimerKey::START, keys[1], seen, 2).unwrap());
         let again = due(&timers, 2_500);
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].due_ms, 2_000, "queued again at the progress's time");
+        assert_eq!(
+            again[0].due_ms, 2_000,
+            "queued again at the progress's time"
+        );
         assert!(again[0] > timers.progress());
         let late = timers.add(30, 10, 500, false).unwrap();
         assert!(late > timers.progress());
@@ -621,7 +623,9 @@ mod tests {
         let disk = MemDisk::new();
         let mut timers = open(&disk, TimerCheckpoint::default());
         for n in 0..10u64 {
-            timers.add(n * 10, 10, 1_000 + 700 * n as i64, false).unwrap();
+            timers
+                .add(n * 10, 10, 1_000 + 700 * n as i64, false)
+                .unwrap();
         }
         let keys = due(&timers, 4_000);
         let seen = timers.stats().seen;
@@ -636,7 +640,11 @@ mod tests {
         timers.flush().unwrap();
         drop(timers);
         let reopened = open(&disk, checkpoint);
-        assert_eq!(reopened.stats().seen, 10, "the unit after the checkpoint is cut");
+        assert_eq!(
+            reopened.stats().seen,
+            10,
+            "the unit after the checkpoint is cut"
+        );
         assert_eq!(due(&reopened, 8_000), before);
         assert_eq!(reopened.stats().pending, 7);
         reopened.check_invariants();

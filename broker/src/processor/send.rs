@@ -17,8 +17,7 @@ use protocol::header::{
     SendMessageResponseHeader,
 };
 use protocol::message::{
-    self, BatchItem, Properties, StoredMessage, decode_batch, offset_msg_id, property,
-    system_topic,
+    self, BatchItem, Properties, StoredMessage, decode_batch, offset_msg_id, property, system_topic,
 };
 use remoting::{Peer, Transport};
 use tokio::sync::oneshot;
