@@ -27,6 +27,9 @@ pub struct DevArgs {
     /// port + N. 0 picks free ports.
     #[arg(long, default_value_t = 0)]
     http_port: u16,
+    /// The delay of each level, as broker.conf's `messageDelayLevel` (e.g. "1s 5s 10s").
+    #[arg(long, default_value = broker::schedule::DELAY_LEVELS_DEFAULT, value_parser = broker::schedule::DelayLevels::parse)]
+    message_delay_level: broker::schedule::DelayLevels,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -36,6 +39,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         broker_port: args.broker_port,
         raft_port: args.raft_port,
         http_port: Some(args.http_port),
+        schedule: broker::schedule::ScheduleConfig {
+            levels: args.message_delay_level,
+            ..broker::schedule::ScheduleConfig::default()
+        },
         ..ClusterSpec::default()
     };
     let cluster = LocalCluster::start(&spec, &args.data_dir).await?;
