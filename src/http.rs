@@ -250,6 +250,7 @@ pub fn replica_status(handles: &ReplicaHandles) -> Value {
         "write_refusal": handles.broker.write_refusal(),
         "has_quorum": status.has_quorum,
         "quorum_acked_ms_ago": status.quorum_acked_ms_ago,
+        "scheduled": handles.broker.scheduled(),
         "topics": handles.broker.topic_queues(),
     })
 }
@@ -304,6 +305,12 @@ pub fn replica_metrics_text(handles: &ReplicaHandles) -> String {
         "raftmq_leader_without_quorum",
         "1 when this replica leads but no quorum answered it within the lease (it refuses writes), else 0.",
         u64::from(status.role == Role::Leader && !status.has_quorum),
+    );
+    write_gauge(
+        &mut out,
+        "raftmq_scheduled_pending",
+        "Scheduled messages (delay levels, timers, retries) on this replica not yet delivered.",
+        handles.broker.scheduled().pending,
     );
     if status.role == Role::Leader {
         let last = status.last_log_index.unwrap_or(0);

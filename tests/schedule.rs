@@ -15,6 +15,7 @@ use client::{
 };
 use raftmq::cluster::{ClusterSpec, LocalCluster};
 use remoting::TcpTransport;
+use serde_json::Value;
 use testkit::wait;
 use tokio::sync::mpsc;
 
@@ -292,6 +293,91 @@ async fn bad_schedules_are_refused_and_the_broker_keeps_serving() {
     );
     let plain = producer.send(Message::new("Bad", "fine")).await.unwrap();
     assert_eq!(plain.queue.topic, "Bad");
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// `/status` and `/metrics` of every replica count what waits and say when it is due; a cancel
+/// marker (`TIMER_DEL_UNIQKEY` = `<topic>+<id>`, due with its target) keeps its target from
+/// being delivered, while a message due at the same time arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_what_waits_and_a_marker_cancels_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path()).await;
+    let producer = producer(&cluster).await;
+    let (consumer, mut rx) = consumer(&cluster, "cancel-cg", "Cancel", 0, 16).await;
+    let due = now_ms() + 2_000;
+    let target = producer
+        .send(Message::new("Cancel", "cancelled").with_deliver_time_ms(due))
+        .await
+        .unwrap();
+    producer
+        .send(
+            Message::new("Cancel", "marker")
+                .with_deliver_time_ms(due)
+                .with_property("TIMER_DEL_UNIQKEY", format!("Cancel+{}", target.msg_id)),
+        )
+        .await
+        .unwrap();
+    producer
+        .send(Message::new("Cancel", "kept").with_deliver_time_ms(due))
+        .await
+        .unwrap();
+    for replica in cluster.replicas.values() {
+        let handles = raftmq::http::ReplicaHandles::from(replica);
+        let scheduled = wait::until("every send applied", Duration::from_secs(10), || {
+            let status = raftmq::http::replica_status(&handles);
+            let scheduled = status["scheduled"].clone();
+            (scheduled["pending"] == 3).then_some(scheduled)
+        })
+        .await;
+        let next = scheduled["next_due_ms"].as_i64().unwrap();
+        assert!(
+            (due - 1_000..=due).contains(&next),
+            "next due {next}, sent for {due}: {scheduled}"
+        );
+        let leads = replica.broker.serving_writes();
+        assert_eq!(scheduled["delivery_lag_ms"].is_i64(), leads, "{scheduled}");
+        let metrics = raftmq::http::replica_metrics_text(&handles);
+        assert!(
+            metrics.contains("\nraftmq_scheduled_pending 3\n"),
+            "{metrics}"
+        );
+    }
+    let seen = receive(&mut rx, 1, Duration::from_secs(30)).await;
+    assert_eq!(body(&seen[0].1), "kept");
+    assert!(seen[0].0 >= due);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), rx.recv())
+            .await
+            .is_err(),
+        "the cancelled message or its marker was delivered"
+    );
+    for replica in cluster.replicas.values() {
+        let status = raftmq::http::replica_status(&raftmq::http::ReplicaHandles::from(replica));
+        assert_eq!(status["scheduled"]["pending"], 0, "{status}");
+        assert_eq!(status["scheduled"]["next_due_ms"], Value::Null, "{status}");
+    }
+    let leader = cluster
+        .replicas
+        .values()
+        .find(|r| r.broker.serving_writes())
+        .unwrap();
+    let metrics = leader.broker.metrics();
+    assert_eq!(
+        metrics
+            .scheduled_cancelled
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        metrics
+            .scheduled_delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(metrics.scheduled_lateness.count(), 1);
+    consumer.shutdown().await;
     producer.shutdown().await;
     cluster.shutdown().await;
 }

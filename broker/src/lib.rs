@@ -401,10 +401,52 @@ pub struct TopicQueues {
     pub queues: Vec<QueueRange>,
 }
 
+/// Scheduled messages on one replica, for `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ScheduledStatus {
+    /// Scheduled messages (and cancel markers) not yet delivered or dropped.
+    pub pending: u64,
+    /// Due time of the last message delivered (epoch ms), if any.
+    pub delivered_through_ms: Option<i64>,
+    /// When the next pending message is due (epoch ms): exact on the replica that delivers,
+    /// the start of the first second holding one elsewhere.
+    pub next_due_ms: Option<i64>,
+    /// On the replica that delivers: now − the due time of the oldest due message not yet
+    /// delivered (0: none is waiting). `None` elsewhere.
+    pub delivery_lag_ms: Option<i64>,
+}
+
 impl<D: Disk, T: Transport> BrokerView<D, T> {
     /// What the broker counts.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.shared.metrics.clone()
+    }
+
+    /// Scheduled messages on this replica: how many wait, and how far delivery has come.
+    pub fn scheduled(&self) -> ScheduledStatus {
+        let stats = self.shared.store.timer_stats();
+        let delivered_through_ms =
+            (stats.progress != store::timer::TimerKey::START).then_some(stats.progress.due_ms);
+        let report = *self.shared.scheduler.lock().expect("scheduler report");
+        let delivering = self.shared.takes_writes();
+        let next_due_ms = if delivering && report.next_due_ms.is_some() {
+            report.next_due_ms
+        } else if stats.pending == 0 {
+            None
+        } else {
+            let first = store::timer::slot_of(stats.progress.due_ms.max(0));
+            self.shared
+                .store
+                .timer_view(first, first - 1)
+                .next_slot
+                .map(|slot| slot * store::timer::SLOT_MS)
+        };
+        ScheduledStatus {
+            pending: stats.pending,
+            delivered_through_ms,
+            next_due_ms,
+            delivery_lag_ms: delivering.then_some(report.lag_ms),
+        }
     }
 
     /// Whether this replica leads and takes writes.

@@ -328,8 +328,8 @@ pub fn delivered(
     })
 }
 
-/// The key a cancel marker names (`TIMER_DEL_UNIQKEY`), and the one a timer message answers
-/// to: `<real topic>+<UNIQ_KEY>`.
+/// The key a timer message answers to, which a cancel marker names in `TIMER_DEL_UNIQKEY`:
+/// `<real topic>+<UNIQ_KEY>`.
 fn cancel_key(record: &StoredMessage) -> Option<String> {
     Some(format!(
         "{}+{}",
@@ -434,9 +434,10 @@ async fn round<D: Disk, T: Transport>(
             .map_err(|e| format!("reading the timer log: {e}"))?;
         for (seq, unit) in units {
             if unit.cancel
-                && let Some(key) = read_waiting(shared, &unit).and_then(|r| cancel_key(&r))
+                && let Some(marker) = read_waiting(shared, &unit)
+                && let Some(target) = marker.properties.get(property::TIMER_DEL_UNIQKEY)
             {
-                cached.cancels.insert(key);
+                cached.cancels.insert(target.to_string());
             }
             let key = TimerKey {
                 due_ms: unit.due_ms,
