@@ -4,6 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Deliberate bugs of the broker, for the simulation to show its checker catches them.
+#[cfg(feature = "mutants")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mutants {
+    /// The scheduler delivers messages this many ms before they are due.
+    pub deliver_early_ms: i64,
+}
+
 /// Settings of one broker replica.
 #[derive(Clone)]
 pub struct BrokerConfig {
@@ -45,6 +53,9 @@ pub struct BrokerConfig {
     /// Delay levels and timer messages (`messageDelayLevel`, `timerWheelEnable`,
     /// `timerMaxDelaySec`).
     pub schedule: crate::schedule::ScheduleConfig,
+    /// Deliberate bugs the simulation turns on; compiled only with the `mutants` feature.
+    #[cfg(feature = "mutants")]
+    pub mutants: Mutants,
     /// Seed of the broker's random choices (queue of a send without one); from the OS when
     /// absent. The simulation sets it so runs replay.
     pub seed: Option<u64>,
@@ -88,6 +99,8 @@ impl BrokerConfig {
             offset_flush_interval: Duration::from_millis(200),
             clock: Arc::new(seams::SystemClock),
             schedule: crate::schedule::ScheduleConfig::default(),
+            #[cfg(feature = "mutants")]
+            mutants: Mutants::default(),
             seed: None,
         }
     }

@@ -412,7 +412,11 @@ async fn round<D: Disk, T: Transport>(
     let now = shared.config.clock.now_ms();
     let progress = store.timer_progress();
     let first_slot = slot_of(progress.due_ms.max(0));
-    let view = store.timer_view(first_slot, slot_of(now));
+    #[cfg(feature = "mutants")]
+    let due_by = now + shared.config.mutants.deliver_early_ms;
+    #[cfg(not(feature = "mutants"))]
+    let due_by = now;
+    let view = store.timer_view(first_slot, slot_of(due_by));
     if view.progress != progress {
         return Ok(Round::Covered);
     }
@@ -454,7 +458,7 @@ async fn round<D: Disk, T: Transport>(
     let mut bytes = 0usize;
     'slots: for (slot, cached) in &cache.slots {
         for (key, unit) in &cached.units {
-            if key.due_ms > now || key.seq >= view.seen {
+            if key.due_ms > due_by || key.seq >= view.seen {
                 break 'slots;
             }
             if due.len() >= DELIVERY_RECORDS_MAX

@@ -212,6 +212,7 @@ impl Cluster {
             (slot.disk.clone(), slot.incarnation)
         };
         let corrupted_before = disk.fault_counts().reads_corrupted;
+        let sync_failures_before = disk.fault_counts().syncs_failed;
         let listener =
             RaftListener::bind(&TurmoilTransport, &format!("0.0.0.0:{RAFT_PORT}")).await?;
         let machine = RecordingStateMachine::new();
@@ -240,9 +241,14 @@ impl Cluster {
             Ok(ledger) => ledger,
             Err(err) => {
                 // A read that returned corrupted bytes during recovery makes intact files look
-                // damaged: that start is retried like one that hit an I/O error.
-                let corrupted_during_start = disk.fault_counts().reads_corrupted > corrupted_before;
+                // damaged, and a sync that failed while the state machine applied the log at
+                // start (a checkpoint) fails the start through the state machine: both starts
+                // are retried like one that hit an I/O error.
+                let counts = disk.fault_counts();
+                let corrupted_during_start = counts.reads_corrupted > corrupted_before;
+                let sync_failed_during_start = counts.syncs_failed > sync_failures_before;
                 let io = corrupted_during_start
+                    || sync_failed_during_start
                     || matches!(
                         err,
                         dledger::StartError::Storage(dledger::StorageError::Io { .. })

@@ -56,6 +56,8 @@ pub enum Mutant {
     SkipRecoveryCrc,
     /// Let a leader that no quorum answered go on claiming writes (check-quorum off).
     IgnoreQuorumLoss,
+    /// Deliver scheduled messages half a second before they are due.
+    DeliverEarly,
 }
 
 /// An RNG for one subsystem of one seed.

@@ -3,7 +3,9 @@
 //! producers that send messages with unique ids over the remoting protocol to whichever broker
 //! takes writes, recording each acknowledged (id, queue id, queue offset), and consumers that
 //! pull every queue from any replica (followers serve what they applied), recording what they
-//! received and any gap or repeat in a queue's offsets.
+//! received and any gap or repeat in a queue's offsets. A quarter of the sends are timer
+//! messages due up to 2 s later: consumers check none is visible before it is due, and the end
+//! of the run that each arrives once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,7 +29,7 @@ use store::{Store, StoreConfig, StoreMachine};
 
 use crate::cluster::{Applier, Cluster, OpenError, host_name};
 use crate::config::{rng, salt};
-use crate::oracle::{Consumed, SendAck, body, id_of};
+use crate::oracle::{Consumed, ScheduledAck, SendAck, body, id_of};
 use crate::transport::{SimClock, TurmoilTransport};
 
 /// Client port of every broker.
@@ -50,6 +52,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(3);
 const PULL_SUSPEND: Duration = Duration::from_millis(500);
 /// Most messages one pull asks for.
 const PULL_BATCH: i32 = 32;
+/// One send in this many is a timer message.
+const SCHEDULED_ONE_IN: u32 = 4;
+/// Longest delay a timer message of the workload asks for, ms.
+const SCHEDULED_DELAY_MAX_MS: u64 = 2_000;
 
 /// Turmoil host name of client host `k`.
 pub fn client_host_name(k: u64) -> String {
@@ -118,6 +124,9 @@ pub fn broker_config(cluster: &Cluster, id: u64, incarnation: u64) -> BrokerConf
     config.client_timeout = Duration::from_secs(10);
     config.clock = Arc::new(SimClock);
     config.seed = Some(cluster.config.seed ^ salt::BROKER ^ (id << 32) ^ incarnation);
+    if cluster.mutant == Some(crate::config::Mutant::DeliverEarly) {
+        config.mutants.deliver_early_ms = 500;
+    }
     config
 }
 
@@ -216,7 +225,20 @@ pub async fn run_client_host(cluster: Cluster, k: u64) -> turmoil::Result {
     Ok(())
 }
 
-fn send_request(id: u64, queue_id: i32, born_timestamp: i64) -> RemotingCommand {
+fn send_request(
+    id: u64,
+    queue_id: i32,
+    born_timestamp: i64,
+    delay_ms: Option<u64>,
+) -> RemotingCommand {
+    let properties = delay_ms.map(|delay| {
+        let mut properties = protocol::message::Properties::default();
+        properties.set(
+            protocol::message::property::TIMER_DELAY_MS,
+            delay.to_string(),
+        );
+        properties.encode()
+    });
     let header = SendMessageRequestHeader {
         producer_group: "sim-producers".into(),
         topic: TOPIC.into(),
@@ -226,7 +248,7 @@ fn send_request(id: u64, queue_id: i32, born_timestamp: i64) -> RemotingCommand 
         sys_flag: 0,
         born_timestamp,
         flag: 0,
-        properties: None,
+        properties,
         ..Default::default()
     };
     RemotingCommand::request(request::SEND_MESSAGE_V2, header.to_v2()).with_body(body(id))
@@ -248,18 +270,35 @@ async fn produce_forever(cluster: Cluster, producer: u64, seed: u64) {
             continue;
         }
         let queue_id = rng.random_range(0..QUEUES);
+        let delay_ms = rng
+            .random_ratio(1, SCHEDULED_ONE_IN)
+            .then(|| rng.random_range(1..=SCHEDULED_DELAY_MAX_MS));
         for attempt in 0..brokers.len() {
             let at = (next + attempt) % brokers.len();
             let addr = &brokers[at];
             let id = cluster.oracle.lock().expect("oracle").next_id();
             let born = seams::Clock::now_ms(&SimClock);
             let answer = client
-                .request(addr, send_request(id, queue_id, born), SEND_TIMEOUT)
+                .request(
+                    addr,
+                    send_request(id, queue_id, born, delay_ms),
+                    SEND_TIMEOUT,
+                )
                 .await;
             match answer {
                 Ok(answer) if answer.code == response::SUCCESS => {
                     let header = SendMessageResponseHeader::from_ext(&answer.ext_fields)
                         .expect("a SUCCESS answer to a send carries its header");
+                    if let Some(delay_ms) = delay_ms {
+                        let ack = ScheduledAck {
+                            id,
+                            queue_id: header.queue_id,
+                            delay_ms,
+                        };
+                        cluster.oracle.lock().expect("oracle").scheduled.push(ack);
+                        next = at;
+                        break;
+                    }
                     let ack = SendAck {
                         id,
                         producer,
@@ -369,6 +408,19 @@ async fn consume_forever(cluster: Cluster, consumer: u64, seed: u64) {
                 ));
                 break;
             };
+            if let Some(due) = message
+                .properties
+                .get(protocol::message::property::TIMER_OUT_MS)
+                .and_then(|d| d.parse::<i64>().ok())
+            {
+                let now = seams::Clock::now_ms(&SimClock);
+                if message.store_timestamp < due || now < due {
+                    cluster.oracle.lock().expect("oracle").early.push(format!(
+                        "{addr}: queue {queue_id} offset {expected} (id {id}) is due at {due} but was stored at {} and received at {now}",
+                        message.store_timestamp
+                    ));
+                }
+            }
             received.push(Consumed {
                 id,
                 consumer,
@@ -395,11 +447,19 @@ async fn consume_forever(cluster: Cluster, consumer: u64, seed: u64) {
 }
 
 /// Whether every consumer has pulled every queue up to `ends` (queue id to one past the last
-/// acknowledged offset).
+/// acknowledged offset) and received every acknowledged scheduled message.
 pub fn consumers_caught_up(
     consumed: &[Consumed],
     ends: &std::collections::BTreeMap<i32, i64>,
+    scheduled: &[ScheduledAck],
 ) -> bool {
+    let mut got: std::collections::BTreeSet<(u64, u64)> = std::collections::BTreeSet::new();
+    for c in consumed {
+        got.insert((c.consumer, c.id));
+    }
+    if !(1..=CLIENT_HOSTS).all(|k| scheduled.iter().all(|s| got.contains(&(k << 16, s.id)))) {
+        return false;
+    }
     let mut reached: std::collections::BTreeMap<(u64, i32), i64> =
         std::collections::BTreeMap::new();
     for c in consumed {

@@ -24,6 +24,18 @@ pub struct SendAck {
     pub queue_offset: i64,
 }
 
+/// One message a broker acknowledged as scheduled (a timer message) in the messaging workload:
+/// its answer names the real queue, and its offset in the queue where it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledAck {
+    /// The unique id the message carried.
+    pub id: u64,
+    /// The real queue the answer named.
+    pub queue_id: i32,
+    /// The delay it asked for, ms.
+    pub delay_ms: u64,
+}
+
 /// One message a consumer received by pulling (the messaging workload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Consumed {
@@ -43,13 +55,18 @@ pub struct Oracle {
     next_id: u64,
     /// Every acknowledgement, in the order received.
     pub acked: Vec<Acked>,
-    /// Every acknowledged send of the messaging workload, in the order received.
+    /// Every acknowledged send of the messaging workload, in the order received (scheduled
+    /// ones excepted).
     pub sends: Vec<SendAck>,
+    /// Every acknowledged scheduled send, in the order received.
+    pub scheduled: Vec<ScheduledAck>,
     /// Every message consumers pulled, in the order received.
     pub consumed: Vec<Consumed>,
     /// What consumers saw that must not happen (a gap or a repeat in a queue's offsets, a
     /// record of another queue, an undecodable body), first first.
     pub consume_errors: Vec<String>,
+    /// Scheduled messages consumers saw stored or received before they were due, first first.
+    pub early: Vec<String>,
     /// Proposals sent.
     pub proposed: u64,
 }

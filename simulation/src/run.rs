@@ -35,6 +35,8 @@ pub struct RunReport {
     pub committed: usize,
     /// Messages consumers pulled (messaging workload; 0 in the ledger workload).
     pub consumed: usize,
+    /// Scheduled (timer) messages acknowledged (messaging workload), counted in `acked` too.
+    pub scheduled: usize,
     /// The first violation, if any.
     pub violation: Option<String>,
     /// Hash of the full trace (every replica's state after every step).
@@ -52,6 +54,7 @@ impl RunReport {
             acked: 0,
             committed: 0,
             consumed: 0,
+            scheduled: 0,
             violation: Some(format!("panic: {message}")),
             trace_hash: String::new(),
         }
@@ -177,11 +180,12 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         progress: options.progress.clone(),
     };
     let violation = driver.run(&config).err();
-    let (acked, consumed) = {
+    let (acked, consumed, scheduled) = {
         let oracle = driver.cluster.oracle.lock().expect("oracle");
         (
-            oracle.acked.len() + oracle.sends.len(),
+            oracle.acked.len() + oracle.sends.len() + oracle.scheduled.len(),
             oracle.consumed.len(),
+            oracle.scheduled.len(),
         )
     };
     for slot in driver.cluster.slots.lock().expect("slots").values() {
@@ -199,6 +203,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         acked,
         committed: driver.checker.canonical_len(),
         consumed,
+        scheduled,
         violation: violation.map(|v| v.to_string()),
         trace_hash: format!("{:016x}", driver.trace),
     }
@@ -579,6 +584,12 @@ impl Driver<'_> {
         if self.layer == Layer::Broker {
             self.checker.check_messaging(&views)?;
             let oracle = self.cluster.oracle.lock().expect("oracle");
+            if let Some(first) = oracle.early.first() {
+                return Err(Violation {
+                    invariant: "scheduled_not_before_due",
+                    detail: first.clone(),
+                });
+            }
             if let Some(first) = oracle.consume_errors.first() {
                 return Err(Violation {
                     invariant: "consumed_in_order",
@@ -703,20 +714,25 @@ impl Driver<'_> {
             let end = ends.entry(ack.queue_id).or_insert(0);
             *end = ack.queue_offset.saturating_add(1).max(*end);
         }
-        messaging::consumers_caught_up(&oracle.consumed, &ends)
+        messaging::consumers_caught_up(&oracle.consumed, &ends, &oracle.scheduled)
     }
 
     fn acked_count(&self) -> usize {
         let oracle = self.cluster.oracle.lock().expect("oracle");
-        oracle.acked.len() + oracle.sends.len()
+        oracle.acked.len() + oracle.sends.len() + oracle.scheduled.len()
     }
 
     fn all_sends_consumable(&self) -> Result<(), Violation> {
         self.pause_disk_faults(true);
-        let (sends, consumed) = {
+        let (sends, consumed, scheduled) = {
             let oracle = self.cluster.oracle.lock().expect("oracle");
-            (oracle.sends.clone(), oracle.consumed.clone())
+            (
+                oracle.sends.clone(),
+                oracle.consumed.clone(),
+                oracle.scheduled.clone(),
+            )
         };
+        crate::invariants::scheduled_delivered_once(&consumed, &scheduled)?;
         let result = {
             let slots = self.cluster.slots.lock().expect("slots");
             slots.iter().try_for_each(|(id, slot)| {

@@ -150,3 +150,46 @@ fn broker_without_check_quorum_is_caught() {
         "{violation}"
     );
 }
+
+/// With the scheduler delivering half a second early (mutant `deliver-early`), the messaging
+/// workload's sweep finds a scheduled message stored or received before it was due, names the
+/// invariant, and the seed fails the same way alone.
+#[test]
+fn scheduler_delivering_early_is_caught() {
+    let (_, stdout, stderr) = simulation(&[
+        "--seeds",
+        "0..10",
+        "--layer",
+        "broker",
+        "--mutant",
+        "deliver-early",
+    ]);
+    let summary = last_json(&stdout);
+    let failed = summary["failed_seeds"].as_array().expect("failed seeds");
+    assert!(
+        !failed.is_empty(),
+        "early delivery was not caught in 10 seeds: {summary}"
+    );
+    assert!(
+        stderr.contains("scheduled_not_before_due"),
+        "the violation names the invariant:\n{stderr}"
+    );
+    let seed = failed[0].as_u64().expect("a seed").to_string();
+    let (ok, replay, _) = simulation(&[
+        "--seed",
+        &seed,
+        "--layer",
+        "broker",
+        "--mutant",
+        "deliver-early",
+    ]);
+    assert!(!ok, "seed {seed} must fail again alone");
+    let violation = last_json(&replay)["violation"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        violation.starts_with("scheduled_not_before_due"),
+        "{violation}"
+    );
+}

@@ -463,6 +463,28 @@ pub async fn read_queue_from(
     end: i64,
     to_the_end: bool,
 ) -> Vec<String> {
+    read_messages_from(client, broker, topic, queue_id, end, to_the_end)
+        .await
+        .into_iter()
+        .map(|message| {
+            message
+                .properties
+                .get(property::KEYS)
+                .expect("test messages carry a key")
+                .to_string()
+        })
+        .collect()
+}
+
+/// As [`read_queue_from`], the messages themselves.
+pub async fn read_messages_from(
+    client: &remoting::Client<remoting::TcpTransport>,
+    broker: &str,
+    topic: &str,
+    queue_id: i32,
+    end: i64,
+    to_the_end: bool,
+) -> Vec<StoredMessage> {
     let mut keys = Vec::new();
     loop {
         let offset = keys.len() as i64;
@@ -509,13 +531,7 @@ pub async fn read_queue_from(
                 keys.len() as i64,
                 "{broker} queue {queue_id}"
             );
-            keys.push(
-                message
-                    .properties
-                    .get(property::KEYS)
-                    .expect("test messages carry a key")
-                    .to_string(),
-            );
+            keys.push(message);
         }
         assert_eq!(next, keys.len() as i64);
     }

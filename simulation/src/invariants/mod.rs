@@ -10,11 +10,13 @@ mod consume_queue_within_committed;
 mod election_safety;
 mod no_writes_without_quorum;
 mod queue_offsets_identical;
+mod scheduled;
 mod store_applied_le_committed;
 
 pub use acked_consumable::check as acked_consumable;
 pub use acked_consumable::check_consumed as consumed_committed;
 pub use no_writes_without_quorum::NOTICE_MARGIN_MS;
+pub use scheduled::delivered_once as scheduled_delivered_once;
 
 use std::collections::BTreeMap;
 
@@ -86,6 +88,8 @@ pub struct Checker {
     canonical_units: BTreeMap<(String, i32), Vec<Unit>>,
     /// Per replica life and queue: units compared with the canonical ones.
     units_compared: BTreeMap<(u64, u64, String, i32), u64>,
+    /// The timer state some replica held right after each applied entry.
+    timers_at: scheduled::TimersAt,
 }
 
 impl Checker {
@@ -111,6 +115,7 @@ impl Checker {
         store_applied_le_committed::check(nodes)?;
         consume_queue_within_committed::check(self, nodes)?;
         queue_offsets_identical::check(self, nodes)?;
+        scheduled::check_identical(self, nodes)?;
         Ok(())
     }
 
