@@ -21,6 +21,8 @@ pub enum BenchCommand {
     Produce(crate::bench_mq::ProduceArgs),
     /// Pulls every queue of a topic from its start through the RocketMQ protocol.
     Consume(crate::bench_mq::ConsumeArgs),
+    /// Timer messages due over a window: how late they arrive, none early, none twice.
+    Schedule(crate::bench_schedule::ScheduleArgs),
 }
 
 /// Flags of `raftmq bench ledger`.
@@ -64,6 +66,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ledger(args) => ledger(args).await,
         BenchCommand::Produce(args) => crate::bench_mq::produce(args).await,
         BenchCommand::Consume(args) => crate::bench_mq::consume(args).await,
+        BenchCommand::Schedule(args) => crate::bench_schedule::schedule(args).await,
     }
 }
 

@@ -68,19 +68,19 @@ pub struct ConsumeArgs {
     duration_secs: u64,
 }
 
-fn now_ms() -> u128 {
+pub(crate) fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
 }
 
 /// The topic's master address and write queue count, from the name server.
-struct Route {
-    master: String,
-    queues: i32,
+pub(crate) struct Route {
+    pub master: String,
+    pub queues: i32,
 }
 
-async fn fetch_route(
+pub(crate) async fn fetch_route(
     client: &Client<TcpTransport>,
     namesrv: &str,
     topic: &str,
@@ -117,20 +117,26 @@ async fn fetch_route(
         .map(|master| Route { master, queues }))
 }
 
-/// The topic's route, creating the topic on the master `TBW102` names when it has none.
-async fn ensure_topic(client: &Client<TcpTransport>, args: &ProduceArgs) -> anyhow::Result<Route> {
+/// The topic's route, creating the topic with `queues` queues on the master `TBW102` names when
+/// it has none.
+pub(crate) async fn ensure_topic(
+    client: &Client<TcpTransport>,
+    namesrv: &str,
+    topic: &str,
+    queues: i32,
+) -> anyhow::Result<Route> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut created = false;
     loop {
-        if let Some(route) = fetch_route(client, &args.namesrv, &args.topic).await? {
+        if let Some(route) = fetch_route(client, namesrv, topic).await? {
             return Ok(route);
         }
-        if !created && let Some(template) = fetch_route(client, &args.namesrv, "TBW102").await? {
+        if !created && let Some(template) = fetch_route(client, namesrv, "TBW102").await? {
             let header = CreateTopicRequestHeader {
-                topic: args.topic.clone(),
+                topic: topic.to_string(),
                 default_topic: "TBW102".into(),
-                read_queue_nums: args.queues,
-                write_queue_nums: args.queues,
+                read_queue_nums: queues,
+                write_queue_nums: queues,
                 perm: perm::READ | perm::WRITE,
                 topic_filter_type: "SINGLE_TAG".into(),
                 topic_sys_flag: None,
@@ -146,16 +152,14 @@ async fn ensure_topic(client: &Client<TcpTransport>, args: &ProduceArgs) -> anyh
                 .await?;
             anyhow::ensure!(
                 answer.code == response::SUCCESS,
-                "creating {}: {:?}",
-                args.topic,
+                "creating {topic}: {:?}",
                 answer.remark
             );
             created = true;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "no route for {} after 30 s",
-            args.topic
+            "no route for {topic} after 30 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -167,7 +171,7 @@ struct Counters {
     errors: AtomicU64,
 }
 
-fn progress(what: &'static str) -> indicatif::ProgressBar {
+pub(crate) fn progress(what: &'static str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
@@ -210,7 +214,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     );
     let (client, _) = Client::new(TcpTransport);
     let client = Arc::new(client);
-    let route = Arc::new(RwLock::new(ensure_topic(&client, &args).await?));
+    let route = Arc::new(RwLock::new(ensure_topic(&client, &args.namesrv, &args.topic, args.queues).await?));
     let counters = Arc::new(Counters {
         stop: AtomicBool::new(false),
         acked: AtomicU64::new(0),

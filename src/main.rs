@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod bench_mq;
+mod bench_schedule;
 mod broker_cmd;
 mod dev;
 mod local_group;
