@@ -157,10 +157,7 @@ pub(crate) async fn ensure_topic(
             );
             created = true;
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no route for {topic} after 30 s"
-        );
+        anyhow::ensure!(Instant::now() < deadline, "no route for {topic} after 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -214,7 +211,9 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     );
     let (client, _) = Client::new(TcpTransport);
     let client = Arc::new(client);
-    let route = Arc::new(RwLock::new(ensure_topic(&client, &args.namesrv, &args.topic, args.queues).await?));
+    let route = Arc::new(RwLock::new(
+        ensure_topic(&client, &args.namesrv, &args.topic, args.queues).await?,
+    ));
     let counters = Arc::new(Counters {
         stop: AtomicBool::new(false),
         acked: AtomicU64::new(0),

@@ -72,7 +72,10 @@ struct Seen {
 
 pub async fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.messages > 0, "--messages must be at least 1");
-    anyhow::ensure!(args.message_bytes >= 16, "--message-bytes must be at least 16");
+    anyhow::ensure!(
+        args.message_bytes >= 16,
+        "--message-bytes must be at least 16"
+    );
     let run_id = now_ms() as u64;
     let topic = args
         .topic

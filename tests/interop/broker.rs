@@ -12,18 +12,23 @@ use testkit::wait::until_blocking;
 use crate::procs::{Proc, raftmq};
 use crate::python::{PyProcess, ScriptOutput};
 
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `raftmq dev` on free ports (tests/support/procs.rs: killed by PID when dropped); its data
 /// dir goes with it.
-struct Dev {
+pub(crate) struct Dev {
     _proc: Proc,
-    namesrv: String,
+    pub(crate) namesrv: String,
     _dir: tempfile::TempDir,
 }
 
 impl Dev {
-    fn start() -> Dev {
+    pub(crate) fn start() -> Dev {
+        Dev::start_with(&[])
+    }
+
+    /// As [`Dev::start`], with `extra` flags of `raftmq dev` (e.g. `--message-delay-level`).
+    pub(crate) fn start_with(extra: &[&str]) -> Dev {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut command = raftmq();
         command
@@ -35,7 +40,8 @@ impl Dev {
                 "0",
                 "--data-dir",
             ])
-            .arg(dir.path());
+            .arg(dir.path())
+            .args(extra);
         let proc = Proc::spawn(command, "dev");
         let ready = proc.ready();
         Dev {
@@ -46,14 +52,14 @@ impl Dev {
     }
 }
 
-fn events(out: &ScriptOutput) -> Vec<Value> {
+pub(crate) fn events(out: &ScriptOutput) -> Vec<Value> {
     out.stdout
         .iter()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
         .collect()
 }
 
-fn of_kind(events: &[Value], kind: &str) -> Vec<Value> {
+pub(crate) fn of_kind(events: &[Value], kind: &str) -> Vec<Value> {
     events
         .iter()
         .filter(|e| e["event"] == kind)
@@ -61,7 +67,13 @@ fn of_kind(events: &[Value], kind: &str) -> Vec<Value> {
         .collect()
 }
 
-fn produce(dev: &Dev, topic: &str, mode: &str, count: usize, extra: &[&str]) -> Vec<Value> {
+pub(crate) fn produce(
+    dev: &Dev,
+    topic: &str,
+    mode: &str,
+    count: usize,
+    extra: &[&str],
+) -> Vec<Value> {
     let count_text = count.to_string();
     let mut args = vec![
         "produce",
@@ -369,7 +381,8 @@ fn cpp_consumer_group_resumes_from_committed_offsets() {
 }
 
 /// A message the consumer fails (RECONSUME_LATER) comes back through the group's retry topic
-/// with its body and original topic; nothing is lost.
+/// with its body and original topic; nothing is lost. (The retry waits level 3, 10 s: its
+/// timing is schedule.rs's subject.)
 #[test]
 fn cpp_failed_consumption_is_redelivered() {
     let dev = Dev::start();

@@ -4,12 +4,21 @@
 Subcommands (all print JSON lines on stdout, diagnostics on stderr):
 
   probe          import the wrapper, load librocketmq.so, print one line and exit 0
-  produce        send --count messages with --mode sync|async|oneway|orderly|batch
-                 one {"event":"sent",...} line per acknowledged message, then {"event":"summary"}
+  produce        send --count messages with --mode sync|async|oneway|orderly|batch (each
+                 waiting --delay-level, if given); one {"event":"sent",...} line per
+                 acknowledged message, then {"event":"summary"}
   push-consume   PushConsumer (clustering|broadcasting, --orderly), one {"event":"received"}
-                 line per delivered message, exits after --expect messages or --timeout seconds
-  pull-consume   PullConsumer over every queue of the topic, one {"event":"pull"} line per pull
-                 call and one {"event":"received"} line per message
+                 line per delivered message (or {"event":"reconsume_later"} for the first
+                 --reconsume-later deliveries, answered RECONSUME_LATER), exits after --expect
+                 "received" messages or --timeout seconds
+  pull-consume   PullConsumer over every queue of the topic (asking for its route until
+                 --timeout if it has none yet), one {"event":"pull"} line per pull call and one
+                 {"event":"received"} line per message
+
+Times are wall-clock epoch milliseconds (time.time()), so they compare between processes on one
+machine: "sent" lines carry send_ms (just before the send call) and at_ms (once it returned or
+its callback came); "received" / "reconsume_later" lines carry received_ms (when the message
+reached the listener, or for the pull consumer when the pull returned it).
 
 Exit codes: 0 success; 1 some sends failed; 2 bad usage or client error; 3 consumer timed out
 before --expect messages.
@@ -67,6 +76,12 @@ def emit(obj):
     with STDOUT_LOCK:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+def now_ms():
+    """Wall-clock epoch milliseconds: the one clock for send and receive times, comparable
+    between client.py processes on one machine."""
+    return int(time.time() * 1000)
 
 
 def note(text):
@@ -195,15 +210,15 @@ def cmd_produce(args):
     started = time.time()
     base = {"mode": args.mode, "topic": args.topic}
 
-    def ok(i, key, res, queue_id=None):
+    def ok(i, key, res, queue_id=None, send_ms=None):
         emit(dict(base, event="sent", index=i, key=key, status=res.status.name,
                   msg_id=res.msg_id, queue_offset=res.offset, queue_id=queue_id,
-                  at_ms=int(time.time() * 1000)))
+                  send_ms=send_ms, at_ms=now_ms()))
 
     def fail(i, key, exc):
         msg = exc.args[0] if exc.args else ""
         emit(dict(base, event="failed", index=i, key=key, error=text(msg),
-                  error_type=type(exc).__name__, at_ms=int(time.time() * 1000)))
+                  error_type=type(exc).__name__, at_ms=now_ms()))
 
     def indexes():
         # --duration: send until that many seconds have passed (--count is then ignored),
@@ -230,12 +245,13 @@ def cmd_produce(args):
                 return q
 
             try:
+                send_ms = now_ms()
                 if args.mode == "sync":
                     res = producer.send_sync(msg)
                 else:
                     order_arg = args.order_arg if args.order_arg is not None else i
                     res = producer.send_orderly(msg, order_arg, queue_selector=selector)
-                ok(i, key, res, chosen.get("queue_id"))
+                ok(i, key, res, chosen.get("queue_id"), send_ms)
                 acked += 1
             except Exception as exc:
                 fail(i, key, exc)
@@ -244,9 +260,10 @@ def cmd_produce(args):
         for i in range(args.count):
             msg, key = make(i)
             try:
+                send_ms = now_ms()
                 producer.send_oneway(msg)
                 emit(dict(base, event="sent", index=i, key=key, status="ONEWAY", msg_id=None,
-                          queue_offset=None, queue_id=None))
+                          queue_offset=None, queue_id=None, send_ms=send_ms, at_ms=now_ms()))
                 acked += 1
             except Exception as exc:
                 fail(i, key, exc)
@@ -266,8 +283,10 @@ def cmd_produce(args):
             msg, key = make(i)
             keep.append(msg)
 
-            def on_ok(res, i=i, key=key):
-                ok(i, key, res)
+            send_ms = now_ms()
+
+            def on_ok(res, i=i, key=key, send_ms=send_ms):
+                ok(i, key, res, send_ms=send_ms)
                 completed(True)
 
             def on_err(exc, i=i, key=key):
@@ -291,9 +310,10 @@ def cmd_produce(args):
             n = min(args.batch_size or args.count, args.count - i)
             batch = [make(j) for j in range(i, i + n)]
             try:
+                send_ms = now_ms()
                 res = producer.send_batch([m for m, _ in batch])
                 for j, (_, key) in enumerate(batch):
-                    ok(i + j, key, res)
+                    ok(i + j, key, res, send_ms=send_ms)
                 acked += n
             except Exception as exc:
                 for j, (_, key) in enumerate(batch):
@@ -331,8 +351,10 @@ def cmd_push_consume(args):
 
     def on_message(_consumer_ptr, msg_ptr):
         # Raw C callback: return 0 = CONSUME_SUCCESS, 1 = RECONSUME_LATER.
+        received_ms = now_ms()
         try:
-            rec = message_record(client.RecvMessage(msg_ptr), prop_keys)
+            rec = dict(message_record(client.RecvMessage(msg_ptr), prop_keys),
+                       received_ms=received_ms)
         except Exception as exc:
             note("cannot read message: %r" % exc)
             return 1
@@ -391,8 +413,15 @@ def cmd_pull_consume(args):
     # (status and offsets) is visible and the loop honours a deadline.
     queues = ctypes.POINTER(ffi._CMessageQueue)()
     size = ctypes.c_int()
-    code = ffi.dll.FetchSubscriptionMessageQueues(consumer._handle, args.topic.encode(),
-                                                   ctypes.pointer(queues), ctypes.pointer(size))
+    while True:
+        # A topic the broker has not created yet has no route: ask again until the deadline
+        # (e.g. a dead-letter topic that is made by the consumer failing its last retry).
+        code = ffi.dll.FetchSubscriptionMessageQueues(consumer._handle, args.topic.encode(),
+                                                       ctypes.pointer(queues),
+                                                       ctypes.pointer(size))
+        if code == 0 or time.time() >= deadline:
+            break
+        time.sleep(min(args.idle_ms / 1000.0, max(0.0, deadline - time.time())))
     if code != 0:
         err = ffi.dll.GetLatestErrorMessage()
         emit({"event": "error", "call": "FetchSubscriptionMessageQueues", "code": int(code),
@@ -419,7 +448,8 @@ def cmd_pull_consume(args):
             if res.pullStatus == ffi._CPullStatus.FOUND:
                 progressed = True
                 for i in range(res.size):
-                    rec = message_record(client.RecvMessage(res.msgFoundList[i]), prop_keys)
+                    rec = dict(message_record(client.RecvMessage(res.msgFoundList[i]),
+                                              prop_keys), received_ms=now_ms())
                     received += 1
                     ids.add(rec["msg_id"])
                     emit(dict(rec, event="received"))

@@ -12,3 +12,4 @@ mod python;
 
 mod broker;
 mod harness;
+mod schedule;
