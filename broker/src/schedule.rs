@@ -576,6 +576,8 @@ fn read_waiting<D: Disk, T: Transport>(
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy as _;
+
     use super::*;
 
     const NOW: i64 = 1_700_000_000_000;
@@ -774,5 +776,36 @@ mod tests {
         );
         let orphan = message("SCHEDULE_TOPIC_XXXX", 0, &[("REAL_QID", "1")]);
         assert!(delivered(orphan, NOW, "127.0.0.1:3".parse().unwrap()).is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever a producer writes into the schedule properties, deciding never panics, and
+        /// a message it schedules is due after now and within the timer's reach.
+        #[test]
+        fn any_schedule_property_is_decided_without_panic(
+            key in proptest::sample::select(vec![
+                "DELAY", "TIMER_DELAY_SEC", "TIMER_DELAY_MS", "TIMER_DELIVER_MS",
+                "__STARTDELIVERTIME", "TIMER_OUT_MS", "TIMER_DEL_UNIQKEY",
+            ]),
+            value in proptest::prop_oneof![
+                proptest::num::i64::ANY.prop_map(|n| n.to_string()),
+                "[-+0-9a-z. ]{0,24}",
+            ],
+            now in 0i64..4_000_000_000_000,
+        ) {
+            let config = ScheduleConfig::default();
+            match when(&props(&[(key, value.as_str())]), now, &config) {
+                Ok(When::Level { level, due_ms }) => {
+                    proptest::prop_assert!((1..=18).contains(&level));
+                    proptest::prop_assert!(due_ms > now);
+                }
+                Ok(When::Timer { due_ms }) => {
+                    proptest::prop_assert!(due_ms > now);
+                    proptest::prop_assert!(due_ms - now <= 259_200_000);
+                }
+                Ok(When::Now) => {}
+                Err(refused) => proptest::prop_assert!(!refused.remark.is_empty()),
+            }
+        }
     }
 }
