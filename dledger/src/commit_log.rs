@@ -408,18 +408,27 @@ impl<D: Disk> CommitLog<D> {
         let mut valid_next = next;
         for index in verify_from..next {
             let unit = self.reread_unit(index)?;
-            let checked = self.read_at(unit.position).and_then(|entry| {
-                let h = entry.header;
-                if h.index != unit.index || h.term != unit.term || h.total_bytes != unit.total_bytes
-                {
-                    Err(HeaderProblem::Invalid(format!(
-                        "entry {}/{} of {} bytes does not match its index unit {}/{} of {} bytes",
-                        h.term, h.index, h.total_bytes, unit.term, unit.index, unit.total_bytes
-                    )))
-                } else {
-                    Ok(())
-                }
-            });
+            let check = |log: &Self| {
+                log.read_at(unit.position).and_then(|entry| {
+                    let h = entry.header;
+                    if h.index != unit.index
+                        || h.term != unit.term
+                        || h.total_bytes != unit.total_bytes
+                    {
+                        Err(HeaderProblem::Invalid(format!(
+                            "entry {}/{} of {} bytes does not match its index unit {}/{} of {} bytes",
+                            h.term, h.index, h.total_bytes, unit.term, unit.index, unit.total_bytes
+                        )))
+                    } else {
+                        Ok(())
+                    }
+                })
+            };
+            // A read that returned damaged bytes once (a transient fault between the disk and
+            // memory) must not pass for a torn write: the entry may be synced and acknowledged,
+            // so cutting it would lose what a quorum counted on. Only damage that reads the same
+            // twice is cut.
+            let checked = check(self).or_else(|_| check(self));
             if let Err(problem) = checked {
                 if committed.is_some_and(|c| index <= c) {
                     return Err(self.corrupt_committed(unit.position, &problem, committed));
@@ -485,7 +494,11 @@ impl<D: Disk> CommitLog<D> {
                     position = self.segment_start(position) + self.config.segment_bytes;
                 }
                 Err(HeaderProblem::Zero) => break None,
-                Err(problem) => break Some(problem),
+                Err(problem) => match self.read_at(position) {
+                    // Damaged once, whole when read again: a transient read fault (see phase 2).
+                    Ok(_) => continue,
+                    Err(_) => break Some(problem),
+                },
             }
         };
         if let Some(c) = committed.filter(|&c| next <= c) {
