@@ -64,13 +64,14 @@ impl Replica {
         let id = spec.ledger.node_id;
         let flush = spec.ledger.flush;
         let raft_addr = listener.addr().to_string();
-        let store =
-            Store::open(MmapDisk, StoreConfig::new(spec.store_dir.clone())).with_context(|| {
-                format!(
-                    "opening the store of replica {id} in {}",
-                    spec.store_dir.display()
-                )
-            })?;
+        let mut store_config = StoreConfig::new(spec.store_dir.clone());
+        store_config.segment_bytes = spec.ledger.segment_bytes;
+        let store = Store::open(MmapDisk, store_config).with_context(|| {
+            format!(
+                "opening the store of replica {id} in {}",
+                spec.store_dir.display()
+            )
+        })?;
         let ledger = Ledger::start(
             spec.ledger,
             MmapDisk,

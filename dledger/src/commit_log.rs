@@ -207,8 +207,9 @@ fn crc_checked(config: &CommitLogConfig) -> bool {
 impl<D: Disk> CommitLog<D> {
     /// Opens the log in `config.dir`, verifying and repairing its tail.
     ///
-    /// `committed` is the last index known committed (persisted); `purged` the last purged id.
-    /// Blocking: call from a blocking context.
+    /// `committed` is the last index known committed (persisted); `purged` the last purged id;
+    /// `restart` where the entry after `purged` starts, when a snapshot install recorded it (an
+    /// empty log goes on there). Blocking: call from a blocking context.
     ///
     /// # Errors
     /// I/O errors; a corrupt or missing entry at or below `committed`; unexpected files.
@@ -217,6 +218,7 @@ impl<D: Disk> CommitLog<D> {
         config: CommitLogConfig,
         committed: Option<u64>,
         purged: Option<LogId>,
+        restart: Option<u64>,
         hook: Option<Arc<dyn AppendHook>>,
     ) -> Result<(Self, RecoveryReport), StorageError> {
         let segments = FileSet::open(
@@ -244,6 +246,12 @@ impl<D: Disk> CommitLog<D> {
             recent_bytes: 0,
         };
         let report = log.recover(committed)?;
+        if let Some(position) = restart
+            && log.is_empty()
+            && log.write_position <= position
+        {
+            log.write_position = position;
+        }
         log.check_crc = true;
         log.sync_all_dirty()?;
         Ok((log, report))
@@ -1063,11 +1071,13 @@ impl<D: Disk> CommitLog<D> {
     }
 
     /// Marks every entry up to `upto` as purged and deletes files that hold nothing else. The
-    /// caller persists the purged id first. Blocking.
+    /// caller persists the purged id first. When the log holds nothing after `upto`, the next
+    /// entry goes at `restart` (where the replica that sent the snapshot up to `upto` has it),
+    /// if given. Blocking.
     ///
     /// # Errors
     /// I/O errors removing files.
-    pub fn purge(&mut self, upto: LogId) -> Result<(), StorageError> {
+    pub fn purge(&mut self, upto: LogId, restart: Option<u64>) -> Result<(), StorageError> {
         if upto.index < self.first_index {
             return Ok(());
         }
@@ -1085,14 +1095,38 @@ impl<D: Disk> CommitLog<D> {
         {
             self.forget_oldest();
         }
-        if self.next_index < self.first_index {
+        let mut restarted = false;
+        if self.next_index <= self.first_index {
             self.next_index = self.first_index;
             self.last_term = upto.term;
+            if let Some(position) = restart
+                && position != self.write_position
+            {
+                // The log goes on where the snapshot's sender has it. Bytes of a diverged log
+                // past that point must not follow it.
+                let start = self.segment_start(position);
+                self.segments
+                    .zero_from(start, position - start)
+                    .map_err(|err| Files::Segments.error(err))?;
+                self.segments
+                    .remove_after(position)
+                    .map_err(|err| Files::Segments.error(err))?;
+                self.write_position = position;
+                restarted = true;
+                tracing::info!(
+                    next_index = self.next_index,
+                    position,
+                    "log restarts after a snapshot"
+                );
+            }
         }
         let keep_from = self.segment_start(keep_position.unwrap_or(self.write_position));
         self.segments
             .remove_before(keep_from)
             .map_err(|err| Files::Segments.error(err))?;
+        if restarted {
+            self.sync_all_dirty()?;
+        }
         let byte = self.first_index * u64::from(INDEX_UNIT_BYTES);
         self.index
             .remove_before(self.index.file_start(byte))

@@ -48,4 +48,6 @@ pub use error::{ConfigError, ProposeError, ReadError, StartError, StorageError, 
 pub use node::{Ledger, RaftListener};
 pub use seams::{TcpTransport, Transport};
 pub use state_machine::{ApplyError, StateMachine};
-pub use types::{Committed, CommittedEntry, EntryPayload, LogId, NodeId, Role, RoleState, Status};
+pub use types::{
+    Committed, CommittedEntry, EntryPayload, LogId, NodeId, Role, RoleState, Snapshot, Status,
+};

@@ -68,6 +68,9 @@ pub struct LogShared<D: Disk> {
     vote: Mutex<Option<OrVote>>,
     committed: Mutex<Option<OrLogId>>,
     purged: Mutex<Option<OrLogId>>,
+    /// Where the log goes on after a purge that leaves it empty: the next position after the
+    /// snapshot being installed (persisted in `meta/restart`).
+    restart: Mutex<Option<(LogId, u64)>>,
     /// One past the last index known durable.
     flushed_next: AtomicU64,
     stopping: AtomicBool,
@@ -131,11 +134,16 @@ impl<D: Disk> LogShared<D> {
         let vote: Option<OrVote> = meta::load(&disk, &meta_dir.join("vote"))?;
         let committed: Option<LogId> = meta::load(&disk, &meta_dir.join("committed"))?;
         let purged: Option<LogId> = meta::load(&disk, &meta_dir.join("purged"))?;
+        let restart: Option<(LogId, u64)> = meta::load(&disk, &meta_dir.join("restart"))?;
+        let restart_position = restart
+            .filter(|(last, _)| Some(*last) == purged)
+            .map(|(_, position)| position);
         let (log, report) = CommitLog::open(
             disk.clone(),
             config,
             committed.map(|c| c.index),
             purged,
+            restart_position,
             hook,
         )?;
         tracing::info!(
@@ -160,6 +168,7 @@ impl<D: Disk> LogShared<D> {
                 vote: Mutex::new(vote),
                 committed: Mutex::new(committed.map(from_log_id)),
                 purged: Mutex::new(purged.map(from_log_id)),
+                restart: Mutex::new(restart),
                 flushed_next: AtomicU64::new(flushed_next),
                 stopping: AtomicBool::new(false),
                 fatal: Mutex::new(None),
@@ -212,6 +221,21 @@ impl<D: Disk> LogShared<D> {
     /// The last entry's id, or the last purged id when the log is empty.
     pub fn last(&self) -> Option<LogId> {
         self.read_log().last()
+    }
+
+    /// Records, durably, that the entry after `last` starts at `next_position` (a snapshot up to
+    /// `last` is being installed). Blocking.
+    ///
+    /// # Errors
+    /// The metadata file cannot be written.
+    pub fn restart_at(&self, last: LogId, next_position: u64) -> Result<(), StorageError> {
+        meta::store(
+            &self.disk,
+            &self.meta_dir.join("restart"),
+            &(last, next_position),
+        )?;
+        *lock(&self.restart) = Some((last, next_position));
+        Ok(())
     }
 
     /// The fatal error that stopped the flusher, if any.
@@ -596,7 +620,10 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
             .disk
             .run_blocking(move || {
                 meta::store(&shared.disk, &shared.meta_dir.join("purged"), &purged)?;
-                shared.write_log().purge(purged)
+                let restart = lock(&shared.restart)
+                    .filter(|(last, _)| *last == purged)
+                    .map(|(_, position)| position);
+                shared.write_log().purge(purged, restart)
             })
             .await?;
         *lock(&self.0.purged) = Some(log_id);

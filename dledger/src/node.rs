@@ -74,6 +74,10 @@ impl<D: Disk> Locate for LogShared<D> {
     fn position(&self, index: u64) -> Option<u64> {
         self.locate(index).map(|unit| unit.position)
     }
+
+    fn restart_at(&self, last: crate::types::LogId, next_position: u64) -> std::io::Result<()> {
+        LogShared::restart_at(self, last, next_position).map_err(std::io::Error::other)
+    }
 }
 
 /// A bound Raft listener, made before the group's addresses are known to everyone.
@@ -131,6 +135,8 @@ struct LedgerInner {
     lease: Duration,
     flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Builds a snapshot at each new snapshot point (see [`spawn_snapshots`]).
+    snapshots: tokio::task::JoinHandle<()>,
 }
 
 /// How often a leader waiting for its lease retries a proposal.
@@ -144,8 +150,12 @@ fn openraft_config(config: &LedgerConfig) -> Result<Arc<Config>, StartError> {
         election_timeout_min: ms(config.election_timeout_min),
         election_timeout_max: ms(config.election_timeout_max),
         max_payload_entries: crate::limits::REPLICATION_BATCH_ENTRIES_MAX,
-        // Message data must never be dropped by openraft's snapshot logic: retention purges.
+        // Snapshots are built when the state machine moves its snapshot point (a retention
+        // purge applied on every replica), never by openraft's entry count; the log is then
+        // purged right up to the snapshot, since the state machine needs nothing before it.
         snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
         enable_pre_vote: Some(true),
         // A replica whose disk was wiped rejoins empty and is caught up from the log.
         allow_log_reversion: Some(true),
@@ -260,6 +270,7 @@ impl Ledger {
         );
         #[cfg(feature = "mutants")]
         shared.switch_on(&config.mutants, &sm);
+        let snapshot_points = sm.snapshot_points();
         let raft = Raft::new(
             config.node_id,
             openraft_config(&config)?,
@@ -303,6 +314,7 @@ impl Ledger {
         #[cfg(not(feature = "mutants"))]
         let ignore_quorum_loss = false;
         let role = spawn_role_watch(&raft, seed, lease, ignore_quorum_loss);
+        let snapshots = spawn_snapshots(&raft, seed, snapshot_points);
         tracing::info!(node_id = config.node_id, seed, "replica started");
         Ok(Ledger {
             inner: Arc::new(LedgerInner {
@@ -317,6 +329,7 @@ impl Ledger {
                 lease,
                 flusher: std::sync::Mutex::new(Some(flusher)),
                 server: std::sync::Mutex::new(Some(server)),
+                snapshots,
             }),
         })
     }
@@ -552,6 +565,7 @@ impl Ledger {
     /// Stops Raft, the network and the flusher (after a last sync).
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true); // No receiver left means the server already ended.
+        self.inner.snapshots.abort();
         if let Err(err) = self.scope(self.inner.raft.shutdown()).await {
             tracing::warn!(cause = %err, "raft shutdown");
         }
@@ -591,6 +605,57 @@ fn role_of(state: ServerState) -> Role {
         ServerState::Learner => Role::Learner,
         ServerState::Shutdown => Role::Shutdown,
     }
+}
+
+/// How long the snapshot task waits for openraft to report a snapshot it asked for before it
+/// asks again (a request made while another snapshot was building is dropped).
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(1);
+
+/// Builds a snapshot whenever the state machine names a new snapshot point; openraft then purges
+/// the log up to it (`max_in_snapshot_log_to_keep` is 0). Every replica does this when it
+/// applies the entry that moved the point, so every replica purges the same prefix.
+fn spawn_snapshots(
+    raft: &Raft,
+    seed: u64,
+    mut points: watch::Receiver<Option<crate::types::LogId>>,
+) -> tokio::task::JoinHandle<()> {
+    let raft = raft.clone();
+    tokio::spawn(Runtime::scope(seed, async move {
+        loop {
+            let point = *points.borrow_and_update();
+            if let Some(point) = point {
+                let target = crate::raft_types::from_log_id(point);
+                let mut metrics = raft.metrics();
+                let built = |m: &openraft::RaftMetrics<crate::raft_types::TypeConfig>| {
+                    m.snapshot.as_ref() >= Some(&target)
+                };
+                while !built(&metrics.borrow_watched()) {
+                    if raft.trigger().snapshot().await.is_err() {
+                        return; // Raft stopped.
+                    }
+                    let deadline = tokio::time::Instant::now() + SNAPSHOT_RETRY;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            changed = metrics.changed() => if changed.is_err() {
+                                return; // Raft stopped.
+                            },
+                            () = tokio::time::sleep_until(deadline) => {
+                                tracing::info!(?point, "snapshot not built yet: asking again");
+                                break;
+                            }
+                        }
+                        if built(&metrics.borrow_watched()) {
+                            break;
+                        }
+                    }
+                }
+            }
+            if points.changed().await.is_err() {
+                return;
+            }
+        }
+    }))
 }
 
 /// A leader's quorum lease, as openraft's metrics show it.
@@ -740,8 +805,8 @@ fn discard_state_past_the_log<D: Disk>(
     })?;
     assert_eq!(
         state_machine.last_applied(),
-        None,
-        "a discarded state machine has applied nothing"
+        state_machine.snapshot_point(),
+        "a discarded state machine is back at its snapshot point"
     );
     Ok(())
 }
@@ -770,10 +835,10 @@ mod tests {
         fn last_applied(&self) -> Option<LogId> {
             self.applied
         }
-        fn snapshot(&mut self) -> Vec<u8> {
-            Vec::new()
+        fn snapshot(&mut self) -> Option<crate::types::Snapshot> {
+            None
         }
-        fn restore(&mut self, _: Option<LogId>, _: &[u8]) -> Result<(), ApplyError> {
+        fn restore(&mut self, _: &crate::types::Snapshot) -> Result<(), ApplyError> {
             Ok(())
         }
         fn discard(&mut self) -> Result<(), ApplyError> {

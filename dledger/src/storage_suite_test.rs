@@ -62,6 +62,12 @@ impl<D: Disk> Locate for SuiteLocate<D> {
     fn position(&self, index: u64) -> Option<u64> {
         Some(self.0.locate(index).map_or(0, |unit| unit.position))
     }
+
+    fn restart_at(&self, last: crate::types::LogId, next_position: u64) -> std::io::Result<()> {
+        self.0
+            .restart_at(last, next_position)
+            .map_err(std::io::Error::other)
+    }
 }
 
 fn mem_disk() -> (MemDisk, Option<tempfile::TempDir>) {

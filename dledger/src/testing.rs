@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::state_machine::{ApplyError, StateMachine};
-use crate::types::{CommittedEntry, EntryPayload, LogId};
+use crate::types::{CommittedEntry, EntryPayload, LogId, Snapshot};
 
 /// One applied entry as recorded: index, term, position, and the data of a data entry.
 pub type Record = (u64, u64, u64, Option<Vec<u8>>);
@@ -70,17 +70,25 @@ impl StateMachine for RecordingStateMachine {
         None
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        bincode::serialize(&self.records()).expect("records serialize")
+    /// Everything applied, as of the last applied entry (it never names a snapshot point, so a
+    /// ledger never purges under it; openraft's storage suite builds snapshots directly).
+    fn snapshot(&mut self) -> Option<Snapshot> {
+        let last = (*self.last.lock().expect("last lock"))?;
+        Some(Snapshot {
+            last,
+            next_position: None,
+            data: bincode::serialize(&self.records()).expect("records serialize"),
+        })
     }
 
-    fn restore(&mut self, last: Option<LogId>, data: &[u8]) -> Result<(), ApplyError> {
-        let records: Vec<Record> = bincode::deserialize(data).map_err(|err| ApplyError {
-            index: last.map_or(0, |l| l.index),
-            reason: format!("undecodable snapshot: {err}"),
-        })?;
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), ApplyError> {
+        let records: Vec<Record> =
+            bincode::deserialize(&snapshot.data).map_err(|err| ApplyError {
+                index: snapshot.last.index,
+                reason: format!("undecodable snapshot: {err}"),
+            })?;
         *self.records.lock().expect("records lock") = records;
-        *self.last.lock().expect("last lock") = last;
+        *self.last.lock().expect("last lock") = Some(snapshot.last);
         Ok(())
     }
 
@@ -123,13 +131,14 @@ impl StateMachine for CountingStateMachine {
         None
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        self.applied().to_be_bytes().to_vec()
+    fn snapshot(&mut self) -> Option<Snapshot> {
+        None
     }
 
-    fn restore(&mut self, last: Option<LogId>, data: &[u8]) -> Result<(), ApplyError> {
-        let bytes: [u8; 8] = data.try_into().map_err(|_| ApplyError {
-            index: last.map_or(0, |l| l.index),
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), ApplyError> {
+        let data = &snapshot.data;
+        let bytes: [u8; 8] = data.as_slice().try_into().map_err(|_| ApplyError {
+            index: snapshot.last.index,
             reason: format!("snapshot of {} bytes, expected 8", data.len()),
         })?;
         self.applied.store(

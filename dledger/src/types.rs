@@ -15,6 +15,22 @@ pub struct LogId {
     pub index: u64,
 }
 
+/// The state machine's state at a point of the log, which the log may be purged up to: what a
+/// replica that is new, wiped, or behind the purged prefix installs before the retained log
+/// replicates to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last entry whose effects it holds; the log after it is what the replica receives next.
+    pub last: LogId,
+    /// Where the entry after `last` starts in the CommitLog: a replica restored from the
+    /// snapshot writes that entry there, so positions stay identical on every replica. `None`
+    /// only from test state machines that do not track positions (the log then goes on where
+    /// it ends).
+    pub next_position: Option<u64>,
+    /// The state, serialized by the state machine.
+    pub data: Vec<u8>,
+}
+
 /// Where a committed proposal landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {

@@ -50,7 +50,7 @@ fn open<D: Disk>(
     dir: &Path,
     committed: Option<u64>,
 ) -> Result<(CommitLog<D>, dledger::RecoveryReport), StorageError> {
-    let opened = CommitLog::open(disk, config(dir), committed, None, None);
+    let opened = CommitLog::open(disk, config(dir), committed, None, None, None);
     if let Ok((log, _)) = &opened {
         log.check_invariants();
     }

@@ -69,6 +69,7 @@ pub fn store_config(id: u64) -> StoreConfig {
     config.index.hash_slots = 64;
     config.index.entries_max = 512;
     config.checkpoint_every = 32;
+    config.segment_bytes = crate::config::SIM_SEGMENT_BYTES;
     config
 }
 
@@ -90,12 +91,18 @@ impl StateMachine for TeeMachine {
         self.store.last_applied()
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
+    fn snapshot_point(&self) -> Option<LogId> {
+        self.store.snapshot_point()
+    }
+
+    fn snapshot(&mut self) -> Option<dledger::Snapshot> {
         self.store.snapshot()
     }
 
-    fn restore(&mut self, last: Option<LogId>, data: &[u8]) -> Result<(), ApplyError> {
-        self.store.restore(last, data)
+    fn restore(&mut self, snapshot: &dledger::Snapshot) -> Result<(), ApplyError> {
+        self.store.restore(snapshot)?;
+        // What this life applied before the snapshot is replaced by it.
+        self.record.discard()
     }
 
     fn discard(&mut self) -> Result<(), ApplyError> {

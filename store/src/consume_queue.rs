@@ -93,6 +93,9 @@ pub struct ConsumeQueueUnit {
 pub trait QueueUnit: Copy + std::fmt::Debug + Send + Sync + 'static {
     /// Bytes of one unit on disk.
     const BYTES: u64;
+    /// A valid unit that stands for none: what fills a queue's first file below where a
+    /// restored queue starts (RocketMQ's `fillPreBlank`). Never read: it is below the floor.
+    const BLANK: Self;
     /// Why this unit cannot be stored, if it cannot: it would read back as invalid (or as zero).
     fn problem(&self) -> Option<&'static str>;
     /// Appends the unit's [`Self::BYTES`] bytes to `out`.
@@ -104,6 +107,12 @@ pub trait QueueUnit: Copy + std::fmt::Debug + Send + Sync + 'static {
 
 impl QueueUnit for ConsumeQueueUnit {
     const BYTES: u64 = UNIT_BYTES;
+    /// RocketMQ's blank unit: offset 0, size `i32::MAX`, no tags.
+    const BLANK: Self = ConsumeQueueUnit {
+        commit_log_offset: 0,
+        size: i32::MAX as u32,
+        tags_code: 0,
+    };
 
     fn problem(&self) -> Option<&'static str> {
         if self.size == 0 {
@@ -602,6 +611,50 @@ impl<D: Disk, U: QueueUnit> UnitQueue<D, U> {
         }
         self.queue_offset_max = 0;
         self.written_max = 0;
+        self.debug_check_invariants();
+        Ok(())
+    }
+
+    /// Makes an empty queue start at `queue_offset`: the units before it in its file are
+    /// [`QueueUnit::BLANK`]s, written and synced, so a restart finds the queue's end there. For a
+    /// store restored from a snapshot, whose queues go on where the sender's do.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`].
+    ///
+    /// # Panics
+    /// If the queue holds anything (a caller bug: clear it first).
+    pub fn start_at(&mut self, queue_offset: u64) -> Result<(), StoreError> {
+        assert!(
+            self.files.is_empty() && self.queue_offset_max == 0,
+            "only an empty queue starts anywhere"
+        );
+        if queue_offset == 0 {
+            return Ok(());
+        }
+        let byte = queue_offset * U::BYTES;
+        let file_start = byte - byte % self.file_bytes();
+        let file = self.files.file_for(file_start).map_err(file_set_error)?;
+        let mut buf = Vec::new();
+        let mut at = file_start;
+        while at < byte {
+            let run = ((byte - at) / U::BYTES).min(SCAN_CHUNK_UNITS);
+            buf.clear();
+            for _ in 0..run {
+                U::BLANK.encode_into(&mut buf);
+            }
+            file.write_at(at - file_start, &buf)
+                .map_err(|source| StoreError::io(Verb::Write, self.subject(file_start), source))?;
+            self.files.mark_dirty(
+                file_start,
+                at - file_start,
+                at - file_start + buf.len() as u64,
+            );
+            at += buf.len() as u64;
+        }
+        self.written_max = queue_offset;
+        self.queue_offset_max = queue_offset;
+        self.flush()?;
         self.debug_check_invariants();
         Ok(())
     }

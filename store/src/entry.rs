@@ -13,6 +13,9 @@
 //! - `Deliveries`: scheduled messages the leader found due, re-stored in their real topics, and
 //!   the timer progress they move ([`DeliveryHeader`], 48 bytes, then records as in
 //!   `Messages`); see [`crate::timer`].
+//! - `Purge`: retention's cut, decided by the leader: the CommitLog segments before a segment
+//!   start go, on every replica (8 bytes, the new first position, big-endian); see
+//!   [`crate::store`] "Retention".
 
 use std::collections::BTreeMap;
 
@@ -39,6 +42,8 @@ pub enum Kind {
     Offsets = 3,
     /// Scheduled messages delivered, and the timer progress.
     Deliveries = 4,
+    /// Retention's cut.
+    Purge = 5,
 }
 
 /// What a `Deliveries` entry says about the timer, before its records.
@@ -119,6 +124,11 @@ pub enum StoreEntry<'a> {
         /// The delivered records, back to back.
         records: &'a [u8],
     },
+    /// The CommitLog before `first_position` (a segment start) is deleted.
+    Purge {
+        /// The first position kept.
+        first_position: u64,
+    },
 }
 
 /// An entry is not a store entry or its payload is malformed.
@@ -177,6 +187,13 @@ pub fn offsets(commits: &[OffsetCommit]) -> Vec<u8> {
     out
 }
 
+/// An entry cutting the CommitLog before `first_position`.
+pub fn purge(first_position: u64) -> Vec<u8> {
+    let mut out = header(Kind::Purge);
+    out.extend_from_slice(&first_position.to_be_bytes());
+    out
+}
+
 /// Decodes an entry body.
 ///
 /// # Errors
@@ -207,6 +224,18 @@ pub fn decode(body: &[u8]) -> Result<StoreEntry<'_>, EntryError> {
             Ok(StoreEntry::Deliveries {
                 header,
                 records: &payload[DELIVERY_HEADER_BYTES..],
+            })
+        }
+        5 => {
+            let bytes: [u8; 8] = payload.try_into().map_err(|_| {
+                EntryError(format!(
+                    "a purge entry of {} bytes (expected {})",
+                    body.len(),
+                    ENTRY_HEADER_BYTES + 8
+                ))
+            })?;
+            Ok(StoreEntry::Purge {
+                first_position: u64::from_be_bytes(bytes),
             })
         }
         kind => Err(EntryError(format!("unknown kind {kind}"))),

@@ -41,6 +41,9 @@ pub struct StoreConfig {
     pub index: IndexConfig,
     /// Entries applied between checkpoints.
     pub checkpoint_every: u64,
+    /// Bytes of a CommitLog segment (the ledger's `segment_bytes`): an entry at a multiple of it
+    /// starts a segment, and the store records a base there.
+    pub segment_bytes: u64,
     /// Apply results kept for the broker to collect (oldest dropped first). The leader's broker
     /// takes each as soon as its entry applies, with a few proposals in flight; followers never
     /// take theirs, so this bounds their memory.
@@ -55,6 +58,7 @@ impl StoreConfig {
             cq_units_per_file: 300_000,
             index: IndexConfig::default(),
             checkpoint_every: 10_000,
+            segment_bytes: 1 << 30,
             results_kept: 4096,
         }
     }
@@ -68,6 +72,41 @@ struct QueueLength {
     next: u64,
 }
 
+/// A segment start and what retention needs of the state just before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseMark {
+    /// Where the segment starts.
+    pub position: u64,
+    /// The last entry before it: the snapshot point a purge up to it gives.
+    pub last: LogId,
+    /// The newest store timestamp of a message before it: when the segments before it were
+    /// last written.
+    pub newest_store_ms: u64,
+}
+
+/// The state just before a segment start, as a replica restored to it starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Base {
+    mark: BaseMark,
+    topics: Vec<TopicConfig>,
+    offsets: Vec<OffsetCommit>,
+    queues: Vec<QueueLength>,
+    timers: TimerCheckpoint,
+}
+
+/// What retention looks at, for the leader's cleaner and status pages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionView {
+    /// The first position kept (0 before any purge).
+    pub floor: u64,
+    /// The snapshot point, if the log was purged.
+    pub purged_through: Option<LogId>,
+    /// Every segment start past the floor, oldest first.
+    pub bases: Vec<BaseMark>,
+    /// Newest store timestamp applied.
+    pub newest_store_ms: u64,
+}
+
 /// What survives a restart without re-applying.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Checkpoint {
@@ -79,6 +118,15 @@ struct Checkpoint {
     applied_end: u64,
     #[serde(default)]
     timers: TimerCheckpoint,
+    #[serde(default)]
+    bases: Vec<BaseMark>,
+    /// Retention's floor: the base it purged up to.
+    #[serde(default)]
+    floor: Option<BaseMark>,
+    #[serde(default)]
+    queue_floors: Vec<QueueLength>,
+    #[serde(default)]
+    newest_store_ms: u64,
 }
 
 struct State<D: Disk> {
@@ -89,6 +137,13 @@ struct State<D: Disk> {
     timers: Timers<D>,
     applied: Option<LogId>,
     since_checkpoint: u64,
+    /// Segment starts past the floor, with the state before them (see "Retention").
+    bases: BTreeMap<u64, BaseMark>,
+    /// The base retention purged up to.
+    floor: Option<BaseMark>,
+    /// Each queue's first readable offset where retention moved it past its first file.
+    queue_floors: BTreeMap<(String, i32), u64>,
+    newest_store_ms: u64,
 }
 
 /// Where the messages of one applied entry went, in record order: (queue id, queue offset).
@@ -121,6 +176,61 @@ pub struct Store<D: Disk> {
 
 fn checkpoint_path(root: &Path) -> PathBuf {
     root.join("checkpoint")
+}
+
+fn base_path(root: &Path, position: u64) -> PathBuf {
+    root.join("bases").join(format!("{position:020}"))
+}
+
+fn meta_error(verb: crate::error::Verb, path: PathBuf, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        verb,
+        subject: crate::error::Subject::Meta { path },
+        source,
+    }
+}
+
+/// The snapshot's bytes: the base as JSON (with its length first, 4 bytes big-endian), then the
+/// timer units from the base's `scan_from` to its `seen`, as the timer log holds them.
+fn seal_snapshot(base: &Base, units: &[TimerUnit]) -> Vec<u8> {
+    let json = serde_json::to_vec(base).expect("bases serialize");
+    let mut out = Vec::with_capacity(4 + json.len() + units.len() * 32);
+    out.extend_from_slice(
+        &u32::try_from(json.len())
+            .expect("a base under 4 GiB")
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(&json);
+    for unit in units {
+        crate::consume_queue::QueueUnit::encode_into(unit, &mut out);
+    }
+    out
+}
+
+fn unseal_snapshot(index: u64, data: &[u8]) -> Result<(Base, Vec<TimerUnit>), ApplyError> {
+    use crate::consume_queue::QueueUnit as _;
+    let bad = |reason: String| apply_error(index, format!("undecodable snapshot: {reason}"));
+    let len = data
+        .get(..4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| bad("shorter than its header".into()))?;
+    let json = data
+        .get(4..4 + len)
+        .ok_or_else(|| bad("shorter than its base".into()))?;
+    let base: Base = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+    let rest = &data[4 + len..];
+    if !rest.len().is_multiple_of(TimerUnit::BYTES as usize) {
+        return Err(bad(format!("{} bytes of timer units", rest.len())));
+    }
+    let units = rest
+        .chunks_exact(TimerUnit::BYTES as usize)
+        .map(|raw| match TimerUnit::decode(raw) {
+            Ok(Some(unit)) => Ok(unit),
+            Ok(None) => Err(bad("a zero timer unit".into())),
+            Err(reason) => Err(bad(reason.into())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((base, units))
 }
 
 fn apply_error(index: u64, reason: impl std::fmt::Display) -> ApplyError {
@@ -264,6 +374,7 @@ fn apply_messages<'a, D: Disk>(
     }
     let mut placement = Placement::with_capacity(parsed.len());
     for record in &parsed {
+        state.newest_store_ms = state.newest_store_ms.max(record.store_timestamp_ms);
         state
             .index
             .put_message(
@@ -365,9 +476,21 @@ impl<D: Disk> Store<D> {
             timers,
             applied: None,
             since_checkpoint: 0,
+            bases: BTreeMap::new(),
+            floor: None,
+            queue_floors: BTreeMap::new(),
+            newest_store_ms: 0,
         };
         if complete {
             state.applied = checkpoint.applied;
+            state.bases = checkpoint.bases.iter().map(|b| (b.position, *b)).collect();
+            state.floor = checkpoint.floor;
+            state.queue_floors = checkpoint
+                .queue_floors
+                .iter()
+                .map(|q| ((q.topic.clone(), q.queue_id), q.next))
+                .collect();
+            state.newest_store_ms = checkpoint.newest_store_ms;
             state.topics = checkpoint
                 .topics
                 .into_iter()
@@ -378,7 +501,7 @@ impl<D: Disk> Store<D> {
                 .into_iter()
                 .map(|o| ((o.group, o.topic, o.queue_id), o.offset))
                 .collect();
-        } else {
+        } else if checkpoint.floor.is_none() {
             // `clear`, not `truncate_from(0)`: a queue whose first files were purged holds
             // nothing below its first file, and the rebuild starts every queue from offset 0.
             for (topic, queue_id) in &existing {
@@ -388,9 +511,10 @@ impl<D: Disk> Store<D> {
             }
             state.timers.clear()?;
         }
+        let restore_floor = (!complete).then_some(checkpoint.floor).flatten();
         let applied_index = state.applied.map(|a| a.index);
         let applied_end = if complete { checkpoint_end } else { 0 };
-        Ok(Arc::new(Store {
+        let store = Arc::new(Store {
             disk,
             config,
             state: RwLock::new(state),
@@ -398,7 +522,21 @@ impl<D: Disk> Store<D> {
             results: Mutex::new(BTreeMap::new()),
             arrivals: Mutex::new(BTreeMap::new()),
             applied_end: AtomicU64::new(applied_end),
-        }))
+        });
+        if let Some(floor) = restore_floor {
+            // The log before the floor is gone: a rebuild starts from the floor's base.
+            let snapshot = store.snapshot_at(floor).map_err(|e| StoreError::Corrupt {
+                path: base_path(&store.config.root, floor.position),
+                file_offset: 0,
+                reason: e.to_string(),
+            })?;
+            store.restore(&snapshot).map_err(|e| StoreError::Corrupt {
+                path: base_path(&store.config.root, floor.position),
+                file_offset: 0,
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(store)
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State<D>> {
@@ -418,6 +556,15 @@ impl<D: Disk> Store<D> {
         let index = entry.index;
         let mut touched = BTreeSet::new();
         let mut state = self.write_state();
+        if entry.position > 0
+            && entry.position.is_multiple_of(self.config.segment_bytes)
+            && !state.bases.contains_key(&entry.position)
+            && let Some(last) = state.applied
+        {
+            self.record_base(&mut state, entry.position, last)
+                .map_err(|e| apply_error(index, e))?;
+        }
+        let mut purged = false;
         if let EntryPayload::Data(body) = &entry.payload {
             match entry::decode(body).map_err(|e| apply_error(index, e))? {
                 StoreEntry::Messages { records } => {
@@ -467,6 +614,11 @@ impl<D: Disk> Store<D> {
                         tracing::debug!(index, ?header, progress = ?state.timers.progress(), "stale deliveries entry: nothing delivered");
                     }
                 }
+                StoreEntry::Purge { first_position } => {
+                    purged = self
+                        .purge_locked(&mut state, first_position)
+                        .map_err(|e| apply_error(index, e))?;
+                }
             }
         }
         state.applied = Some(LogId {
@@ -482,7 +634,9 @@ impl<D: Disk> Store<D> {
             Ordering::AcqRel,
         );
         state.since_checkpoint += 1;
-        if state.since_checkpoint >= self.config.checkpoint_every {
+        // After a purge the checkpoint is written at once: dledger purges the log up to the
+        // floor next, and a restart must not need an entry before it.
+        if purged || state.since_checkpoint >= self.config.checkpoint_every {
             self.checkpoint_locked(&mut state)
                 .map_err(|e| apply_error(index, e))?;
         }
@@ -531,6 +685,18 @@ impl<D: Disk> Store<D> {
             applied_end: self.applied_end.load(Ordering::Acquire),
             queues,
             timers,
+            bases: state.bases.values().copied().collect(),
+            floor: state.floor,
+            queue_floors: state
+                .queue_floors
+                .iter()
+                .map(|((topic, queue_id), next)| QueueLength {
+                    topic: topic.clone(),
+                    queue_id: *queue_id,
+                    next: *next,
+                })
+                .collect(),
+            newest_store_ms: state.newest_store_ms,
         };
         let bytes = serde_json::to_vec(&checkpoint).unwrap_or_default();
         let path = checkpoint_path(&self.config.root);
@@ -552,6 +718,16 @@ impl<D: Disk> Store<D> {
     /// # Errors
     /// A file error; the store must not be used after one.
     pub fn discard(&self) -> Result<(), StoreError> {
+        let floor = self.read_state().floor;
+        if let Some(floor) = floor {
+            // The log before the floor is gone: back to the floor's base, not to nothing.
+            let snapshot = self.snapshot_at(floor)?;
+            return self.restore(&snapshot).map_err(|e| StoreError::Corrupt {
+                path: base_path(&self.config.root, floor.position),
+                file_offset: 0,
+                reason: e.to_string(),
+            });
+        }
         let mut state = self.write_state();
         let queues: Vec<(String, i32)> = state
             .queues
@@ -567,6 +743,9 @@ impl<D: Disk> Store<D> {
         state.timers.clear()?;
         state.topics.clear();
         state.offsets.clear();
+        state.bases.clear();
+        state.queue_floors.clear();
+        state.newest_store_ms = 0;
         state.applied = None;
         self.applied_end.store(0, Ordering::Release);
         self.results.lock().expect("results").clear();
@@ -575,6 +754,242 @@ impl<D: Disk> Store<D> {
         self.applied.send_replace(None);
         tracing::warn!(root = %self.config.root.display(), "store discarded: the log is applied again");
         Ok(())
+    }
+
+    /// The state as it is now, as a base for the segment starting at `position`.
+    fn base_now(&self, state: &State<D>, mark: BaseMark) -> Result<Base, StoreError> {
+        let queues = state
+            .queues
+            .queues()
+            .map(|(topic, queue_id)| QueueLength {
+                topic: topic.to_string(),
+                queue_id,
+                next: state
+                    .queues
+                    .get(topic, queue_id)
+                    .map_or(0, |q| q.queue_offset_max()),
+            })
+            .collect();
+        Ok(Base {
+            mark,
+            topics: state.topics.values().cloned().collect(),
+            offsets: state
+                .offsets
+                .iter()
+                .map(|((group, topic, queue_id), offset)| OffsetCommit {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    queue_id: *queue_id,
+                    offset: *offset,
+                })
+                .collect(),
+            queues,
+            timers: state.timers.checkpoint_view(),
+        })
+    }
+
+    /// Writes the base of the segment starting at `position` (the state before its first
+    /// entry; `last` is the entry before it).
+    fn record_base(
+        &self,
+        state: &mut State<D>,
+        position: u64,
+        last: LogId,
+    ) -> Result<(), StoreError> {
+        let mark = BaseMark {
+            position,
+            last,
+            newest_store_ms: state.newest_store_ms,
+        };
+        let base = self.base_now(state, mark)?;
+        self.write_base(&base)?;
+        state.bases.insert(position, mark);
+        Ok(())
+    }
+
+    fn write_base(&self, base: &Base) -> Result<(), StoreError> {
+        let path = base_path(&self.config.root, base.mark.position);
+        let bytes = serde_json::to_vec(base).expect("bases serialize");
+        self.disk
+            .write_meta(&path, &bytes)
+            .map_err(|source| meta_error(crate::error::Verb::Write, path, source))
+    }
+
+    fn read_base(&self, position: u64) -> Result<Base, StoreError> {
+        let path = base_path(&self.config.root, position);
+        let bytes = self
+            .disk
+            .read_meta(&path)
+            .map_err(|source| meta_error(crate::error::Verb::Read, path.clone(), source))?
+            .ok_or_else(|| StoreError::MissingFile { path: path.clone() })?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path,
+            file_offset: 0,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Applies retention's cut at `first_position`: see the module doc. Returns whether it
+    /// moved the floor (a cut at or below the floor, or at no segment start, changes nothing).
+    fn purge_locked(&self, state: &mut State<D>, first_position: u64) -> Result<bool, StoreError> {
+        let Some(mark) = state.bases.get(&first_position).copied() else {
+            tracing::warn!(first_position, "purge at no segment start: ignored");
+            return Ok(false);
+        };
+        if state.floor.is_some_and(|f| f.position >= first_position) {
+            return Ok(false);
+        }
+        let base = self.read_base(first_position)?;
+        let queues: Vec<(String, i32)> = state
+            .queues
+            .queues()
+            .map(|(topic, queue_id)| (topic.to_string(), queue_id))
+            .collect();
+        for (topic, queue_id) in queues {
+            let Some(queue) = state.queues.get_mut(&topic, queue_id) else {
+                continue;
+            };
+            let key = (topic, queue_id);
+            let from = queue
+                .queue_offset_min()
+                .max(state.queue_floors.get(&key).copied().unwrap_or(0));
+            let min = first_unit_at_or_after(queue, from, first_position)?;
+            queue.purge_before(min)?;
+            state.queue_floors.insert(key, min);
+        }
+        state.index.purge_before(first_position)?;
+        state.timers.purge_before(base.timers.scan_from)?;
+        let gone: Vec<u64> = state
+            .bases
+            .range(..first_position)
+            .map(|(p, _)| *p)
+            .collect();
+        for position in gone {
+            state.bases.remove(&position);
+            let path = base_path(&self.config.root, position);
+            if let Err(err) = self.disk.remove(&path)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(meta_error(crate::error::Verb::Remove, path, err));
+            }
+        }
+        state.floor = Some(mark);
+        tracing::info!(first_position, last = ?mark.last, "retention: CommitLog cut");
+        Ok(true)
+    }
+
+    /// The snapshot at `floor` (its base, and the timer units pending at it).
+    fn snapshot_at(&self, floor: BaseMark) -> Result<dledger::Snapshot, StoreError> {
+        let base = self.read_base(floor.position)?;
+        let units = self
+            .read_state()
+            .timers
+            .units(base.timers.scan_from, base.timers.seen)?;
+        Ok(dledger::Snapshot {
+            last: floor.last,
+            next_position: Some(floor.position),
+            data: seal_snapshot(&base, &units),
+        })
+    }
+
+    /// The snapshot at the floor, `None` before any purge.
+    ///
+    /// # Errors
+    /// The floor's base cannot be read.
+    pub fn snapshot(&self) -> Result<Option<dledger::Snapshot>, StoreError> {
+        let floor = self.read_state().floor;
+        floor.map(|f| self.snapshot_at(f)).transpose()
+    }
+
+    /// The floor's entry: what the log may be purged up to.
+    pub fn snapshot_point(&self) -> Option<LogId> {
+        self.read_state().floor.map(|f| f.last)
+    }
+
+    /// Replaces the whole state with a snapshot's, durably: queues start where its base says
+    /// (empty), the index is empty, topics, offsets and timers are the base's.
+    ///
+    /// # Errors
+    /// An undecodable snapshot or a file error; the store must not be used after one.
+    pub fn restore(&self, snapshot: &dledger::Snapshot) -> Result<(), ApplyError> {
+        let index = snapshot.last.index;
+        let (base, units) = unseal_snapshot(index, &snapshot.data)?;
+        if base.mark.last != snapshot.last || snapshot.next_position != Some(base.mark.position) {
+            return Err(apply_error(
+                index,
+                format!(
+                    "snapshot at {:?} (next position {:?}) carries the base of {:?}",
+                    snapshot.last, snapshot.next_position, base.mark
+                ),
+            ));
+        }
+        let fail = |e: StoreError| apply_error(index, e);
+        let mut state = self.write_state();
+        let existing: Vec<(String, i32)> = state
+            .queues
+            .queues()
+            .map(|(topic, queue_id)| (topic.to_string(), queue_id))
+            .collect();
+        for (topic, queue_id) in &existing {
+            if let Some(queue) = state.queues.get_mut(topic, *queue_id) {
+                queue.clear().map_err(fail)?;
+            }
+        }
+        state.index.clear().map_err(fail)?;
+        state.queue_floors.clear();
+        for q in &base.queues {
+            let queue = state
+                .queues
+                .get_or_create(&q.topic, q.queue_id)
+                .map_err(fail)?;
+            queue.start_at(q.next).map_err(fail)?;
+            state
+                .queue_floors
+                .insert((q.topic.clone(), q.queue_id), q.next);
+        }
+        state.timers.restore(base.timers, &units).map_err(fail)?;
+        state.topics = base
+            .topics
+            .iter()
+            .map(|t| (t.topic_name.clone(), t.clone()))
+            .collect();
+        state.offsets = base
+            .offsets
+            .iter()
+            .map(|o| ((o.group.clone(), o.topic.clone(), o.queue_id), o.offset))
+            .collect();
+        self.write_base(&base).map_err(fail)?;
+        state.bases = BTreeMap::from([(base.mark.position, base.mark)]);
+        state.floor = Some(base.mark);
+        state.newest_store_ms = base.mark.newest_store_ms;
+        state.applied = Some(base.mark.last);
+        self.applied_end
+            .store(base.mark.position, Ordering::Release);
+        self.results.lock().expect("results").clear();
+        self.checkpoint_locked(&mut state).map_err(fail)?;
+        drop(state);
+        self.applied.send_replace(Some(index));
+        tracing::info!(last = ?base.mark.last, position = base.mark.position, "store restored from a snapshot");
+        Ok(())
+    }
+
+    /// What retention looks at.
+    pub fn retention(&self) -> RetentionView {
+        let state = self.read_state();
+        RetentionView {
+            floor: state.floor.map_or(0, |f| f.position),
+            purged_through: state.floor.map(|f| f.last),
+            bases: state.bases.values().copied().collect(),
+            newest_store_ms: state.newest_store_ms,
+        }
+    }
+
+    /// The lowest CommitLog offset of a scheduled record not yet delivered.
+    ///
+    /// # Errors
+    /// A file error.
+    pub fn first_pending_timer_offset(&self) -> Result<Option<u64>, StoreError> {
+        self.read_state().timers.first_pending_offset()
     }
 
     /// Syncs everything and writes a checkpoint (on shutdown, and in tests).
@@ -654,12 +1069,20 @@ impl<D: Disk> Store<D> {
 
     /// First offset still stored in a queue.
     pub fn min_offset(&self, topic: &str, queue_id: i32) -> i64 {
-        self.with_queue(topic, queue_id, |q| Ok(q.queue_offset_min() as i64))
-            .unwrap_or_else(|err| {
-                tracing::error!(topic, queue_id, cause = %err, "consume queue unreadable");
-                None
-            })
-            .unwrap_or(0)
+        let floor = self
+            .read_state()
+            .queue_floors
+            .get(&(topic.to_string(), queue_id))
+            .copied()
+            .unwrap_or(0);
+        self.with_queue(topic, queue_id, |q| {
+            Ok(q.queue_offset_min().max(floor).min(q.queue_offset_max()) as i64)
+        })
+        .unwrap_or_else(|err| {
+            tracing::error!(topic, queue_id, cause = %err, "consume queue unreadable");
+            None
+        })
+        .unwrap_or(0)
     }
 
     /// Up to `max` units of a queue from `from`.
@@ -716,12 +1139,16 @@ impl<D: Disk> Store<D> {
         begin_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<u64>, StoreError> {
-        self.read_state().index.query(
+        let state = self.read_state();
+        let floor = state.floor.map_or(0, |f| f.position);
+        let mut found = state.index.query(
             &index_key(topic, key),
             max,
             begin_ms.max(0) as u64,
             end_ms.max(0) as u64,
-        )
+        )?;
+        found.retain(|offset| *offset >= floor);
+        Ok(found)
     }
 
     /// The timer's delivery progress.
@@ -766,6 +1193,24 @@ impl<D: Disk> Store<D> {
     }
 }
 
+/// The first queue offset at or after `from` whose unit lies at or past `position` (the queue's
+/// end if none does): units of a queue lie in CommitLog order, so a binary search finds it.
+fn first_unit_at_or_after<D: Disk>(
+    queue: &ConsumeQueue<D>,
+    from: u64,
+    position: u64,
+) -> Result<u64, StoreError> {
+    let (mut lo, mut hi) = (from, queue.queue_offset_max());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match queue.get(mid)? {
+            Some(unit) if unit.commit_log_offset >= position => hi = mid,
+            _ => lo = mid + 1,
+        }
+    }
+    Ok(lo)
+}
+
 /// The store as dledger's state machine.
 pub struct StoreMachine<D: Disk> {
     store: Arc<Store<D>>,
@@ -787,22 +1232,19 @@ impl<D: Disk> dledger::StateMachine for StoreMachine<D> {
         self.store.last_applied()
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        // Snapshots are never taken (dledger's policy): retention purges the log instead, and a
-        // replica that lost its files catches up from the log. The topic table and offsets are
-        // what a snapshot could carry.
-        let state = self.store.read_state();
-        serde_json::to_vec(&(state.applied, state.topics.values().collect::<Vec<_>>()))
-            .unwrap_or_default()
+    fn snapshot_point(&self) -> Option<LogId> {
+        self.store.snapshot_point()
     }
 
-    fn restore(&mut self, last: Option<LogId>, data: &[u8]) -> Result<(), ApplyError> {
-        let index = last.map_or(0, |l| l.index);
-        let _ = data;
-        Err(apply_error(
-            index,
-            "installing a snapshot is not supported: the message store is rebuilt from the log",
-        ))
+    fn snapshot(&mut self) -> Option<dledger::Snapshot> {
+        self.store.snapshot().unwrap_or_else(|err| {
+            tracing::error!(cause = %err, "the snapshot at the floor cannot be read");
+            None
+        })
+    }
+
+    fn restore(&mut self, snapshot: &dledger::Snapshot) -> Result<(), ApplyError> {
+        self.store.restore(snapshot)
     }
 
     fn discard(&mut self) -> Result<(), ApplyError> {
@@ -1038,6 +1480,214 @@ mod tests {
         assert_eq!(store.take_placement(1).unwrap(), placement);
         assert_eq!(store.read_queue("A", 1, 0, 10).unwrap().len(), 3);
         assert_eq!(store.query_key("A", "k", 10, 0, i64::MAX).unwrap().len(), 6);
+    }
+
+    /// A data entry of any store payload at `position`.
+    fn data_entry(index: u64, position: u64, body: Vec<u8>) -> CommittedEntry {
+        CommittedEntry {
+            index,
+            term: 1,
+            position,
+            payload: EntryPayload::Data(Bytes::from(body)),
+        }
+    }
+
+    /// Segments of 10,000 bytes: entries 1–3 in the first, 4–5 in the second, 6 and the purge
+    /// (7) in the third. Entry 3 commits an offset.
+    fn retention_log() -> Vec<CommittedEntry> {
+        let r = |n: u64, queue_id: i32| record("A", queue_id, n, "t", &format!("k{n}"));
+        vec![
+            messages_entry(1, 0, &[r(0, 0), r(1, 0), r(2, 0)]),
+            messages_entry(2, 1_000, &[r(3, 0), r(4, 1)]),
+            data_entry(
+                3,
+                2_000,
+                entry::offsets(&[OffsetCommit {
+                    group: "g".into(),
+                    topic: "A".into(),
+                    queue_id: 0,
+                    offset: 2,
+                }]),
+            ),
+            messages_entry(4, 10_000, &[r(5, 0), r(6, 0)]),
+            messages_entry(5, 11_000, &[r(7, 1)]),
+            messages_entry(6, 20_000, &[r(8, 0)]),
+            data_entry(7, 21_000, entry::purge(10_000)),
+        ]
+    }
+
+    fn retention_config() -> StoreConfig {
+        let mut config = config();
+        config.segment_bytes = 10_000;
+        config
+    }
+
+    /// What a replica serves of queue `queue_id` of `A`: its bounds and units.
+    fn served(store: &Store<MemDisk>, queue_id: i32) -> (i64, i64, Vec<QueueItem>) {
+        let min = store.min_offset("A", queue_id);
+        let max = store.max_offset("A", queue_id);
+        (min, max, store.read_queue("A", queue_id, min, 100).unwrap())
+    }
+
+    /// A purge at a segment start moves every queue's min offset to its first unit in a kept
+    /// segment, hides the keys of purged messages, and names the entry before the segment as
+    /// the snapshot point. A store restored from the snapshot and given the entries after that
+    /// point serves what the purged store serves; after a crash it is back at the snapshot
+    /// (durably restored) and serves the same once the entries are applied again.
+    #[test]
+    fn a_store_restored_from_the_snapshot_serves_what_the_purged_one_does() {
+        let log = retention_log();
+        let disk = MemDisk::new();
+        let store = Store::open(disk.clone(), retention_config()).unwrap();
+        for entry in &log[..6] {
+            store.apply(entry).unwrap();
+        }
+        assert_eq!(store.snapshot_point(), None);
+        assert_eq!(
+            store.snapshot().unwrap(),
+            None,
+            "no snapshot before a purge"
+        );
+        assert_eq!(
+            store
+                .retention()
+                .bases
+                .iter()
+                .map(|b| b.position)
+                .collect::<Vec<_>>(),
+            vec![10_000, 20_000]
+        );
+        assert_eq!(store.min_offset("A", 0), 0);
+        store.apply(&log[6]).unwrap();
+        let point = LogId { term: 1, index: 3 };
+        assert_eq!(store.snapshot_point(), Some(point));
+        assert_eq!(store.retention().floor, 10_000);
+        assert_eq!(
+            served(&store, 0).0,
+            4,
+            "four units of queue 0 lay before 10,000"
+        );
+        assert_eq!(served(&store, 0).1, 7);
+        assert_eq!(served(&store, 1).0, 1);
+        assert!(
+            served(&store, 0)
+                .2
+                .iter()
+                .all(|u| u.commit_log_offset >= 10_000)
+        );
+        assert!(
+            store
+                .query_key("A", "k0", 10, 0, i64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.query_key("A", "k5", 10, 0, i64::MAX).unwrap().len(),
+            1
+        );
+        assert_eq!(store.consumer_offset("g", "A", 0), Some(2));
+
+        let snapshot = store.snapshot().unwrap().expect("a snapshot at the floor");
+        assert_eq!(snapshot.last, point);
+        assert_eq!(snapshot.next_position, Some(10_000));
+
+        let other_disk = MemDisk::new();
+        let restored = Store::open(other_disk.clone(), retention_config()).unwrap();
+        restored.restore(&snapshot).unwrap();
+        assert_eq!(restored.last_applied(), Some(point));
+        assert_eq!(restored.consumer_offset("g", "A", 0), Some(2));
+        assert_eq!(restored.max_offset("A", 0), 4);
+        for entry in &log[3..] {
+            restored.apply(entry).unwrap();
+        }
+        for queue_id in [0, 1] {
+            assert_eq!(served(&restored, queue_id), served(&store, queue_id));
+        }
+        assert_eq!(restored.snapshot_point(), Some(point));
+        assert_eq!(restored.retention(), store.retention());
+        restored.check_timer_invariants();
+        drop(restored);
+        let reopened = Store::open(other_disk.crash(), retention_config()).unwrap();
+        assert_eq!(
+            reopened.last_applied(),
+            Some(point),
+            "the restore was durable"
+        );
+        for entry in &log[3..] {
+            reopened.apply(entry).unwrap();
+        }
+        for queue_id in [0, 1] {
+            assert_eq!(served(&reopened, queue_id), served(&store, queue_id));
+        }
+        assert_eq!(reopened.snapshot_point(), Some(point));
+        assert_eq!(
+            reopened.snapshot().unwrap().unwrap().data,
+            snapshot.data,
+            "the restored store gives the same snapshot"
+        );
+    }
+
+    /// Discarding a purged store goes back to the floor, not to nothing: the log before it is
+    /// gone, and applying the entries after the floor again serves the same queues.
+    #[test]
+    fn discard_after_a_purge_goes_back_to_the_floor() {
+        let log = retention_log();
+        let store = Store::open(MemDisk::new(), retention_config()).unwrap();
+        for entry in &log {
+            store.apply(entry).unwrap();
+        }
+        let before = (served(&store, 0), served(&store, 1));
+        store.discard().unwrap();
+        assert_eq!(store.last_applied(), Some(LogId { term: 1, index: 3 }));
+        assert_eq!(store.max_offset("A", 0), 4);
+        for entry in &log[3..] {
+            store.apply(entry).unwrap();
+        }
+        assert_eq!((served(&store, 0), served(&store, 1)), before);
+    }
+
+    /// A purge naming no segment start, or one at or below the floor, changes nothing; a
+    /// snapshot that does not decode, or whose base is not at its point, is refused naming why,
+    /// and the store keeps serving.
+    #[test]
+    fn bad_purges_and_snapshots_change_nothing() {
+        let log = retention_log();
+        let store = Store::open(MemDisk::new(), retention_config()).unwrap();
+        for entry in &log[..6] {
+            store.apply(entry).unwrap();
+        }
+        store
+            .apply(&data_entry(7, 21_000, entry::purge(10_500)))
+            .unwrap();
+        assert_eq!(store.snapshot_point(), None, "10,500 starts no segment");
+        store
+            .apply(&data_entry(8, 21_100, entry::purge(20_000)))
+            .unwrap();
+        let floor = store.retention().floor;
+        assert_eq!(floor, 20_000);
+        store
+            .apply(&data_entry(9, 21_200, entry::purge(10_000)))
+            .unwrap();
+        assert_eq!(store.retention().floor, floor, "a floor never moves back");
+        let served_before = served(&store, 0);
+
+        let good = store.snapshot().unwrap().unwrap();
+        let other = Store::open(MemDisk::new(), retention_config()).unwrap();
+        let mut truncated = good.clone();
+        truncated.data.truncate(3);
+        let err = other.restore(&truncated).unwrap_err();
+        assert!(err.reason.contains("undecodable snapshot"), "{err}");
+        let mut elsewhere = good.clone();
+        elsewhere.next_position = Some(10_000);
+        let err = other.restore(&elsewhere).unwrap_err();
+        assert!(err.reason.contains("carries the base"), "{err}");
+        other.restore(&good).unwrap();
+        assert_eq!(served(&store, 0), served_before);
+        assert_eq!(
+            other.max_offset("A", 0),
+            served_before.0,
+            "restored to the floor: its queue ends where the purged store's starts"
+        );
     }
 
     /// The borrowed reading finds the three names wherever they are, takes the last of a

@@ -73,6 +73,13 @@ pub struct TimerUnit {
 
 impl QueueUnit for TimerUnit {
     const BYTES: u64 = TIMER_UNIT_BYTES;
+    const BLANK: Self = TimerUnit {
+        commit_log_offset: 0,
+        size: i32::MAX as u32,
+        cancel: false,
+        due_ms: 0,
+        prev: 0,
+    };
 
     fn problem(&self) -> Option<&'static str> {
         if self.size == 0 {
@@ -266,10 +273,16 @@ impl<D: Disk> Timers<D> {
             pending: checkpoint.pending,
             covered: checkpoint.covered,
         };
-        let from = checkpoint.scan_from.max(timers.log.queue_offset_min());
-        let mut seq = from;
-        while seq < checkpoint.seen {
-            let units = timers.log.read(seq, checkpoint.seen - seq)?;
+        timers.rebuild_slots(checkpoint.scan_from, checkpoint.seen)?;
+        timers.check_invariants();
+        Ok((timers, true))
+    }
+
+    /// Notes in their slots the units of `from..seen` still pending.
+    fn rebuild_slots(&mut self, from: u64, seen: u64) -> Result<(), StoreError> {
+        let mut seq = from.max(self.log.queue_offset_min());
+        while seq < seen {
+            let units = self.log.read(seq, seen - seq)?;
             if units.is_empty() {
                 break;
             }
@@ -277,15 +290,107 @@ impl<D: Disk> Timers<D> {
                 if (TimerKey {
                     due_ms: unit.due_ms,
                     seq,
-                }) > timers.progress
+                }) > self.progress
                 {
-                    timers.note_in_slot(slot_of(unit.due_ms), seq);
+                    self.note_in_slot(slot_of(unit.due_ms), seq);
                 }
                 seq += 1;
             }
         }
-        timers.check_invariants();
-        Ok((timers, true))
+        Ok(())
+    }
+
+    /// The units `from..to` of the log, for a snapshot.
+    ///
+    /// # Errors
+    /// A file error.
+    pub fn units(&self, from: u64, to: u64) -> Result<Vec<TimerUnit>, StoreError> {
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        while from + (out.len() as u64) < to {
+            let at = from + out.len() as u64;
+            let units = self.log.read(at, to - at)?;
+            if units.is_empty() {
+                break;
+            }
+            out.extend(units);
+        }
+        Ok(out)
+    }
+
+    /// Replaces everything with a snapshot's timer state: the log starts at
+    /// `checkpoint.scan_from` (blanks below), holds `units` up to `checkpoint.seen`, and the
+    /// progress and counts are the checkpoint's.
+    ///
+    /// # Errors
+    /// A file error, or units that do not reach `checkpoint.seen`.
+    pub fn restore(
+        &mut self,
+        checkpoint: TimerCheckpoint,
+        units: &[TimerUnit],
+    ) -> Result<(), StoreError> {
+        self.clear()?;
+        self.log.start_at(checkpoint.scan_from)?;
+        self.log.append_many(checkpoint.scan_from, units)?;
+        if self.log.queue_offset_max() != checkpoint.seen {
+            return Err(StoreError::Corrupt {
+                path: self.log.dir().to_path_buf(),
+                file_offset: 0,
+                reason: format!(
+                    "a snapshot's timer log holds {} units from {}, not up to {}",
+                    units.len(),
+                    checkpoint.scan_from,
+                    checkpoint.seen
+                ),
+            });
+        }
+        self.progress = checkpoint.progress;
+        self.pending = checkpoint.pending;
+        self.covered = checkpoint.covered;
+        self.rebuild_slots(checkpoint.scan_from, checkpoint.seen)?;
+        self.log.flush()?;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Removes the log's files wholly below `seq` (retention: no snapshot needs them).
+    ///
+    /// # Errors
+    /// A file error.
+    pub fn purge_before(&mut self, seq: u64) -> Result<u64, StoreError> {
+        self.log.purge_before(seq)
+    }
+
+    /// The lowest CommitLog offset of a pending unit: retention keeps the scheduled records
+    /// not yet delivered unless the disk forces it.
+    ///
+    /// # Errors
+    /// A file error.
+    pub fn first_pending_offset(&self) -> Result<Option<u64>, StoreError> {
+        let Some(from) = self.slots.values().map(|s| s.first).min() else {
+            return Ok(None);
+        };
+        let seen = self.log.queue_offset_max();
+        let mut lowest = None;
+        let mut seq = from;
+        while seq < seen {
+            let units = self.log.read(seq, (seen - seq).min(4096))?;
+            if units.is_empty() {
+                break;
+            }
+            for unit in &units {
+                let key = TimerKey {
+                    due_ms: unit.due_ms,
+                    seq,
+                };
+                if key > self.progress && !unit.cancel {
+                    lowest = Some(lowest.map_or(unit.commit_log_offset, |l: u64| {
+                        l.min(unit.commit_log_offset)
+                    }));
+                }
+                seq += 1;
+            }
+        }
+        Ok(lowest)
     }
 
     fn note_in_slot(&mut self, slot: i64, seq: u64) {
@@ -431,6 +536,23 @@ impl<D: Disk> Timers<D> {
             progress: self.progress,
             seen: self.log.queue_offset_max(),
             covered: self.covered,
+        }
+    }
+
+    /// What the checkpoint would keep, without flushing (a base: units not yet written are
+    /// written by the next checkpoint, before any purge relies on them).
+    pub fn checkpoint_view(&self) -> TimerCheckpoint {
+        TimerCheckpoint {
+            seen: self.log.queue_offset_max(),
+            progress: self.progress,
+            pending: self.pending,
+            covered: self.covered,
+            scan_from: self
+                .slots
+                .values()
+                .map(|s| s.first)
+                .min()
+                .unwrap_or(self.log.queue_offset_max()),
         }
     }
 
