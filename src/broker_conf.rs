@@ -13,9 +13,11 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use broker::BrokerConfig;
+use broker::retention::{DeleteWhen, RetentionConfig};
 use broker::schedule::{DelayLevels, ScheduleConfig};
 use dledger::{FlushPolicy, NodeId};
 
@@ -27,8 +29,6 @@ use crate::replica::ReplicaSpec;
 pub const IGNORED_KEYS: &[&str] = &[
     "brokerId",
     "brokerRole",
-    "deleteWhen",
-    "fileReservedTime",
     "storePathCommitLog",
     "storePathConsumeQueue",
     "storePathIndex",
@@ -303,8 +303,69 @@ pub const TIMER_MAX_DELAY_SEC: Key<Duration> = Key {
     parse: seconds,
 };
 
+pub const FILE_RESERVED_TIME: Key<u64> = Key {
+    name: "fileReservedTime",
+    default: Default::Value("72"),
+    doc: "hours a CommitLog segment is kept after its last message",
+    parse: hours,
+};
+pub const FILE_RESERVED_TIME_SECS: Key<Duration> = Key {
+    name: "fileReservedTimeSecs",
+    default: Default::Unset,
+    doc: "raftmq: the same in seconds, overriding `fileReservedTime` (short retention for tests and small disks)",
+    parse: reserved_seconds,
+};
+pub const DELETE_WHEN: Key<DeleteWhen> = Key {
+    name: "deleteWhen",
+    default: Default::Value("04"),
+    doc: "hours of the day (UTC, `;`-separated) in which expired segments are deleted; `*` is every hour",
+    parse: DeleteWhen::parse,
+};
+pub const DISK_MAX_USED_SPACE_RATIO: Key<f64> = Key {
+    name: "diskMaxUsedSpaceRatio",
+    default: Default::Value("75"),
+    doc: "percent of the disk above which expired segments go at any hour (10 to 95)",
+    parse: max_used_percent,
+};
+pub const DISK_SPACE_CLEAN_FORCIBLY_RATIO: Key<f64> = Key {
+    name: "diskSpaceCleanForciblyRatio",
+    default: Default::Value("0.85"),
+    doc: "fraction of the disk above which the oldest segments go whatever their age; a full disk takes sends again at or below it (0.30 to 0.85)",
+    parse: clean_forcibly_fraction,
+};
+pub const DISK_SPACE_WARNING_LEVEL_RATIO: Key<f64> = Key {
+    name: "diskSpaceWarningLevelRatio",
+    default: Default::Value("0.90"),
+    doc: "fraction of the disk above which it is full: sends are refused (0.35 to 0.90)",
+    parse: warning_fraction,
+};
+pub const CLEAN_RESOURCE_INTERVAL: Key<Duration> = Key {
+    name: "cleanResourceInterval",
+    default: Default::Value("10000"),
+    doc: "period of the cleaner, ms",
+    parse: millis,
+};
+pub const CLEAN_FILE_FORCIBLY_ENABLE: Key<bool> = Key {
+    name: "cleanFileForciblyEnable",
+    default: Default::Value("true"),
+    doc: "above `diskSpaceCleanForciblyRatio`, unexpired segments are deleted too",
+    parse: boolean,
+};
+pub const DELETE_FILE_BATCH_MAX: Key<usize> = Key {
+    name: "deleteFileBatchMax",
+    default: Default::Value("10"),
+    doc: "segments deleted per clean run at most",
+    parse: batch_max,
+};
+pub const DISK_USAGE_OVERRIDE_FILE: Key<PathBuf> = Key {
+    name: "diskUsageOverrideFile",
+    default: Default::Unset,
+    doc: "raftmq, for tests: read the disk's used fraction from this file while it holds one",
+    parse: path,
+};
+
 /// Every key raftmq reads, in the README's order.
-pub static KEYS: [&dyn Documented; 24] = [
+pub static KEYS: [&dyn Documented; 34] = [
     &BROKER_CLUSTER_NAME,
     &BROKER_NAME,
     &NAMESRV_ADDR,
@@ -325,6 +386,16 @@ pub static KEYS: [&dyn Documented; 24] = [
     &MESSAGE_DELAY_LEVEL,
     &TIMER_WHEEL_ENABLE,
     &TIMER_MAX_DELAY_SEC,
+    &FILE_RESERVED_TIME,
+    &FILE_RESERVED_TIME_SECS,
+    &DELETE_WHEN,
+    &DISK_MAX_USED_SPACE_RATIO,
+    &DISK_SPACE_CLEAN_FORCIBLY_RATIO,
+    &DISK_SPACE_WARNING_LEVEL_RATIO,
+    &CLEAN_RESOURCE_INTERVAL,
+    &CLEAN_FILE_FORCIBLY_ENABLE,
+    &DELETE_FILE_BATCH_MAX,
+    &DISK_USAGE_OVERRIDE_FILE,
     &HTTP_LISTEN_ADDR,
     &ELECTION_TIMEOUT_MIN_MS,
     &ELECTION_TIMEOUT_MAX_MS,
@@ -401,6 +472,62 @@ fn seconds(value: &str) -> Result<Duration, String> {
                 crate::limits::TIMER_MAX_DELAY_MAX.as_secs()
             )
         })
+}
+
+fn hours(value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|h| *h <= crate::limits::FILE_RESERVED_HOURS_MAX)
+        .ok_or_else(|| format!("hours, from 0 to {}", crate::limits::FILE_RESERVED_HOURS_MAX))
+}
+
+fn reserved_seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s <= crate::limits::FILE_RESERVED_HOURS_MAX * 3600)
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            format!(
+                "seconds, from 0 to {}",
+                crate::limits::FILE_RESERVED_HOURS_MAX * 3600
+            )
+        })
+}
+
+/// A fraction within `min..=max`, named for the error.
+fn fraction_within(value: &str, min: f64, max: f64) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (min..=max).contains(r))
+        .ok_or_else(|| format!("a fraction from {min:.2} to {max:.2}"))
+}
+
+fn max_used_percent(value: &str) -> Result<f64, String> {
+    value
+        .parse::<u8>()
+        .ok()
+        .filter(|p| (10..=95).contains(p))
+        .map(|p| f64::from(p) / 100.0)
+        .ok_or_else(|| "a percentage from 10 to 95".to_string())
+}
+
+fn clean_forcibly_fraction(value: &str) -> Result<f64, String> {
+    fraction_within(value, 0.30, 0.85)
+}
+
+fn warning_fraction(value: &str) -> Result<f64, String> {
+    fraction_within(value, 0.35, 0.90)
+}
+
+fn batch_max(value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| "a count, at least 1".to_string())
 }
 
 fn bytes(value: &str) -> Result<u64, String> {
@@ -838,6 +965,36 @@ pub fn from_pairs(
         timer_enabled: TIMER_WHEEL_ENABLE.value(&values)?,
         timer_max_delay: TIMER_MAX_DELAY_SEC.value(&values)?,
     };
+    let clean_forcibly_ratio = DISK_SPACE_CLEAN_FORCIBLY_RATIO.value(&values)?;
+    let warning_ratio = DISK_SPACE_WARNING_LEVEL_RATIO.value(&values)?;
+    if clean_forcibly_ratio > warning_ratio {
+        return Err(invalid(
+            DISK_SPACE_CLEAN_FORCIBLY_RATIO.name,
+            &clean_forcibly_ratio.to_string(),
+            format!(
+                "at most diskSpaceWarningLevelRatio ({warning_ratio}): a full disk takes sends again once cleaning brings it to this"
+            ),
+        ));
+    }
+    let disk_usage: Arc<dyn broker::retention::DiskUsage> =
+        match DISK_USAGE_OVERRIDE_FILE.read(&values)? {
+            Some(file) => Arc::new(crate::disk_usage::OverriddenUsage::new(&file, &root)),
+            None => Arc::new(crate::disk_usage::PartitionUsage::new(&root)),
+        };
+    broker.retention = RetentionConfig {
+        file_reserved: match FILE_RESERVED_TIME_SECS.read(&values)? {
+            Some(reserved) => reserved,
+            None => Duration::from_secs(FILE_RESERVED_TIME.value(&values)? * 3600),
+        },
+        delete_when: DELETE_WHEN.value(&values)?,
+        disk_max_used_ratio: DISK_MAX_USED_SPACE_RATIO.value(&values)?,
+        clean_forcibly_ratio,
+        warning_ratio,
+        clean_interval: CLEAN_RESOURCE_INTERVAL.value(&values)?,
+        clean_forcibly: CLEAN_FILE_FORCIBLY_ENABLE.value(&values)?,
+        delete_batch_max: DELETE_FILE_BATCH_MAX.value(&values)?,
+        disk_usage,
+    };
 
     let raft_peers = peers
         .iter()
@@ -963,7 +1120,11 @@ someTypo=1
         assert_eq!(c.http_listen.as_deref(), Some("127.0.0.1:8081"));
         assert_eq!(c.self_id, "n0");
         assert_eq!(c.unknown_keys, ["someTypo"]);
-        assert_eq!(c.ignored_keys, ["deleteWhen"]);
+        assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+        assert_eq!(
+            c.spec.broker.retention.delete_when,
+            DeleteWhen::parse("04").unwrap()
+        );
     }
 
     /// The same settings as TOML give the same configuration.
@@ -1074,6 +1235,19 @@ someTypo = 1
             ("timerWheelEnable", "on"),
             ("timerMaxDelaySec", "0"),
             ("timerMaxDelaySec", "99999999999"),
+            ("fileReservedTime", "-1"),
+            ("fileReservedTime", "forever"),
+            ("fileReservedTimeSecs", "1.5"),
+            ("deleteWhen", "25"),
+            ("deleteWhen", "04;noon"),
+            ("diskMaxUsedSpaceRatio", "0.75"),
+            ("diskMaxUsedSpaceRatio", "99"),
+            ("diskSpaceCleanForciblyRatio", "0.95"),
+            ("diskSpaceCleanForciblyRatio", "85"),
+            ("diskSpaceWarningLevelRatio", "0.2"),
+            ("cleanResourceInterval", "0"),
+            ("cleanFileForciblyEnable", "1"),
+            ("deleteFileBatchMax", "0"),
         ];
         for (key, value) in cases {
             let mut pairs: Vec<(String, String)> = base
@@ -1167,6 +1341,59 @@ someTypo = 1
                 ..
             })
         ));
+    }
+
+    /// Retention's keys reach the broker's settings with RocketMQ's defaults; raftmq's
+    /// `fileReservedTimeSecs` overrides the hours; a force-clean ratio above the warning ratio
+    /// is refused naming it.
+    #[test]
+    fn retention_keys_reach_the_broker() {
+        let base: Vec<(String, String)> = [
+            ("brokerName", "b"),
+            ("namesrvAddr", "127.0.0.1:9876"),
+            ("storePathRootDir", "/tmp/x"),
+            ("enableDLegerCommitLog", "true"),
+            ("dLegerPeers", "n0-127.0.0.1:40911"),
+            ("dLegerSelfId", "n0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let conf = from_pairs(base.clone(), None, None).unwrap();
+        let r = &conf.spec.broker.retention;
+        assert_eq!(r.file_reserved, Duration::from_secs(72 * 3600));
+        assert_eq!(r.delete_when, DeleteWhen::parse("04").unwrap());
+        assert_eq!(
+            (r.disk_max_used_ratio, r.clean_forcibly_ratio, r.warning_ratio),
+            (0.75, 0.85, 0.90)
+        );
+        assert_eq!(r.clean_interval, Duration::from_secs(10));
+        assert!(r.clean_forcibly);
+        assert_eq!(r.delete_batch_max, 10);
+
+        let mut pairs = base.clone();
+        for (k, v) in [
+            ("fileReservedTime", "1"),
+            ("fileReservedTimeSecs", "30"),
+            ("deleteWhen", "*"),
+            ("diskMaxUsedSpaceRatio", "60"),
+            ("cleanResourceInterval", "500"),
+            ("cleanFileForciblyEnable", "false"),
+        ] {
+            pairs.push((k.to_string(), v.to_string()));
+        }
+        let conf = from_pairs(pairs, None, None).unwrap();
+        let r = &conf.spec.broker.retention;
+        assert_eq!(r.file_reserved, Duration::from_secs(30));
+        assert_eq!(r.delete_when, DeleteWhen::EveryHour);
+        assert_eq!(r.disk_max_used_ratio, 0.60);
+        assert_eq!(r.clean_interval, Duration::from_millis(500));
+        assert!(!r.clean_forcibly);
+
+        let mut pairs = base;
+        pairs.push(("diskSpaceWarningLevelRatio".into(), "0.80".into()));
+        let err = from_pairs(pairs, None, None).unwrap_err().to_string();
+        assert!(err.contains("diskSpaceCleanForciblyRatio"), "{err}");
     }
 
     /// The README's table of keys is the one the declarations give (regenerate it with

@@ -2,6 +2,7 @@
 
 pub mod broker_conf;
 pub mod cluster;
+pub mod disk_usage;
 pub mod http;
 pub mod leadership;
 pub mod limits;

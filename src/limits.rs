@@ -16,3 +16,7 @@ pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// holds messages, so the furthest due time bounds its memory.
 pub const TIMER_MAX_DELAY_MAX: std::time::Duration =
     std::time::Duration::from_secs(400 * 24 * 3600);
+
+/// Longest `fileReservedTime`: ten years, in hours. Retention's arithmetic stays far from
+/// overflow, and no deployment keeps data longer through this setting.
+pub const FILE_RESERVED_HOURS_MAX: u64 = 10 * 366 * 24;

@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     /// Delay levels and timer messages (`messageDelayLevel`, `timerWheelEnable`,
     /// `timerMaxDelaySec`).
     pub schedule: crate::schedule::ScheduleConfig,
+    /// Retention and full disks (`fileReservedTime`, `deleteWhen`, the disk ratios, …).
+    pub retention: crate::retention::RetentionConfig,
     /// Deliberate bugs the simulation turns on; compiled only with the `mutants` feature.
     #[cfg(feature = "mutants")]
     pub mutants: Mutants,
@@ -99,6 +101,7 @@ impl BrokerConfig {
             offset_flush_interval: Duration::from_millis(200),
             clock: Arc::new(seams::SystemClock),
             schedule: crate::schedule::ScheduleConfig::default(),
+            retention: crate::retention::RetentionConfig::default(),
             #[cfg(feature = "mutants")]
             mutants: Mutants::default(),
             seed: None,

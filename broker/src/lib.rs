@@ -22,6 +22,7 @@ pub mod handover;
 pub mod limits;
 pub mod metrics;
 mod processor;
+pub mod retention;
 pub mod schedule;
 mod writer;
 
@@ -87,6 +88,12 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     pub master_lookup: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<String>)>>,
     /// What the scheduler last saw (the next due time, how far behind it is).
     pub scheduler: Mutex<schedule::SchedulerReport>,
+    /// The disk is full (see `retention`): sends are refused.
+    pub disk_full: AtomicBool,
+    /// What the cleaner keeps between runs.
+    pub retention: Mutex<retention::RetentionState>,
+    /// Wakes the cleaner at once (DELETE_EXPIRED_COMMITLOG).
+    pub clean_now: Notify,
 }
 
 /// Queue locks of orderly consumers, held in memory as RocketMQ does (clients renew every 20 s).
@@ -281,6 +288,9 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             left_leadership_at: Mutex::new(None),
             master_lookup: tokio::sync::Mutex::new(None),
             scheduler: Mutex::new(schedule::SchedulerReport::default()),
+            disk_full: AtomicBool::new(false),
+            retention: Mutex::new(retention::RetentionState::default()),
+            clean_now: Notify::new(),
         });
         let processor = Arc::new(processor::Processor {
             shared: shared.clone(),
@@ -298,6 +308,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             )),
             tokio::spawn(handover::note_lost_leadership(shared.clone())),
             tokio::spawn(schedule::run(shared.clone())),
+            tokio::spawn(retention::run(shared.clone())),
         ];
         tracing::info!(addr = %server.local_addr(), broker = %config.broker_name, "broker serving");
         Ok(Broker {

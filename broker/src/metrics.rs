@@ -110,6 +110,12 @@ pub struct Metrics {
     pub scheduled_cancelled: AtomicU64,
     /// Scheduled messages: from the time they were due to their delivery being applied.
     pub scheduled_lateness: Histogram,
+    /// The last disk usage the cleaner read, in thousandths.
+    pub disk_used_permille: AtomicU64,
+    /// CommitLog segments cut by retention entries this replica proposed.
+    pub retention_segments_cut: AtomicU64,
+    /// Sends refused because the disk is full.
+    pub disk_full_refusals: AtomicU64,
 }
 
 /// Bytes a command takes on the wire: the body exactly, the header estimated from its fields
@@ -285,6 +291,24 @@ impl Metrics {
             out,
             "raftmq_scheduled_lateness_seconds",
             "Scheduled messages from their due time to their delivery applied on the leader.",
+        );
+        write_gauge(
+            out,
+            "raftmq_disk_used_permille",
+            "Used share of the store's disk partition, in thousandths, as the cleaner last read it.",
+            self.disk_used_permille.load(Ordering::Relaxed),
+        );
+        write_counter(
+            out,
+            "raftmq_retention_segments_cut_total",
+            "CommitLog segments deleted by retention cuts this replica proposed while leading.",
+            self.retention_segments_cut.load(Ordering::Relaxed),
+        );
+        write_counter(
+            out,
+            "raftmq_disk_full_refusals_total",
+            "Sends refused because the disk is full.",
+            self.disk_full_refusals.load(Ordering::Relaxed),
         );
     }
 }

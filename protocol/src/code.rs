@@ -60,6 +60,9 @@ pub mod request {
     pub const SEND_MESSAGE_V2: i32 = 310;
     /// Batch send.
     pub const SEND_BATCH_MESSAGE: i32 = 320;
+    /// Admin → broker (`mqadmin deleteExpiredCommitLog`): delete expired CommitLog files now,
+    /// whatever `deleteWhen` says. No header; answers at once.
+    pub const DELETE_EXPIRED_COMMITLOG: i32 = 329;
     /// Lite pull consumers' pull.
     pub const LITE_PULL_MESSAGE: i32 = 361;
     /// Broker → namesrv keep-alive in 5.x controller setups.

@@ -18,4 +18,6 @@ pub mod index_file;
 pub mod store;
 pub mod timer;
 
-pub use store::{Placement, QueueItem, Store, StoreConfig, StoreMachine};
+pub use store::{
+    BaseMark, Placement, QueueItem, RetentionView, Store, StoreConfig, StoreMachine,
+};

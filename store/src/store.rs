@@ -989,7 +989,9 @@ impl<D: Disk> Store<D> {
     /// # Errors
     /// A file error.
     pub fn first_pending_timer_offset(&self) -> Result<Option<u64>, StoreError> {
-        self.read_state().timers.first_pending_offset()
+        let state = self.read_state();
+        let floor = state.floor.map_or(0, |f| f.position);
+        state.timers.first_pending_offset(floor)
     }
 
     /// Syncs everything and writes a checkpoint (on shutdown, and in tests).

@@ -360,12 +360,13 @@ impl<D: Disk> Timers<D> {
         self.log.purge_before(seq)
     }
 
-    /// The lowest CommitLog offset of a pending unit: retention keeps the scheduled records
-    /// not yet delivered unless the disk forces it.
+    /// The lowest CommitLog offset at or past `floor` of a pending unit: retention keeps the
+    /// scheduled records not yet delivered unless the disk forces it (a unit below the floor
+    /// lost its record to a forced cut and is dropped when due).
     ///
     /// # Errors
     /// A file error.
-    pub fn first_pending_offset(&self) -> Result<Option<u64>, StoreError> {
+    pub fn first_pending_offset(&self, floor: u64) -> Result<Option<u64>, StoreError> {
         let Some(from) = self.slots.values().map(|s| s.first).min() else {
             return Ok(None);
         };
@@ -382,7 +383,7 @@ impl<D: Disk> Timers<D> {
                     due_ms: unit.due_ms,
                     seq,
                 };
-                if key > self.progress && !unit.cancel {
+                if key > self.progress && !unit.cancel && unit.commit_log_offset >= floor {
                     lowest = Some(lowest.map_or(unit.commit_log_offset, |l: u64| {
                         l.min(unit.commit_log_offset)
                     }));

@@ -12,6 +12,7 @@
 //! - [`topics`]: creating topics.
 //! - [`lookups`]: a message by its offset id or by key.
 //! - [`transfer`]: RAFTMQ_TRANSFER_LEADER, raftmq's own.
+//! - DELETE_EXPIRED_COMMITLOG arms the cleaner (`crate::retention`) here.
 
 mod clients;
 mod lookups;
@@ -163,6 +164,16 @@ impl<D: Disk, T: Transport> Processor<D, T> {
             }
             request::VIEW_MESSAGE_BY_ID => lookups::ViewMessage::parse(req)?.apply(self, req),
             request::QUERY_MESSAGE => lookups::QueryMessage::parse(req)?.apply(self, req),
+            request::DELETE_EXPIRED_COMMITLOG => {
+                // RocketMQ answers at once and arms the next clean runs.
+                self.shared
+                    .retention
+                    .lock()
+                    .expect("retention lock")
+                    .manual_runs = crate::retention::MANUAL_RUNS;
+                self.shared.clean_now.notify_one();
+                Ok(ok(req))
+            }
             request::RAFTMQ_TRANSFER_LEADER => {
                 transfer::TransferLeader::parse(req)?.apply(self, req).await
             }
@@ -226,6 +237,29 @@ impl<D: Disk, T: Transport> Processor<D, T> {
         } else {
             Err(self.not_master())
         }
+    }
+
+    /// Refuses with `code` and RocketMQ's full-disk remark while the disk is full.
+    fn require_disk_space(&self, code: i32) -> Result<(), Refusal> {
+        if !self
+            .shared
+            .disk_full
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(());
+        }
+        self.shared
+            .metrics
+            .disk_full_refusals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let used = self
+            .shared
+            .retention
+            .lock()
+            .expect("retention lock")
+            .used_ratio
+            .unwrap_or(1.0);
+        Err(Refusal::new(code, crate::retention::disk_full_remark(used)))
     }
 
     /// Reads the record of a ConsumeQueue unit or message id from the log and checks it.

@@ -62,6 +62,7 @@ impl Send {
                 held => return Err(p.not_master_after(&held)),
             }
         }
+        p.require_disk_space(response::SERVICE_NOT_AVAILABLE)?;
         protocol::names::check_topic(&header.topic)
             .map_err(|err| Refusal::new(response::MESSAGE_ILLEGAL, err.to_string()))?;
         if system_topic::is_scheduled(&header.topic) {
@@ -222,6 +223,10 @@ impl SendBack {
     ) -> Answer {
         let header = self.header;
         p.require_master()?;
+        // RocketMQ answers a send-back on a full disk with SYSTEM_ERROR, remark
+        // SERVICE_NOT_AVAILABLE; the consumer retries it locally.
+        p.require_disk_space(response::SYSTEM_ERROR)
+            .map_err(|_| Refusal::new(response::SYSTEM_ERROR, "SERVICE_NOT_AVAILABLE"))?;
         let found = u64::try_from(header.offset)
             .ok()
             .filter(|o| *o < p.shared.store.applied_end())
