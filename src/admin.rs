@@ -5,6 +5,10 @@
 //! (`RAFTMQ_TRANSFER_LEADER`). ADDR must be the leader: a follower answers "not the leader"
 //! naming the leader (and its address, when the name servers list it), and the command fails
 //! with that answer rather than follow it, so it only ever acts on the replica it was given.
+//!
+//! `delete-expired --broker ADDR` sends RocketMQ's DELETE_EXPIRED_COMMITLOG (what `mqadmin
+//! deleteExpiredCommitLog` sends): the replica's next clean runs delete expired CommitLog
+//! segments whatever `deleteWhen` says (the replica serving writes decides the cut).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +23,17 @@ pub enum AdminCommand {
     /// Hand a broker group's leadership to another replica; prints one JSON line, exits 1 on
     /// failure.
     TransferLeader(TransferLeaderArgs),
+    /// Delete expired CommitLog segments now (DELETE_EXPIRED_COMMITLOG); prints one JSON line,
+    /// exits 1 on failure.
+    DeleteExpired(DeleteExpiredArgs),
+}
+
+/// Flags of `raftmq admin delete-expired`.
+#[derive(clap::Args)]
+pub struct DeleteExpiredArgs {
+    /// Client (remoting) address of a replica, host:port.
+    #[arg(long)]
+    broker: String,
 }
 
 /// Flags of `raftmq admin transfer-leader`.
@@ -43,6 +58,27 @@ pub struct TransferLeaderArgs {
 pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::TransferLeader(args) => transfer_leader(args).await,
+        AdminCommand::DeleteExpired(args) => delete_expired(args).await,
+    }
+}
+
+async fn delete_expired(args: DeleteExpiredArgs) -> anyhow::Result<()> {
+    let mut line = serde_json::Map::new();
+    line.insert("broker".into(), args.broker.clone().into());
+    let request = RemotingCommand::request(request::DELETE_EXPIRED_COMMITLOG, BTreeMap::new());
+    let (client, _inbound) = remoting::Client::new(remoting::TcpTransport);
+    match client.request(&args.broker, request, CALL_MARGIN).await {
+        Ok(answer) if answer.code == response::SUCCESS => {
+            line.insert("ok".into(), true.into());
+            println!("{}", serde_json::Value::Object(line));
+            Ok(())
+        }
+        Ok(answer) => fail(line, Some(answer.code), &answer.remark.unwrap_or_default()),
+        Err(err) => fail(
+            line,
+            None,
+            &format!("no answer from {}: {err}", args.broker),
+        ),
     }
 }
 

@@ -479,7 +479,12 @@ fn hours(value: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .filter(|h| *h <= crate::limits::FILE_RESERVED_HOURS_MAX)
-        .ok_or_else(|| format!("hours, from 0 to {}", crate::limits::FILE_RESERVED_HOURS_MAX))
+        .ok_or_else(|| {
+            format!(
+                "hours, from 0 to {}",
+                crate::limits::FILE_RESERVED_HOURS_MAX
+            )
+        })
 }
 
 fn reserved_seconds(value: &str) -> Result<Duration, String> {
@@ -1364,7 +1369,11 @@ someTypo = 1
         assert_eq!(r.file_reserved, Duration::from_secs(72 * 3600));
         assert_eq!(r.delete_when, DeleteWhen::parse("04").unwrap());
         assert_eq!(
-            (r.disk_max_used_ratio, r.clean_forcibly_ratio, r.warning_ratio),
+            (
+                r.disk_max_used_ratio,
+                r.clean_forcibly_ratio,
+                r.warning_ratio
+            ),
             (0.75, 0.85, 0.90)
         );
         assert_eq!(r.clean_interval, Duration::from_secs(10));

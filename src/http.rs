@@ -251,6 +251,7 @@ pub fn replica_status(handles: &ReplicaHandles) -> Value {
         "has_quorum": status.has_quorum,
         "quorum_acked_ms_ago": status.quorum_acked_ms_ago,
         "scheduled": handles.broker.scheduled(),
+        "retention": handles.broker.retention(),
         "topics": handles.broker.topic_queues(),
     })
 }

@@ -427,7 +427,52 @@ pub struct ScheduledStatus {
     pub delivery_lag_ms: Option<i64>,
 }
 
+/// Retention on one replica, for `/status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RetentionStatus {
+    /// The first CommitLog position kept (0 before any cut).
+    pub first_position: u64,
+    /// The last entry the log was purged up to (the snapshot point), if any.
+    pub purged_through_index: Option<u64>,
+    /// CommitLog segments kept (the active one included).
+    pub segments: usize,
+    /// The disk's used fraction, as the cleaner last read it.
+    pub disk_used_ratio: Option<f64>,
+    /// Sends are refused: the disk is full.
+    pub disk_full: bool,
+    /// Clean runs still armed by DELETE_EXPIRED_COMMITLOG.
+    pub manual_runs: u32,
+    /// Cuts this replica proposed while leading.
+    pub purges_proposed: u64,
+}
+
 impl<D: Disk, T: Transport> BrokerView<D, T> {
+    /// Retention on this replica.
+    pub fn retention(&self) -> RetentionStatus {
+        let view = self.shared.store.retention();
+        let state = self
+            .shared
+            .retention
+            .lock()
+            .expect("retention lock")
+            .clone();
+        let segments = view
+            .bases
+            .iter()
+            .filter(|b| b.position > view.floor)
+            .count()
+            + 1;
+        RetentionStatus {
+            first_position: view.floor,
+            purged_through_index: view.purged_through.map(|l| l.index),
+            segments,
+            disk_used_ratio: state.used_ratio,
+            disk_full: self.shared.disk_full.load(Ordering::Acquire),
+            manual_runs: state.manual_runs,
+            purges_proposed: state.purges_proposed,
+        }
+    }
+
     /// What the broker counts.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.shared.metrics.clone()

@@ -274,7 +274,11 @@ async fn clean_once<D: Disk, T: Transport>(shared: &Arc<Shared<D, T>>, config: &
     let full = disk_full_after(config, was_full, used_ratio);
     if full != was_full {
         if full {
-            tracing::warn!(used_ratio, warning = config.warning_ratio, "disk full: sends are refused");
+            tracing::warn!(
+                used_ratio,
+                warning = config.warning_ratio,
+                "disk full: sends are refused"
+            );
         } else {
             tracing::info!(used_ratio, "disk no longer full: sends are taken again");
         }
@@ -300,12 +304,14 @@ async fn clean_once<D: Disk, T: Transport>(shared: &Arc<Shared<D, T>>, config: &
         used_ratio,
         manual,
     };
-    let Some(cut) = decide(config, &view, input, || {
-        shared.store.first_pending_timer_offset().unwrap_or_else(|err| {
+    let Some(cut) =
+        decide(config, &view, input, || {
+            shared.store.first_pending_timer_offset().unwrap_or_else(|err| {
             tracing::error!(cause = %err, "timer log unreadable: retention keeps everything");
             Some(0)
         })
-    }) else {
+        })
+    else {
         return;
     };
     tracing::info!(?cut, used_ratio, manual, "retention: proposing a cut");
@@ -380,16 +386,32 @@ mod tests {
         let cut = decide(&c, &view(0), at(4, 0.1), || None).unwrap();
         assert_eq!(cut.first_position, 200);
         assert_eq!(cut.segments, 2);
-        assert_eq!(decide(&c, &view(0), at(5, 0.1), || None), None, "05 is not the hour");
         assert_eq!(
-            decide(&config(2, "*"), &view(0), at(5, 0.1), || None).unwrap().first_position,
+            decide(&c, &view(0), at(5, 0.1), || None),
+            None,
+            "05 is not the hour"
+        );
+        assert_eq!(
+            decide(&config(2, "*"), &view(0), at(5, 0.1), || None)
+                .unwrap()
+                .first_position,
             300,
             "every hour; the active segment stays"
         );
-        let manual = Decide { manual: true, ..at(5, 0.1) };
-        assert_eq!(decide(&c, &view(0), manual, || None).unwrap().first_position, 300);
+        let manual = Decide {
+            manual: true,
+            ..at(5, 0.1)
+        };
         assert_eq!(
-            decide(&c, &view(100), at(4, 0.1), || None).unwrap().first_position,
+            decide(&c, &view(0), manual, || None)
+                .unwrap()
+                .first_position,
+            300
+        );
+        assert_eq!(
+            decide(&c, &view(100), at(4, 0.1), || None)
+                .unwrap()
+                .first_position,
             200,
             "from the floor on"
         );
@@ -400,24 +422,54 @@ mod tests {
     #[test]
     fn a_fuller_disk_deletes_sooner() {
         let c = config(100, "04");
-        assert_eq!(decide(&c, &view(0), at(5, 0.80), || None), None, "nothing expired");
+        assert_eq!(
+            decide(&c, &view(0), at(5, 0.80), || None),
+            None,
+            "nothing expired"
+        );
         let cut = decide(&c, &view(0), at(5, 0.86), || None).unwrap();
         assert_eq!((cut.first_position, cut.forced), (300, true));
-        let off = RetentionConfig { clean_forcibly: false, ..config(100, "04") };
+        let off = RetentionConfig {
+            clean_forcibly: false,
+            ..config(100, "04")
+        };
         assert_eq!(decide(&off, &view(0), at(5, 0.99), || None), None);
-        let one = RetentionConfig { delete_batch_max: 1, ..config(100, "04") };
-        assert_eq!(decide(&one, &view(0), at(5, 0.9), || None).unwrap().first_position, 100);
+        let one = RetentionConfig {
+            delete_batch_max: 1,
+            ..config(100, "04")
+        };
+        assert_eq!(
+            decide(&one, &view(0), at(5, 0.9), || None)
+                .unwrap()
+                .first_position,
+            100
+        );
         let c = config(2, "04");
-        assert_eq!(decide(&c, &view(0), at(5, 0.76), || None).unwrap().first_position, 200);
+        assert_eq!(
+            decide(&c, &view(0), at(5, 0.76), || None)
+                .unwrap()
+                .first_position,
+            200
+        );
     }
 
     /// Undelivered scheduled records keep their segment unless the disk forces the cut.
     #[test]
     fn pending_scheduled_records_keep_their_segment() {
         let c = config(0, "*");
-        assert_eq!(decide(&c, &view(0), at(5, 0.1), || Some(150)).unwrap().first_position, 100);
+        assert_eq!(
+            decide(&c, &view(0), at(5, 0.1), || Some(150))
+                .unwrap()
+                .first_position,
+            100
+        );
         assert_eq!(decide(&c, &view(0), at(5, 0.1), || Some(50)), None);
-        assert_eq!(decide(&c, &view(0), at(5, 0.9), || Some(50)).unwrap().first_position, 300);
+        assert_eq!(
+            decide(&c, &view(0), at(5, 0.9), || Some(50))
+                .unwrap()
+                .first_position,
+            300
+        );
     }
 
     /// The disk-full flag is set above the warning ratio and cleared only at or below the

@@ -60,6 +60,13 @@ enum AfterFailure {
 /// SERVICE_NOT_AVAILABLE), so sending again after a pause can succeed once a new leader is
 /// registered.
 fn failing_over(err: &ClientError) -> bool {
+    // A broker whose disk is full answers SERVICE_NOT_AVAILABLE too, with RocketMQ's remark;
+    // it is not failing over, and waiting out the send timeout would only hide its answer.
+    if let ClientError::Refused { remark, .. } = err
+        && remark.contains(DISK_FULL_REMARK)
+    {
+        return false;
+    }
     matches!(
         err,
         ClientError::Remoting(
@@ -73,6 +80,9 @@ fn failing_over(err: &ClientError) -> bool {
             }
     )
 }
+
+/// What RocketMQ's brokers write in the remark of a send refused for a full disk.
+const DISK_FULL_REMARK: &str = "disk is full";
 
 fn after_failure(err: &ClientError) -> AfterFailure {
     match err {
@@ -670,6 +680,24 @@ impl<T: Transport> Producer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A SERVICE_NOT_AVAILABLE for a full disk is not a failover: the send fails with the
+    /// broker's answer once the retries are used, instead of waiting out its timeout.
+    #[test]
+    fn a_full_disk_is_not_a_failover() {
+        let refused = |remark: &str| ClientError::Refused {
+            addr: "b:1".into(),
+            request_code: 310,
+            code: response::SERVICE_NOT_AVAILABLE,
+            remark: remark.into(),
+        };
+        assert!(failing_over(&refused(
+            "not master: broker b replica 2 is Follower"
+        )));
+        assert!(!failing_over(&refused(
+            "service not available now. the broker's disk is full [CL:  0.95 CQ:  0.95 INDEX:  0.95]"
+        )));
+    }
 
     fn queues(spec: &[(&str, i32)]) -> Vec<MessageQueue> {
         spec.iter()

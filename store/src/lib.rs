@@ -18,6 +18,4 @@ pub mod index_file;
 pub mod store;
 pub mod timer;
 
-pub use store::{
-    BaseMark, Placement, QueueItem, RetentionView, Store, StoreConfig, StoreMachine,
-};
+pub use store::{BaseMark, Placement, QueueItem, RetentionView, Store, StoreConfig, StoreMachine};
