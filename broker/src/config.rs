@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Mutants {
     /// The scheduler delivers messages this many ms before they are due.
     pub deliver_early_ms: i64,
+    /// Retention's cleaner takes every segment as expired, whatever its age.
+    pub purge_unexpired: bool,
 }
 
 /// Settings of one broker replica.

@@ -299,11 +299,19 @@ async fn clean_once<D: Disk, T: Transport>(shared: &Arc<Shared<D, T>>, config: &
         return;
     }
     let view = shared.store.retention();
-    let input = Decide {
+    #[allow(unused_mut)]
+    let mut input = Decide {
         now_ms: shared.config.clock.now_ms().max(0) as u64,
         used_ratio,
         manual,
     };
+    #[cfg(feature = "mutants")]
+    if shared.config.mutants.purge_unexpired {
+        // A deliberate bug for the simulation: every segment looks ages old.
+        input.now_ms = input
+            .now_ms
+            .saturating_add(config.file_reserved.as_millis() as u64);
+    }
     let Some(cut) =
         decide(config, &view, input, || {
             shared.store.first_pending_timer_offset().unwrap_or_else(|err| {
@@ -357,6 +365,7 @@ mod tests {
                 })
                 .collect(),
             newest_store_ms: 3 * HOUR,
+            floor_entry: None,
         }
     }
 
@@ -444,13 +453,16 @@ mod tests {
                 .first_position,
             100
         );
-        let c = config(2, "04");
+        // Outside the hour, past the max ratio: the expired ones (last written at 1 h and 2 h;
+        // not the one at 3 h) go.
+        let c = config(2, "10");
         assert_eq!(
-            decide(&c, &view(0), at(5, 0.76), || None)
+            decide(&c, &view(0), at(4, 0.76), || None)
                 .unwrap()
                 .first_position,
             200
         );
+        assert_eq!(decide(&c, &view(0), at(4, 0.74), || None), None);
     }
 
     /// Undelivered scheduled records keep their segment unless the disk forces the cut.

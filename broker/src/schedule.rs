@@ -492,11 +492,11 @@ async fn round<D: Disk, T: Transport>(
     // records that cannot be read are covered without a delivery.
     let mut records = Vec::with_capacity(bytes);
     let mut due_times = Vec::with_capacity(due.len());
-    for (slot, _, unit) in &due {
+    for (slot, key, unit) in &due {
         if unit.cancel {
             continue;
         }
-        let Some(waiting) = read_waiting(shared, unit) else {
+        let Some(waiting) = read_due(shared, key.seq, unit) else {
             tracing::warn!(
                 commit_log_offset = unit.commit_log_offset,
                 "scheduled message unreadable: dropped"
@@ -564,6 +564,36 @@ async fn round<D: Disk, T: Transport>(
 
 /// The scheduled record a unit points at, decoded; `None` if it cannot be read (retention
 /// removed it, or it fails its checks).
+/// How many more times a due unit and its record are read before the message is dropped as
+/// unreadable: a failed read may be a transient fault of the unit (a flipped bit in its offset)
+/// or of the record, and a message is dropped only when its bytes are really gone (retention
+/// forced a cut past it).
+const UNREADABLE_RETRIES: usize = 3;
+
+/// The due unit `seq`'s message: read as cached, then, if that fails, unit and record read
+/// afresh a few times.
+fn read_due<D: Disk, T: Transport>(
+    shared: &Shared<D, T>,
+    seq: u64,
+    unit: &TimerUnit,
+) -> Option<StoredMessage> {
+    if let Some(message) = read_waiting(shared, unit) {
+        return Some(message);
+    }
+    for _ in 0..UNREADABLE_RETRIES {
+        let fresh = shared
+            .store
+            .timer_walk(seq, seq)
+            .ok()
+            .and_then(|units| units.into_iter().next())
+            .map(|(_, unit)| unit);
+        if let Some(message) = fresh.and_then(|unit| read_waiting(shared, &unit)) {
+            return Some(message);
+        }
+    }
+    None
+}
+
 fn read_waiting<D: Disk, T: Transport>(
     shared: &Shared<D, T>,
     unit: &TimerUnit,

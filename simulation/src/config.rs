@@ -58,6 +58,8 @@ pub enum Mutant {
     IgnoreQuorumLoss,
     /// Deliver scheduled messages half a second before they are due.
     DeliverEarly,
+    /// Let retention cut segments that have not expired.
+    PurgeUnexpired,
 }
 
 /// An RNG for one subsystem of one seed.
@@ -106,6 +108,9 @@ pub struct SimConfig {
     pub propose_pause_ms: Range<u64>,
     /// Per-step odds of cutting one replica off from every other (a leader losing its quorum).
     pub isolation_odds: f64,
+    /// Retention of the messaging workload (`fileReservedTime`), if the seed turns it on: the
+    /// leader cuts segments this long after their last message, every hour of the day.
+    pub retention_ms: Option<u64>,
 }
 
 /// Segment size in the simulation: small, so runs roll over files.
@@ -151,6 +156,8 @@ impl SimConfig {
             propose_pause_ms: 1..r.random_range(5..=40),
             // Drawn last: the draws above stay what they were before it existed.
             isolation_odds: r.random_range(0.0002..0.0008),
+            // Drawn after it, for the same reason.
+            retention_ms: r.random_bool(0.5).then(|| r.random_range(400..=1_500)),
         }
     }
 }

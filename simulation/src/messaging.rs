@@ -134,8 +134,21 @@ pub fn broker_config(cluster: &Cluster, id: u64, incarnation: u64) -> BrokerConf
     if cluster.mutant == Some(crate::config::Mutant::DeliverEarly) {
         config.mutants.deliver_early_ms = 500;
     }
+    if let Some(retention_ms) = cluster.config.retention_ms {
+        config.retention.file_reserved = Duration::from_millis(retention_ms);
+        config.retention.delete_when = broker::retention::DeleteWhen::EveryHour;
+        config.retention.clean_interval = RETENTION_CLEAN_INTERVAL;
+    }
+    if cluster.mutant == Some(crate::config::Mutant::PurgeUnexpired) {
+        config.mutants.purge_unexpired = true;
+        config.retention.delete_when = broker::retention::DeleteWhen::EveryHour;
+        config.retention.clean_interval = RETENTION_CLEAN_INTERVAL;
+    }
     config
 }
+
+/// The cleaner's period in the simulation: several runs per retention period.
+const RETENTION_CLEAN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The messaging layers on every replica: each applies into its message store and runs a
 /// broker over it.
@@ -311,6 +324,7 @@ async fn produce_forever(cluster: Cluster, producer: u64, seed: u64) {
                         producer,
                         queue_id: header.queue_id,
                         queue_offset: header.queue_offset,
+                        sent_ms: born,
                     };
                     cluster.oracle.lock().expect("oracle").sends.push(ack);
                     next = at;
@@ -344,8 +358,9 @@ fn pull_request(consumer: u64, queue_id: i32, queue_offset: i64) -> RemotingComm
 
 /// One consumer: pulls a random queue from its next offset, from one replica until that one
 /// fails or refuses, then the next. What it gets must continue the queue exactly: the offsets
-/// dense from where it asked, each record of the queue it asked. It never skips ahead, so an
-/// answer from a replica that applied less (or is rebuilding its store) only waits.
+/// dense from where it asked, each record of the queue it asked. It skips ahead only when
+/// retention cut the queue past it (PULL_OFFSET_MOVED to a later offset), so an answer from a
+/// replica that applied less (or is rebuilding its store) only waits.
 async fn consume_forever(cluster: Cluster, consumer: u64, seed: u64) {
     let mut rng = rng(seed, 0);
     let (client, _inbound) = remoting::Client::new(TurmoilTransport);
@@ -372,6 +387,26 @@ async fn consume_forever(cluster: Cluster, consumer: u64, seed: u64) {
             .await;
         let answer = match answer {
             Ok(answer) if answer.code == response::SUCCESS => answer,
+            Ok(answer) if answer.code == response::PULL_OFFSET_MOVED => {
+                // Retention cut the queue past `from`: move on to its min, as RocketMQ's
+                // consumers do. An answer naming an offset at or before `from` (a replica that
+                // applied less) is not a jump: ask another replica.
+                let next = PullMessageResponseHeader::from_ext(&answer.ext_fields)
+                    .map(|h| h.next_begin_offset)
+                    .unwrap_or(from);
+                if next > from {
+                    next_offsets[queue_id as usize] = next;
+                    cluster
+                        .oracle
+                        .lock()
+                        .expect("oracle")
+                        .skipped
+                        .push((consumer, queue_id, from, next));
+                } else {
+                    at = (at + 1) % brokers.len();
+                }
+                continue;
+            }
             Ok(_) => {
                 at = (at + 1) % brokers.len();
                 continue;
@@ -454,17 +489,23 @@ async fn consume_forever(cluster: Cluster, consumer: u64, seed: u64) {
 }
 
 /// Whether every consumer has pulled every queue up to `ends` (queue id to one past the last
-/// acknowledged offset) and received every acknowledged scheduled message.
+/// acknowledged offset) and received every acknowledged scheduled message (or jumped over
+/// part of its queue that retention cut).
 pub fn consumers_caught_up(
     consumed: &[Consumed],
     ends: &std::collections::BTreeMap<i32, i64>,
     scheduled: &[ScheduledAck],
+    skipped: &[(u64, i32, i64, i64)],
 ) -> bool {
     let mut got: std::collections::BTreeSet<(u64, u64)> = std::collections::BTreeSet::new();
     for c in consumed {
         got.insert((c.consumer, c.id));
     }
-    if !(1..=CLIENT_HOSTS).all(|k| scheduled.iter().all(|s| got.contains(&(k << 16, s.id)))) {
+    let received = |k: u64, s: &ScheduledAck| {
+        got.contains(&(k << 16, s.id))
+            || crate::invariants::skips_queue(skipped, k << 16, s.queue_id)
+    };
+    if !(1..=CLIENT_HOSTS).all(|k| scheduled.iter().all(|s| received(k, s))) {
         return false;
     }
     let mut reached: std::collections::BTreeMap<(u64, i32), i64> =
@@ -472,6 +513,10 @@ pub fn consumers_caught_up(
     for c in consumed {
         let next = reached.entry((c.consumer, c.queue_id)).or_default();
         *next = (*next).max(c.queue_offset + 1);
+    }
+    for (consumer, queue_id, _, to) in skipped {
+        let next = reached.entry((*consumer, *queue_id)).or_default();
+        *next = (*next).max(*to);
     }
     (1..=CLIENT_HOSTS).all(|k| {
         ends.iter()

@@ -22,6 +22,8 @@ pub struct SendAck {
     pub queue_id: i32,
     /// Queue offset the answer named.
     pub queue_offset: i64,
+    /// Sim time (epoch ms) the send began: the message was stored no earlier.
+    pub sent_ms: i64,
 }
 
 /// One message a broker acknowledged as scheduled (a timer message) in the messaging workload:
@@ -67,6 +69,9 @@ pub struct Oracle {
     pub consume_errors: Vec<String>,
     /// Scheduled messages consumers saw stored or received before they were due, first first.
     pub early: Vec<String>,
+    /// Ranges of queue offsets consumers jumped over because retention had cut them (a pull
+    /// answered PULL_OFFSET_MOVED): (consumer, queue, from, to).
+    pub skipped: Vec<(u64, i32, i64, i64)>,
     /// Proposals sent.
     pub proposed: u64,
 }

@@ -583,7 +583,13 @@ impl Driver<'_> {
         )?;
         if self.layer == Layer::Broker {
             self.checker.check_messaging(&views)?;
+            // Without retention the broker's default (72 h) applies.
+            let reserved_ms = self.cluster.config.retention_ms.unwrap_or(72 * 3_600_000);
+            // The clock the hosts read (`SimClock`), from outside them.
+            let now_ms = (crate::transport::EPOCH + self.sim.elapsed()).as_millis() as i64;
             let oracle = self.cluster.oracle.lock().expect("oracle");
+            self.checker
+                .check_retention(&views, &oracle.sends, reserved_ms, now_ms)?;
             if let Some(first) = oracle.early.first() {
                 return Err(Violation {
                     invariant: "scheduled_not_before_due",
@@ -666,6 +672,31 @@ impl Driver<'_> {
             }
         }
         let state = self.converged();
+        // SIM_DEBUG=1: what each store holds when a run does not converge.
+        if std::env::var("SIM_DEBUG").is_ok() && self.layer == Layer::Broker {
+            let slots = self.cluster.slots.lock().expect("slots");
+            for (id, slot) in slots.iter() {
+                if let Some(store) = slot.store.as_deref() {
+                    eprintln!(
+                        "node {id}: timers {:?} retention {:?} queue0 {}..{}",
+                        store.timer_stats(),
+                        store.retention(),
+                        store.min_offset(crate::messaging::TOPIC, 0),
+                        store.max_offset(crate::messaging::TOPIC, 0)
+                    );
+                }
+            }
+            let oracle = self.cluster.oracle.lock().expect("oracle");
+            eprintln!("skipped {:?}", oracle.skipped);
+            let last: Vec<_> = oracle
+                .consumed
+                .iter()
+                .filter(|c| c.queue_id == 0)
+                .rev()
+                .take(3)
+                .collect();
+            eprintln!("last consumed on queue 0 {last:?}");
+        }
         let route = if self.layer == Layer::Broker {
             format!(
                 ", namesrv lists the leader as master: {}, consumers caught up: {}",
@@ -714,7 +745,7 @@ impl Driver<'_> {
             let end = ends.entry(ack.queue_id).or_insert(0);
             *end = ack.queue_offset.saturating_add(1).max(*end);
         }
-        messaging::consumers_caught_up(&oracle.consumed, &ends, &oracle.scheduled)
+        messaging::consumers_caught_up(&oracle.consumed, &ends, &oracle.scheduled, &oracle.skipped)
     }
 
     fn acked_count(&self) -> usize {
@@ -724,15 +755,16 @@ impl Driver<'_> {
 
     fn all_sends_consumable(&self) -> Result<(), Violation> {
         self.pause_disk_faults(true);
-        let (sends, consumed, scheduled) = {
+        let (sends, consumed, scheduled, skipped) = {
             let oracle = self.cluster.oracle.lock().expect("oracle");
             (
                 oracle.sends.clone(),
                 oracle.consumed.clone(),
                 oracle.scheduled.clone(),
+                oracle.skipped.clone(),
             )
         };
-        crate::invariants::scheduled_delivered_once(&consumed, &scheduled)?;
+        crate::invariants::scheduled_delivered_once(&consumed, &scheduled, &skipped)?;
         let result = {
             let slots = self.cluster.slots.lock().expect("slots");
             slots.iter().try_for_each(|(id, slot)| {

@@ -103,9 +103,12 @@ fn ledger_layer_stays_the_default() {
 /// - 399: a read returned damaged bytes during recovery; the replica took the synced,
 ///   acknowledged entry 393 for a torn tail, cut it, and the next leader (elected with its
 ///   vote) overwrote a committed entry. Recovery now reads a damaged entry twice before cutting.
+/// - 18 (with retention in the workload): a read of a timer unit returned a flipped bit in its
+///   commit-log offset; the scheduler found no record there and dropped the scheduled message
+///   for good. A due message is now read again (unit and record) before it is dropped.
 #[test]
 fn broker_seeds_that_found_bugs_pass() {
-    for seed in ["72", "161", "210", "264", "311", "371", "399"] {
+    for seed in ["18", "72", "161", "210", "264", "311", "371", "399"] {
         let (ok, _, stderr) = simulation(&["--seed", seed, "--layer", "broker"]);
         assert!(ok, "seed {seed}: {stderr}");
     }
@@ -193,6 +196,49 @@ fn scheduler_delivering_early_is_caught() {
         .to_string();
     assert!(
         violation.starts_with("scheduled_not_before_due"),
+        "{violation}"
+    );
+}
+
+/// With retention cutting segments whatever their age (mutant `purge-unexpired`), the messaging
+/// workload's sweep finds a queue cut past a message younger than the retention period, names
+/// the invariant, and the seed fails the same way alone.
+#[test]
+fn retention_cutting_unexpired_segments_is_caught() {
+    let (_, stdout, stderr) = simulation(&[
+        "--seeds",
+        "0..10",
+        "--layer",
+        "broker",
+        "--mutant",
+        "purge-unexpired",
+    ]);
+    let summary = last_json(&stdout);
+    let failed = summary["failed_seeds"].as_array().expect("failed seeds");
+    assert!(
+        !failed.is_empty(),
+        "cuts of unexpired segments were not caught in 10 seeds: {summary}"
+    );
+    assert!(
+        stderr.contains("retention_only_expired"),
+        "the violation names the invariant:\n{stderr}"
+    );
+    let seed = failed[0].as_u64().expect("a seed").to_string();
+    let (ok, replay, _) = simulation(&[
+        "--seed",
+        &seed,
+        "--layer",
+        "broker",
+        "--mutant",
+        "purge-unexpired",
+    ]);
+    assert!(!ok, "seed {seed} must fail again alone");
+    let violation = last_json(&replay)["violation"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        violation.starts_with("retention_only_expired"),
         "{violation}"
     );
 }

@@ -8,7 +8,8 @@
 //!
 //! ### Restart
 //! A checkpoint (topics, consumer offsets, each queue's length, the last applied entry) is
-//! written after the ConsumeQueues and IndexFile are synced. On start, queues longer than the
+//! written after the ConsumeQueues and IndexFile are synced, every `checkpoint_every` entries
+//! or `checkpoint_interval` of applying, whichever comes first. On start, queues longer than the
 //! checkpoint are cut back to it and entries after it are applied again; a queue shorter than
 //! the checkpoint says (a lost file) makes the store start from nothing and re-apply the whole
 //! log.
@@ -39,8 +40,12 @@ pub struct StoreConfig {
     pub cq_units_per_file: u64,
     /// IndexFile sizing.
     pub index: IndexConfig,
-    /// Entries applied between checkpoints.
+    /// Entries applied between checkpoints at most.
     pub checkpoint_every: u64,
+    /// Time between checkpoints at most (while entries apply): a restart applies again what
+    /// arrived since the last one, so this bounds its work by time as `checkpoint_every` does
+    /// by count.
+    pub checkpoint_interval: std::time::Duration,
     /// Bytes of a CommitLog segment (the ledger's `segment_bytes`): an entry at a multiple of it
     /// starts a segment, and the store records a base there.
     pub segment_bytes: u64,
@@ -58,6 +63,7 @@ impl StoreConfig {
             cq_units_per_file: 300_000,
             index: IndexConfig::default(),
             checkpoint_every: 10_000,
+            checkpoint_interval: std::time::Duration::from_secs(1),
             segment_bytes: 1 << 30,
             results_kept: 4096,
         }
@@ -105,6 +111,9 @@ pub struct RetentionView {
     pub bases: Vec<BaseMark>,
     /// Newest store timestamp applied.
     pub newest_store_ms: u64,
+    /// The entry that set the floor, once this replica applied it (a replica restored from a
+    /// snapshot knows the floor before it replays that entry).
+    pub floor_entry: Option<u64>,
 }
 
 /// What survives a restart without re-applying.
@@ -137,6 +146,8 @@ struct State<D: Disk> {
     timers: Timers<D>,
     applied: Option<LogId>,
     since_checkpoint: u64,
+    /// When the last checkpoint was written (tokio's clock: the simulation's in a run).
+    checkpointed_at: tokio::time::Instant,
     /// Segment starts past the floor, with the state before them (see "Retention").
     bases: BTreeMap<u64, BaseMark>,
     /// The base retention purged up to.
@@ -144,6 +155,9 @@ struct State<D: Disk> {
     /// Each queue's first readable offset where retention moved it past its first file.
     queue_floors: BTreeMap<(String, i32), u64>,
     newest_store_ms: u64,
+    /// The Purge entry that set the floor, once applied here (not persisted: for status and
+    /// the simulation's comparisons).
+    floor_entry: Option<u64>,
 }
 
 /// Where the messages of one applied entry went, in record order: (queue id, queue offset).
@@ -476,10 +490,12 @@ impl<D: Disk> Store<D> {
             timers,
             applied: None,
             since_checkpoint: 0,
+            checkpointed_at: tokio::time::Instant::now(),
             bases: BTreeMap::new(),
             floor: None,
             queue_floors: BTreeMap::new(),
             newest_store_ms: 0,
+            floor_entry: None,
         };
         if complete {
             state.applied = checkpoint.applied;
@@ -618,6 +634,9 @@ impl<D: Disk> Store<D> {
                     purged = self
                         .purge_locked(&mut state, first_position)
                         .map_err(|e| apply_error(index, e))?;
+                    if state.floor.is_some_and(|f| f.position == first_position) {
+                        state.floor_entry = Some(index);
+                    }
                 }
             }
         }
@@ -636,7 +655,10 @@ impl<D: Disk> Store<D> {
         state.since_checkpoint += 1;
         // After a purge the checkpoint is written at once: dledger purges the log up to the
         // floor next, and a restart must not need an entry before it.
-        if purged || state.since_checkpoint >= self.config.checkpoint_every {
+        if purged
+            || state.since_checkpoint >= self.config.checkpoint_every
+            || state.checkpointed_at.elapsed() >= self.config.checkpoint_interval
+        {
             self.checkpoint_locked(&mut state)
                 .map_err(|e| apply_error(index, e))?;
         }
@@ -708,6 +730,7 @@ impl<D: Disk> Store<D> {
                 source,
             })?;
         state.since_checkpoint = 0;
+        state.checkpointed_at = tokio::time::Instant::now();
         Ok(())
     }
 
@@ -961,6 +984,7 @@ impl<D: Disk> Store<D> {
         self.write_base(&base).map_err(fail)?;
         state.bases = BTreeMap::from([(base.mark.position, base.mark)]);
         state.floor = Some(base.mark);
+        state.floor_entry = None;
         state.newest_store_ms = base.mark.newest_store_ms;
         state.applied = Some(base.mark.last);
         self.applied_end
@@ -981,6 +1005,7 @@ impl<D: Disk> Store<D> {
             purged_through: state.floor.map(|f| f.last),
             bases: state.bases.values().copied().collect(),
             newest_store_ms: state.newest_store_ms,
+            floor_entry: state.floor_entry,
         }
     }
 
@@ -1087,7 +1112,7 @@ impl<D: Disk> Store<D> {
         .unwrap_or(0)
     }
 
-    /// Up to `max` units of a queue from `from`.
+    /// Up to `max` units of a queue from `from`; none below the queue's min offset.
     ///
     /// # Errors
     /// A file error or a corrupt unit.
@@ -1101,6 +1126,10 @@ impl<D: Disk> Store<D> {
         let Ok(from) = u64::try_from(from) else {
             return Ok(Vec::new());
         };
+        if (from as i64) < self.min_offset(topic, queue_id) {
+            // Below the min: retention cut it (a restored queue holds blanks there).
+            return Ok(Vec::new());
+        }
         let units = self
             .with_queue(topic, queue_id, |q| q.read(from, max as u64))?
             .unwrap_or_default();
@@ -1390,6 +1419,38 @@ mod tests {
         let item = store.read_queue("A", 0, 3, 1).unwrap();
         assert_eq!(item[0].commit_log_offset, offsets_of(position, &more)[1]);
         assert_eq!(item[0].tags_code, 0, "no tags");
+    }
+
+    /// A checkpoint is written once `checkpoint_interval` passed since the last, however few
+    /// entries applied (the count bound alone is far off): a restart applies again at most
+    /// that interval's entries.
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpoint_follows_the_interval_as_well_as_the_count() {
+        let disk = MemDisk::new();
+        let store = Store::open(disk.clone(), config()).unwrap();
+        let interval = config().checkpoint_interval;
+        let checkpointed = || -> Option<u64> {
+            let bytes = disk.read_meta(&checkpoint_path(&config().root)).unwrap()?;
+            let checkpoint: Checkpoint = serde_json::from_slice(&bytes).unwrap();
+            checkpoint.applied.map(|a| a.index)
+        };
+        store
+            .apply(&messages_entry(1, 0, &[record("A", 0, 0, "t", "")]))
+            .unwrap();
+        tokio::time::advance(interval / 2).await;
+        store
+            .apply(&messages_entry(2, 1_000, &[record("A", 0, 1, "t", "")]))
+            .unwrap();
+        assert_eq!(checkpointed(), None, "half the interval: no checkpoint yet");
+        tokio::time::advance(interval).await;
+        store
+            .apply(&messages_entry(3, 2_000, &[record("A", 0, 2, "t", "")]))
+            .unwrap();
+        assert_eq!(checkpointed(), Some(3));
+        drop(store);
+        let reopened = Store::open(disk.crash(), config()).unwrap();
+        assert_eq!(reopened.last_applied().map(|l| l.index), Some(3));
+        assert_eq!(reopened.max_offset("A", 0), 3);
     }
 
     /// A checkpoint syncs the index's buffered puts: after a crash the keys are still there.

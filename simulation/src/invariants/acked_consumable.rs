@@ -1,6 +1,6 @@
 //! After healing: every acknowledged message is consumable at the queue and offset it was
-//! acknowledged with, carrying its id, and each producer's acknowledgements on one queue come in
-//! queue-offset order.
+//! acknowledged with, carrying its id, unless retention cut its queue past it, and each
+//! producer's acknowledgements on one queue come in queue-offset order.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +45,10 @@ pub fn check(
                 ),
             );
         }
+        if ack.queue_offset < store.min_offset(TOPIC, ack.queue_id) {
+            // Retention cut it (`retention_only_expired` checks it was old enough).
+            continue;
+        }
         let found = read_id(ledger, store, ack.queue_id, ack.queue_offset);
         if found != Ok(Some(ack.id)) {
             return violation(
@@ -86,6 +90,9 @@ pub fn check_consumed(
         }
     }
     for ((queue_id, queue_offset), c) in slots {
+        if queue_offset < store.min_offset(TOPIC, queue_id) {
+            continue; // Cut by retention since.
+        }
         let found = read_id(ledger, store, queue_id, queue_offset);
         if found != Ok(Some(c.id)) {
             return violation(

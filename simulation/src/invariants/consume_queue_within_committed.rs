@@ -14,8 +14,8 @@ pub(super) fn check(checker: &mut Checker, nodes: &[NodeView<'_>]) -> Result<(),
                 .get(&key)
                 .copied()
                 .unwrap_or(0);
-            let units = match units_from(store, &topic, queue_id, done) {
-                Ok(units) => units,
+            let (start, units) = match units_from(store, &topic, queue_id, done) {
+                Ok(found) => found,
                 Err(err) => {
                     return violation(
                         "consume_queue_within_committed",
@@ -41,7 +41,7 @@ pub(super) fn check(checker: &mut Checker, nodes: &[NodeView<'_>]) -> Result<(),
             }
             checker
                 .units_within_committed
-                .insert(key, done + units.len() as u64);
+                .insert(key, start + units.len() as u64);
         }
     }
     Ok(())

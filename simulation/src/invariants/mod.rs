@@ -10,6 +10,7 @@ mod consume_queue_within_committed;
 mod election_safety;
 mod no_writes_without_quorum;
 mod queue_offsets_identical;
+mod retention;
 mod scheduled;
 mod store_applied_le_committed;
 
@@ -17,6 +18,7 @@ pub use acked_consumable::check as acked_consumable;
 pub use acked_consumable::check_consumed as consumed_committed;
 pub use no_writes_without_quorum::NOTICE_MARGIN_MS;
 pub use scheduled::delivered_once as scheduled_delivered_once;
+pub use scheduled::skips_queue;
 
 use std::collections::BTreeMap;
 
@@ -90,6 +92,10 @@ pub struct Checker {
     units_compared: BTreeMap<(u64, u64, String, i32), u64>,
     /// The timer state some replica held right after each applied entry.
     timers_at: scheduled::TimersAt,
+    /// The retention view some replica held right after each applied entry.
+    retention_at: retention::RetentionAt,
+    /// Each replica life's min offset of each queue, as last checked.
+    mins_seen: BTreeMap<(u64, u64, i32), i64>,
 }
 
 impl Checker {
@@ -116,7 +122,22 @@ impl Checker {
         consume_queue_within_committed::check(self, nodes)?;
         queue_offsets_identical::check(self, nodes)?;
         scheduled::check_identical(self, nodes)?;
+        retention::check_identical(self, nodes)?;
         Ok(())
+    }
+
+    /// Checks that retention cut no message younger than `reserved_ms` (sim time `now_ms`).
+    ///
+    /// # Errors
+    /// The first message cut too young.
+    pub fn check_retention(
+        &mut self,
+        nodes: &[NodeView<'_>],
+        sends: &[crate::oracle::SendAck],
+        reserved_ms: u64,
+        now_ms: i64,
+    ) -> Result<(), Violation> {
+        retention::check_only_expired(self, nodes, sends, reserved_ms, now_ms)
     }
 
     /// Checks that no replica cut off from a quorum for longer than the lease (`lease_ms`, plus
@@ -161,19 +182,21 @@ fn queues_of(store: &Store<MemDisk>) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// Units of a queue from `from` on, as far as the store has them.
+/// Units of a queue from `from` (or its min offset, if retention cut past `from`) on, as far
+/// as the store has them, and the offset they start at.
 fn units_from(
     store: &Store<MemDisk>,
     topic: &str,
     queue_id: i32,
     from: u64,
-) -> Result<Vec<store::QueueItem>, store::error::StoreError> {
+) -> Result<(u64, Vec<store::QueueItem>), store::error::StoreError> {
+    let from = from.max(store.min_offset(topic, queue_id) as u64);
     let mut out = Vec::new();
     loop {
         let next = from + out.len() as u64;
         let batch = store.read_queue(topic, queue_id, next as i64, 1024)?;
         if batch.is_empty() {
-            return Ok(out);
+            return Ok((from, out));
         }
         out.extend(batch);
     }
