@@ -74,3 +74,14 @@ pub const RECENT_ENTRIES_MAX: usize = 1024;
 
 /// …and this many body bytes per log.
 pub const RECENT_BYTES_MAX: u64 = 32 * 1024 * 1024;
+
+/// Bytes of snapshot data per RPC frame: a snapshot goes to a replica in parts this size, so no
+/// frame nears `RAFT_FRAME_BYTES_MAX` however large the store's state grows.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest snapshot a replica accepts, checked against the size the first part announces
+/// before any buffer grows: the store's snapshot holds topics, offsets, queue lengths and the
+/// pending timer units (32 bytes each), far below this.
+pub const SNAPSHOT_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
+const _: () = assert!((SNAPSHOT_CHUNK_BYTES as u64) + 65536 < RAFT_FRAME_BYTES_MAX as u64);

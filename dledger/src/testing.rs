@@ -15,12 +15,44 @@ pub type Record = (u64, u64, u64, Option<Vec<u8>>);
 pub struct RecordingStateMachine {
     records: Arc<Mutex<Vec<Record>>>,
     last: Arc<Mutex<Option<LogId>>>,
+    /// Names a snapshot point at every multiple of this index (the log is then purged).
+    snapshot_every: Option<u64>,
 }
 
 impl RecordingStateMachine {
     /// A new empty one.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// One that names a snapshot point at every multiple of `every` once the entry after it
+    /// applied (so its position is known): the ledger builds a snapshot there and purges its
+    /// log up to it, and a replica behind the purge is restored from it.
+    pub fn with_snapshot_points(every: u64) -> Self {
+        RecordingStateMachine {
+            snapshot_every: Some(every.max(1)),
+            ..Self::default()
+        }
+    }
+
+    /// The snapshot point and where the entry after it starts.
+    fn point(&self) -> Option<(LogId, u64)> {
+        let every = self.snapshot_every?;
+        let records = self.records.lock().expect("records lock");
+        let last = records.last()?.0;
+        let point = last.checked_sub(1)? / every * every;
+        if point == 0 {
+            return None;
+        }
+        let at = records.iter().position(|r| r.0 == point)?;
+        let next = records.get(at + 1)?;
+        Some((
+            LogId {
+                term: records[at].1,
+                index: point,
+            },
+            next.2,
+        ))
     }
 
     /// Everything applied so far, in order.
@@ -70,9 +102,27 @@ impl StateMachine for RecordingStateMachine {
         None
     }
 
-    /// Everything applied, as of the last applied entry (it never names a snapshot point, so a
-    /// ledger never purges under it; openraft's storage suite builds snapshots directly).
+    fn snapshot_point(&self) -> Option<LogId> {
+        self.point().map(|(point, _)| point)
+    }
+
+    /// What was applied up to the snapshot point; without snapshot points, everything applied
+    /// as of the last entry (a ledger then never purges; openraft's storage suite builds
+    /// snapshots directly).
     fn snapshot(&mut self) -> Option<Snapshot> {
+        if self.snapshot_every.is_some() {
+            let (last, next) = self.point()?;
+            let records: Vec<Record> = self
+                .records()
+                .into_iter()
+                .take_while(|r| r.0 <= last.index)
+                .collect();
+            return Some(Snapshot {
+                last,
+                next_position: Some(next),
+                data: bincode::serialize(&records).expect("records serialize"),
+            });
+        }
         let last = (*self.last.lock().expect("last lock"))?;
         Some(Snapshot {
             last,

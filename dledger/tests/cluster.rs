@@ -185,6 +185,69 @@ async fn wiped_follower_catches_up_without_traffic() {
     assert_eq!(group.machines[&follower].data_count(), 2000);
 }
 
+/// With a state machine that names snapshot points, every replica purges its log up to one; a
+/// follower wiped after that is restored from the leader's snapshot, sent in several parts
+/// (over 4 MiB of applied data), and its log goes on at the positions the leader's has: its
+/// applied entries, restored and replicated, are the leader's, position for position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_follower_behind_the_purge_is_restored_from_a_snapshot() {
+    fn machine() -> dledger::testing::RecordingStateMachine {
+        dledger::testing::RecordingStateMachine::with_snapshot_points(500)
+    }
+    let mut group = Group::start_with(3, fast_config, machine).await;
+    let leader = group.leader().await;
+    let body = vec![b's'; 4096];
+    let mut last = 0;
+    for i in 0..1800u32 {
+        let mut data = body.clone();
+        data[..4].copy_from_slice(&i.to_be_bytes());
+        last = group.nodes[&leader]
+            .propose(bytes::Bytes::from(data))
+            .await
+            .unwrap()
+            .index;
+    }
+    group.wait_applied(last).await;
+    until("every replica to purge its log", WAIT, || {
+        group
+            .nodes
+            .values()
+            .all(|n| n.status().purged.is_some_and(|p| p >= 1000))
+            .then_some(())
+    })
+    .await;
+    let follower = *group.nodes.keys().find(|id| **id != leader).unwrap();
+    group.stop(follower).await;
+    let dir = group.data_dir(follower);
+    for sub in ["commitlog", "index", "meta"] {
+        std::fs::remove_dir_all(dir.join(sub)).unwrap();
+    }
+    group.restart(follower).await;
+    until("the wiped follower to catch up", WAIT, || {
+        group.nodes[&follower]
+            .status()
+            .applied
+            .is_some_and(|a| a >= last)
+            .then_some(())
+    })
+    .await;
+    let records = |id| group.machines[&id].records();
+    let restored = records(follower);
+    assert!(
+        restored.len() > 1000,
+        "the snapshot carried the applied entries"
+    );
+    assert_eq!(restored, records(leader));
+    let first = group.nodes[&follower].status().purged.unwrap() + 1;
+    for index in first..=last {
+        assert_eq!(
+            group.nodes[&follower].read(index).unwrap(),
+            group.nodes[&leader].read(index).unwrap(),
+            "entry {index}"
+        );
+    }
+}
+
 /// An isolated leader keeps appending entries it cannot commit; the majority elects a new
 /// leader and commits other entries; after healing, the old leader's uncommitted tail (and only
 /// it) is truncated and replaced, and every log is identical.

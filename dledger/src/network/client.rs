@@ -20,7 +20,9 @@ use super::{
     SnapshotResponse, StreamItem, StreamResult, TransferRequest, TransferResponse, VoteRequest,
     VoteResponse, encode_frame, read_frame,
 };
-use crate::limits::{DIAL_BACKOFF_MAX_MS, DIAL_BACKOFF_MIN_MS, STREAM_IN_FLIGHT_MAX};
+use crate::limits::{
+    DIAL_BACKOFF_MAX_MS, DIAL_BACKOFF_MIN_MS, SNAPSHOT_CHUNK_BYTES, STREAM_IN_FLIGHT_MAX,
+};
 use crate::raft_types::{OrSnapshot, OrVote, PeerNode, SnapshotData, TypeConfig};
 use seams::Transport;
 
@@ -250,15 +252,26 @@ impl<T: Transport> RaftNetworkV2<TypeConfig> for Connection<T> {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse, StreamingError<TypeConfig>> {
-        let request = RpcRequest::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot.into_inner(),
-        };
-        let result = match self.call(request, option.hard_ttl()).await {
-            Ok(RpcResponse::Snapshot(result)) => result.map_err(remote),
-            Ok(_) => Err(unexpected()),
-            Err(err) => Err(err),
+        let data = snapshot.snapshot.into_inner();
+        let total = data.len() as u64;
+        let mut offset = 0usize;
+        let result = loop {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let request = RpcRequest::Snapshot {
+                vote,
+                meta: snapshot.meta.clone(),
+                offset: offset as u64,
+                total,
+                data: data[offset..end].to_vec(),
+            };
+            let last = end == data.len();
+            match (self.call(request, option.hard_ttl()).await, last) {
+                (Ok(RpcResponse::Snapshot(result)), true) => break result.map_err(remote),
+                (Ok(RpcResponse::SnapshotPart(Ok(()))), false) => offset = end,
+                (Ok(RpcResponse::SnapshotPart(Err(reason))), false) => break Err(remote(reason)),
+                (Ok(_), _) => break Err(unexpected()),
+                (Err(err), _) => break Err(err),
+            }
         };
         result.map_err(|err| match err {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),

@@ -3,8 +3,8 @@
 //! A frame is a 4-byte big-endian length, then that many bytes of bincode. The length is checked
 //! against `RAFT_FRAME_BYTES_MAX` before any buffer grows. A connection opens with one hello
 //! byte saying what it carries:
-//! - `HELLO_RPC`: request/response pairs, one at a time (vote, pre-vote, append, snapshot,
-//!   leadership transfer);
+//! - `HELLO_RPC`: request/response pairs, one at a time (vote, pre-vote, append, snapshot
+//!   parts, leadership transfer);
 //! - `HELLO_STREAM`: a pipelined stream of AppendEntries requests one way and their results the
 //!   other way, in order; the sender keeps up to `STREAM_IN_FLIGHT_MAX` requests in flight.
 
@@ -43,13 +43,18 @@ pub enum RpcRequest {
     PreVote(VoteRequest),
     /// One AppendEntries.
     Append(AppendRequest),
-    /// A whole snapshot in one frame.
+    /// One part of a snapshot, sent in order on one connection: bytes `offset..offset +
+    /// data.len()` of `total`. The receiver installs it once the last part arrives.
     Snapshot {
         /// The leader's vote.
         vote: OrVote,
         /// Snapshot metadata.
         meta: OrSnapshotMeta,
-        /// Snapshot bytes.
+        /// Where this part starts.
+        offset: u64,
+        /// Bytes of the whole snapshot.
+        total: u64,
+        /// This part's bytes (at most `SNAPSHOT_CHUNK_BYTES`).
         data: Vec<u8>,
     },
     /// Ask the receiver to take over leadership.
@@ -63,8 +68,10 @@ pub enum RpcResponse {
     Vote(Result<VoteResponse, String>),
     /// To `Append`.
     Append(Result<AppendResponse, String>),
-    /// To `Snapshot`.
+    /// To the last part of a `Snapshot`.
     Snapshot(Result<SnapshotResponse, String>),
+    /// To a part of a `Snapshot` before its last.
+    SnapshotPart(Result<(), String>),
     /// To `TransferLeader`.
     TransferLeader(Result<TransferResponse, String>),
 }

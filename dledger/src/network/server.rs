@@ -11,8 +11,8 @@ use super::{
     FrameError, HELLO_RPC, HELLO_STREAM, RpcRequest, RpcResponse, StreamItem, encode_frame,
     read_frame, write_frame,
 };
-use crate::limits::RAFT_CONNECTIONS_MAX;
-use crate::raft_types::{OrSnapshot, Runtime, TypeConfig};
+use crate::limits::{RAFT_CONNECTIONS_MAX, SNAPSHOT_BYTES_MAX};
+use crate::raft_types::{OrSnapshot, OrSnapshotMeta, Runtime, TypeConfig};
 use crate::state_machine::SmAdapter;
 use seams::Transport;
 
@@ -76,10 +76,61 @@ where
     }
 }
 
+/// A snapshot arriving in parts on one connection.
+#[derive(Default)]
+struct Receiving {
+    partial: Option<(OrSnapshotMeta, u64, Vec<u8>)>,
+}
+
+impl Receiving {
+    /// Takes the part at `offset` of a snapshot of `total` bytes: the whole snapshot once this
+    /// part completes it, `None` while more are due. A part that does not continue the
+    /// snapshot being received (another snapshot, a gap) or a size over the bound is refused,
+    /// and the sender starts over.
+    fn take_part(
+        &mut self,
+        meta: OrSnapshotMeta,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    ) -> Result<Option<(OrSnapshotMeta, Vec<u8>)>, String> {
+        if total > SNAPSHOT_BYTES_MAX {
+            self.partial = None;
+            return Err(format!(
+                "a snapshot of {total} bytes is over the {SNAPSHOT_BYTES_MAX}-byte bound"
+            ));
+        }
+        if offset == 0 {
+            self.partial = Some((meta.clone(), total, Vec::new()));
+        }
+        let Some((expected, expected_total, buf)) = self.partial.as_mut() else {
+            return Err(format!("snapshot part at {offset} without its start"));
+        };
+        if *expected != meta || *expected_total != total || buf.len() as u64 != offset {
+            let reason = format!(
+                "snapshot part at {offset} of {total} does not continue {} bytes of {expected_total} received",
+                buf.len()
+            );
+            self.partial = None;
+            return Err(reason);
+        }
+        if buf.len() as u64 + data.len() as u64 > total {
+            self.partial = None;
+            return Err(format!("snapshot parts run past its {total} bytes"));
+        }
+        buf.extend_from_slice(&data);
+        if (buf.len() as u64) < total {
+            return Ok(None);
+        }
+        Ok(self.partial.take().map(|(meta, _, data)| (meta, data)))
+    }
+}
+
 async fn serve_rpc<S>(mut stream: S, raft: Raft) -> Result<(), FrameError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let mut receiving = Receiving::default();
     loop {
         let request: RpcRequest = match read_frame(&mut stream).await {
             Ok(request) => request,
@@ -96,16 +147,35 @@ where
             RpcRequest::Append(req) => {
                 RpcResponse::Append(raft.append_entries(req).await.map_err(|e| e.to_string()))
             }
-            RpcRequest::Snapshot { vote, meta, data } => {
-                let snapshot = OrSnapshot {
-                    meta,
-                    snapshot: Cursor::new(data),
-                };
-                RpcResponse::Snapshot(
-                    raft.install_full_snapshot(vote, snapshot)
-                        .await
-                        .map_err(|e| e.to_string()),
-                )
+            RpcRequest::Snapshot {
+                vote,
+                meta,
+                offset,
+                total,
+                data,
+            } => {
+                let last = offset + data.len() as u64 >= total;
+                match receiving.take_part(meta, offset, total, data) {
+                    Err(reason) => {
+                        if last {
+                            RpcResponse::Snapshot(Err(reason))
+                        } else {
+                            RpcResponse::SnapshotPart(Err(reason))
+                        }
+                    }
+                    Ok(None) => RpcResponse::SnapshotPart(Ok(())),
+                    Ok(Some((meta, data))) => {
+                        let snapshot = OrSnapshot {
+                            meta,
+                            snapshot: Cursor::new(data),
+                        };
+                        RpcResponse::Snapshot(
+                            raft.install_full_snapshot(vote, snapshot)
+                                .await
+                                .map_err(|e| e.to_string()),
+                        )
+                    }
+                }
             }
             RpcRequest::TransferLeader(req) => RpcResponse::TransferLeader(
                 raft.handle_transfer_leader(req)
@@ -182,4 +252,59 @@ where
     }
     reader_task.abort();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(index: u64) -> OrSnapshotMeta {
+        OrSnapshotMeta {
+            last_log_id: Some(crate::raft_types::from_log_id(crate::types::LogId {
+                term: 1,
+                index,
+            })),
+            last_membership: Default::default(),
+        }
+    }
+
+    /// Parts in order make the snapshot; a part that does not continue it (a gap, another
+    /// snapshot, no start), or a size over the bound, is refused and forgets what came before.
+    #[test]
+    fn snapshot_parts_assemble_in_order_only() {
+        let mut r = Receiving::default();
+        assert_eq!(r.take_part(meta(5), 0, 6, b"abc".to_vec()), Ok(None));
+        let (m, data) = r
+            .take_part(meta(5), 3, 6, b"def".to_vec())
+            .unwrap()
+            .expect("complete");
+        assert_eq!((m, data), (meta(5), b"abcdef".to_vec()));
+
+        assert_eq!(r.take_part(meta(5), 0, 6, b"abc".to_vec()), Ok(None));
+        let gap = r.take_part(meta(5), 4, 6, b"ef".to_vec()).unwrap_err();
+        assert!(gap.contains("does not continue"), "{gap}");
+        assert!(
+            r.take_part(meta(5), 3, 6, b"def".to_vec()).is_err(),
+            "forgotten"
+        );
+
+        assert_eq!(r.take_part(meta(5), 0, 6, b"abc".to_vec()), Ok(None));
+        assert!(
+            r.take_part(meta(6), 3, 6, b"def".to_vec()).is_err(),
+            "another snapshot"
+        );
+        assert!(
+            r.take_part(meta(5), 0, 2, b"abc".to_vec()).is_err(),
+            "past its size"
+        );
+        let big = r
+            .take_part(meta(5), 0, SNAPSHOT_BYTES_MAX + 1, Vec::new())
+            .unwrap_err();
+        assert!(big.contains("bound"), "{big}");
+        assert_eq!(
+            r.take_part(meta(7), 0, 0, Vec::new()),
+            Ok(Some((meta(7), Vec::new()))),
+            "an empty snapshot is one part"
+        );
+    }
 }

@@ -148,6 +148,8 @@ pub struct Group {
     pub machines: BTreeMap<NodeId, RecordingStateMachine>,
     pub links: Links,
     pub tune: fn(&mut LedgerConfig),
+    /// Makes each replica's state machine (at start and restart).
+    pub machine: fn() -> RecordingStateMachine,
 }
 
 pub fn fast_config(config: &mut LedgerConfig) {
@@ -163,6 +165,15 @@ pub fn fast_config(config: &mut LedgerConfig) {
 impl Group {
     /// Starts `n` replicas on 127.0.0.1 with free ports.
     pub async fn start(n: u64, tune: fn(&mut LedgerConfig)) -> Group {
+        Self::start_with(n, tune, RecordingStateMachine::new).await
+    }
+
+    /// As [`Group::start`], each replica's state machine made by `machine`.
+    pub async fn start_with(
+        n: u64,
+        tune: fn(&mut LedgerConfig),
+        machine: fn() -> RecordingStateMachine,
+    ) -> Group {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -193,6 +204,7 @@ impl Group {
             machines: BTreeMap::new(),
             links,
             tune,
+            machine,
         };
         for (id, listener) in listeners {
             group.start_node(id, listener).await;
@@ -207,7 +219,7 @@ impl Group {
     async fn start_node(&mut self, id: NodeId, listener: RaftListener<CuttableTransport>) {
         let mut config = LedgerConfig::new(id, self.peers.clone(), self.data_dir(id));
         (self.tune)(&mut config);
-        let machine = RecordingStateMachine::new();
+        let machine = (self.machine)();
         let transport = CuttableTransport {
             node: id,
             links: self.links.clone(),
@@ -236,7 +248,7 @@ impl Group {
         let listener = wait_bind(&transport, &addr).await;
         let mut config = LedgerConfig::new(id, self.peers.clone(), self.data_dir(id));
         (self.tune)(&mut config);
-        let machine = RecordingStateMachine::new();
+        let machine = (self.machine)();
         let ledger = Ledger::start(
             config,
             MmapDisk,
