@@ -226,7 +226,7 @@ pub fn replica_status(handles: &ReplicaHandles) -> Value {
     });
     let leader_raft_addr = status
         .leader
-        .and_then(|leader| handles.ledger.peer_addr(leader).map(str::to_string));
+        .and_then(|leader| handles.ledger.peer_addr(leader));
     let flush = match handles.flush {
         FlushPolicy::Sync => "sync",
         FlushPolicy::Async { .. } => "async",
@@ -252,6 +252,9 @@ pub fn replica_status(handles: &ReplicaHandles) -> Value {
         "quorum_acked_ms_ago": status.quorum_acked_ms_ago,
         "scheduled": handles.broker.scheduled(),
         "retention": handles.broker.retention(),
+        // The group's membership as the log has it (broker.conf's dLegerPeers only starts it).
+        "members": handles.ledger.members(),
+        "member": handles.ledger.is_member(),
         "topics": handles.broker.topic_queues(),
     })
 }

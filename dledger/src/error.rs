@@ -294,6 +294,46 @@ pub enum TransferError {
     },
 }
 
+/// Why the group's membership could not change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// This replica is not the leader.
+    #[error("not leader; leader is {leader:?}")]
+    NotLeader {
+        /// The known leader.
+        leader: Option<u64>,
+    },
+    /// The node to add is already a member (voter or learner).
+    #[error("node {node} is already a member of the group")]
+    AlreadyMember {
+        /// The node.
+        node: u64,
+    },
+    /// The node to remove is not a member.
+    #[error("node {node} is not a member of the group")]
+    NotMember {
+        /// The node.
+        node: u64,
+    },
+    /// The new replica did not catch up in time (unreachable, or too slow): it was taken out
+    /// again, and the membership is as before.
+    #[error("node {node} at {addr} did not catch up within {waited_ms} ms: not added")]
+    NotCaughtUp {
+        /// The node.
+        node: u64,
+        /// Its Raft address.
+        addr: String,
+        /// How long the leader waited.
+        waited_ms: u64,
+    },
+    /// Removing the last voters, or the change failed in Raft.
+    #[error("membership change refused: {reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -44,10 +44,13 @@ pub use commit_log::{AppendHook, CommitLog, CommitLogConfig, RecoveryReport};
 pub use config::Mutants;
 pub use config::{FlushPolicy, LedgerConfig};
 pub use disk::{Disk, DiskFaults, FaultCounts, MemDisk, MmapDisk, SegmentFile};
-pub use error::{ConfigError, ProposeError, ReadError, StartError, StorageError, TransferError};
+pub use error::{
+    ConfigError, MembershipError, ProposeError, ReadError, StartError, StorageError, TransferError,
+};
 pub use node::{Ledger, RaftListener};
 pub use seams::{TcpTransport, Transport};
 pub use state_machine::{ApplyError, StateMachine};
 pub use types::{
-    Committed, CommittedEntry, EntryPayload, LogId, NodeId, Role, RoleState, Snapshot, Status,
+    Committed, CommittedEntry, EntryPayload, LogId, Members, NodeId, Role, RoleState, Snapshot,
+    Status,
 };

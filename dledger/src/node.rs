@@ -12,7 +12,9 @@ use tokio::sync::watch;
 use crate::commit_log::{AppendHook, CommitLogConfig, RecoveryReport};
 use crate::config::LedgerConfig;
 use crate::disk::Disk;
-use crate::error::{ProposeError, ReadError, StartError, StorageError, TransferError};
+use crate::error::{
+    MembershipError, ProposeError, ReadError, StartError, StorageError, TransferError,
+};
 use crate::log_store::{LogShared, LogStore};
 use crate::meta;
 use crate::network::client::NetworkFactory;
@@ -274,7 +276,7 @@ impl Ledger {
         let raft = Raft::new(
             config.node_id,
             openraft_config(&config)?,
-            NetworkFactory::new(transport, config.rpc_timeout),
+            NetworkFactory::new(transport.clone(), config.rpc_timeout),
             LogStore(shared.clone()),
             sm,
         )
@@ -295,7 +297,22 @@ impl Ledger {
             .map_err(|err| StartError::Raft {
                 reason: err.to_string(),
             })?;
+        // A replica joining a group that runs already (its peers answer that theirs started)
+        // waits to be added; only the replicas of a group that has not started yet start it.
+        let mut joining = false;
         if !initialized {
+            for (id, addr) in &config.peers {
+                if *id != config.node_id
+                    && crate::network::client::probe(&transport, addr, config.rpc_timeout).await
+                        == Some(true)
+                {
+                    joining = true;
+                    tracing::info!(peer = id, "the group runs already: waiting to be added");
+                    break;
+                }
+            }
+        }
+        if !initialized && !joining {
             let members: BTreeMap<NodeId, PeerNode> = config
                 .peers
                 .iter()
@@ -518,9 +535,15 @@ impl Ledger {
         }
     }
 
-    /// The Raft address of a peer.
-    pub fn peer_addr(&self, node: NodeId) -> Option<&str> {
-        self.inner.peers.get(&node).map(String::as_str)
+    /// The Raft address of a member (as the log's membership has it), or of a starting peer.
+    pub fn peer_addr(&self, node: NodeId) -> Option<String> {
+        let members = self.members();
+        members
+            .voters
+            .get(&node)
+            .or_else(|| members.learners.get(&node))
+            .cloned()
+            .or_else(|| self.inner.peers.get(&node).cloned())
     }
 
     /// Asks the leader (this replica) to hand leadership to `to`. Returns once the request is
@@ -529,7 +552,7 @@ impl Ledger {
     /// # Errors
     /// `NotLeader`, `UnknownTarget`, `Stopped`.
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferError> {
-        if !self.inner.peers.contains_key(&to) {
+        if !self.members().voters.contains_key(&to) {
             return Err(TransferError::UnknownTarget { target: to });
         }
         let status = self.status();
@@ -560,6 +583,142 @@ impl Ledger {
     /// Voters of the group.
     pub fn voters(&self) -> BTreeSet<NodeId> {
         self.inner.raft.voter_ids().collect()
+    }
+
+    /// The group's members as this replica's log has them: `dLegerPeers` is only the starting
+    /// membership, the log's wins after that.
+    pub fn members(&self) -> crate::types::Members {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut members = crate::types::Members::default();
+        for (id, node) in membership.nodes() {
+            if voters.contains(id) {
+                members.voters.insert(*id, node.addr.clone());
+            } else {
+                members.learners.insert(*id, node.addr.clone());
+            }
+        }
+        members
+    }
+
+    /// Whether this replica is in the group's membership (voter or learner). A replica started
+    /// to join an existing group is not, until the leader adds it.
+    pub fn is_member(&self) -> bool {
+        let members = self.members();
+        members.voters.contains_key(&self.inner.node_id)
+            || members.learners.contains_key(&self.inner.node_id)
+    }
+
+    fn require_leader(&self) -> Result<(), MembershipError> {
+        let status = self.status();
+        if status.role == Role::Leader {
+            Ok(())
+        } else {
+            Err(MembershipError::NotLeader {
+                leader: status.leader,
+            })
+        }
+    }
+
+    /// Adds replica `node` at Raft address `addr`: as a learner first, then, once it caught up
+    /// with this leader's log (within `timeout`), as a voter. A replica that does not catch up
+    /// in time is taken out again and the membership is as before.
+    ///
+    /// # Errors
+    /// `NotLeader`, `AlreadyMember`, `NotCaughtUp`, `Refused`.
+    pub async fn add_replica(
+        &self,
+        node: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(), MembershipError> {
+        self.require_leader()?;
+        let members = self.members();
+        if members.voters.contains_key(&node) || members.learners.contains_key(&node) {
+            return Err(MembershipError::AlreadyMember { node });
+        }
+        let refused = |err: &dyn std::fmt::Display| MembershipError::Refused {
+            reason: err.to_string(),
+        };
+        let raft = &self.inner.raft;
+        let peer = PeerNode {
+            addr: addr.to_string(),
+        };
+        self.scope(raft.add_learner(node, peer, false))
+            .await
+            .map_err(|e| refused(&e))?;
+        let target = self.status().last_log_index;
+        let caught_up = async {
+            let mut metrics = raft.metrics();
+            loop {
+                let matched = metrics
+                    .borrow_watched()
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&node).cloned())
+                    .flatten()
+                    .map(|l| l.index);
+                if matched >= target {
+                    return true;
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        let waited = tokio::time::Instant::now();
+        if !matches!(tokio::time::timeout(timeout, caught_up).await, Ok(true)) {
+            let removal = openraft::ChangeMembers::RemoveNodes(BTreeSet::from([node]));
+            if let Err(err) = self.scope(raft.change_membership(removal, false)).await {
+                tracing::warn!(node, cause = %err, "taking out a learner that did not catch up");
+            }
+            return Err(MembershipError::NotCaughtUp {
+                node,
+                addr: addr.to_string(),
+                waited_ms: waited.elapsed().as_millis() as u64,
+            });
+        }
+        let promote = openraft::ChangeMembers::AddVoterIds(BTreeSet::from([node]));
+        self.scope(raft.change_membership(promote, false))
+            .await
+            .map_err(|e| refused(&e))?;
+        tracing::info!(node, addr, "replica added");
+        Ok(())
+    }
+
+    /// Removes replica `node` (voter or learner) from the group. The leader removes others; to
+    /// remove itself it hands leadership over first (the caller's part).
+    ///
+    /// # Errors
+    /// `NotLeader`, `NotMember`, `Refused` (the leader itself, or the last voter).
+    pub async fn remove_replica(&self, node: NodeId) -> Result<(), MembershipError> {
+        self.require_leader()?;
+        let members = self.members();
+        let change = if members.voters.contains_key(&node) {
+            if node == self.inner.node_id {
+                return Err(MembershipError::Refused {
+                    reason: format!("node {node} leads: hand leadership over first"),
+                });
+            }
+            if members.voters.len() == 1 {
+                return Err(MembershipError::Refused {
+                    reason: "the last voter cannot be removed".into(),
+                });
+            }
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([node]))
+        } else if members.learners.contains_key(&node) {
+            openraft::ChangeMembers::RemoveNodes(BTreeSet::from([node]))
+        } else {
+            return Err(MembershipError::NotMember { node });
+        };
+        self.scope(self.inner.raft.change_membership(change, false))
+            .await
+            .map_err(|e| MembershipError::Refused {
+                reason: e.to_string(),
+            })?;
+        tracing::info!(node, "replica removed");
+        Ok(())
     }
 
     /// Stops Raft, the network and the flusher (after a last sync).

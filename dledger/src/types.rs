@@ -31,6 +31,15 @@ pub struct Snapshot {
     pub data: Vec<u8>,
 }
 
+/// The group's members as the log has them (the latest membership entry, committed or not).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Members {
+    /// Voters and their Raft addresses.
+    pub voters: std::collections::BTreeMap<NodeId, String>,
+    /// Learners (replicas catching up before they vote) and their Raft addresses.
+    pub learners: std::collections::BTreeMap<NodeId, String>,
+}
+
 /// Where a committed proposal landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {

@@ -248,6 +248,111 @@ async fn wiped_follower_behind_the_purge_is_restored_from_a_snapshot() {
     }
 }
 
+/// A dead replica is replaced: a new one (a new id, its own folder, peers naming the group and
+/// itself) waits outside the group until the leader adds it; adding an id already in the
+/// group, asking a follower, or naming an address nobody answers on fails and changes nothing;
+/// the new replica catches up as a learner, becomes a voter, the dead one is removed, and the
+/// group goes on with the new one holding what the leader holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_is_replaced_by_a_new_one() {
+    let mut group = Group::start(3, fast_config).await;
+    let leader = group.leader().await;
+    propose_many(&group.nodes[&leader], "before", 300, 16).await;
+    let dead = *group.nodes.keys().find(|id| **id != leader).unwrap();
+    let other = *group
+        .nodes
+        .keys()
+        .find(|id| **id != leader && **id != dead)
+        .unwrap();
+    group.stop(dead).await;
+
+    let transport = common::CuttableTransport {
+        node: 4,
+        links: group.links.clone(),
+    };
+    let listener = dledger::RaftListener::bind(&transport, "127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = listener.addr().to_string();
+    group.links.addrs.lock().unwrap().insert(addr.clone(), 4);
+    let mut peers = group.peers.clone();
+    peers.insert(4, addr.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dledger::LedgerConfig::new(4, peers, dir.path().to_path_buf());
+    fast_config(&mut config);
+    let machine = dledger::testing::RecordingStateMachine::new();
+    let newcomer = Ledger::start(
+        config,
+        dledger::MmapDisk,
+        transport,
+        listener,
+        Box::new(machine.clone()),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(!newcomer.is_member(), "it waits to be added");
+
+    let leading = &group.nodes[&leader];
+    let before = leading.members();
+    assert_eq!(
+        leading
+            .add_replica(other, &addr, Duration::from_secs(5))
+            .await,
+        Err(dledger::MembershipError::AlreadyMember { node: other })
+    );
+    assert!(matches!(
+        group.nodes[&other]
+            .add_replica(4, &addr, Duration::from_secs(5))
+            .await,
+        Err(dledger::MembershipError::NotLeader { .. })
+    ));
+    let nobody = format!("127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    assert!(matches!(
+        leading
+            .add_replica(9, &nobody, Duration::from_secs(1))
+            .await,
+        Err(dledger::MembershipError::NotCaughtUp { node: 9, .. })
+    ));
+    until("the failed learner to be gone", WAIT, || {
+        (leading.members() == before).then_some(())
+    })
+    .await;
+
+    leading
+        .add_replica(4, &addr, Duration::from_secs(10))
+        .await
+        .unwrap();
+    leading.remove_replica(dead).await.unwrap();
+    let members = leading.members();
+    assert_eq!(members.voters.keys().copied().collect::<Vec<_>>(), {
+        let mut v = vec![leader, other, 4];
+        v.sort();
+        v
+    });
+    assert!(members.learners.is_empty());
+    let after = propose_many(leading, "after", 300, 16).await;
+    let last = after.last().unwrap().index;
+    until("the new replica to apply everything", WAIT, || {
+        newcomer
+            .status()
+            .applied
+            .is_some_and(|a| a >= last)
+            .then_some(())
+    })
+    .await;
+    assert!(newcomer.is_member());
+    assert_eq!(
+        machine.data(),
+        group.machines[&leader].data(),
+        "the new replica applied what the leader applied"
+    );
+    newcomer.shutdown().await;
+}
+
 /// An isolated leader keeps appending entries it cannot commit; the majority elects a new
 /// leader and commits other entries; after healing, the old leader's uncommitted tail (and only
 /// it) is truncated and replaced, and every log is identical.

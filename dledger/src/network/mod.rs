@@ -59,6 +59,9 @@ pub enum RpcRequest {
     },
     /// Ask the receiver to take over leadership.
     TransferLeader(TransferRequest),
+    /// Whether the receiver belongs to a group that has started (at its own start, a replica
+    /// asks its peers: one joining an existing group must not start a group of its own).
+    Probe,
 }
 
 /// The answer to an `RpcRequest`; `Err` carries the remote's error text.
@@ -74,6 +77,8 @@ pub enum RpcResponse {
     SnapshotPart(Result<(), String>),
     /// To `TransferLeader`.
     TransferLeader(Result<TransferResponse, String>),
+    /// To `Probe`: the receiver's group has started (it holds a membership).
+    Probe(bool),
 }
 
 /// One item flowing back on a replication stream.

@@ -177,6 +177,7 @@ where
                     }
                 }
             }
+            RpcRequest::Probe => RpcResponse::Probe(raft.is_initialized().await.unwrap_or(false)),
             RpcRequest::TransferLeader(req) => RpcResponse::TransferLeader(
                 raft.handle_transfer_leader(req)
                     .await

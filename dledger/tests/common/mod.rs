@@ -26,7 +26,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 #[derive(Clone, Default)]
 pub struct Links {
     cut: Arc<Mutex<BTreeSet<(NodeId, NodeId)>>>,
-    addrs: Arc<Mutex<BTreeMap<String, NodeId>>>,
+    pub addrs: Arc<Mutex<BTreeMap<String, NodeId>>>,
 }
 
 impl Links {
