@@ -701,7 +701,10 @@ async fn watch_role<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
 
 async fn register_loop<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
     loop {
-        shared.register_all().await;
+        // A replica waiting to be added to its group (or removed from it) serves nothing.
+        if shared.ledger.is_member() {
+            shared.register_all().await;
+        }
         // A follower whose registration named no master (the leader has not registered yet, or
         // just died) asks again soon: the answer is how it learns the leader's client address.
         let masterless = !shared.serving_writes.load(Ordering::Acquire)

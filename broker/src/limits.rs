@@ -75,3 +75,10 @@ pub const DELIVERY_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// what the scheduler waits for is found this late at most, and a replica that starts taking
 /// writes starts delivering this soon.
 pub const SCHEDULER_TICK: Duration = Duration::from_millis(50);
+
+/// How long an added replica may take to catch up before it is taken out again, unless the
+/// request says: a fresh replica copies the retained log (or a snapshot and the log after it).
+pub const ADD_REPLICA_WAIT_DEFAULT: Duration = Duration::from_secs(60);
+
+/// The longest catch-up an add-replica request may allow.
+pub const ADD_REPLICA_WAIT_MAX: Duration = Duration::from_secs(600);

@@ -76,6 +76,13 @@ pub mod request {
     /// leadership through its own protocol on the DLedger port; raftmq's Raft port speaks
     /// openraft's, so the request goes to the broker's client port instead.
     pub const RAFTMQ_TRANSFER_LEADER: i32 = 30_001;
+    /// raftmq's own: admin → the group's leader, add replica ext `id` (`n3` or a node id) at
+    /// Raft address ext `raftAddr`: as a learner, then a voter once caught up (ext
+    /// `timeoutMillis` bounds the wait).
+    pub const RAFTMQ_ADD_REPLICA: i32 = 30_002;
+    /// raftmq's own: admin → the group's leader, remove replica ext `id` (the leader itself
+    /// hands leadership over first).
+    pub const RAFTMQ_REMOVE_REPLICA: i32 = 30_003;
 
     const _: () =
         assert!(RAFTMQ_TRANSFER_LEADER > 3543 && RAFTMQ_TRANSFER_LEADER <= i16::MAX as i32);

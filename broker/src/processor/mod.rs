@@ -12,10 +12,12 @@
 //! - [`topics`]: creating topics.
 //! - [`lookups`]: a message by its offset id or by key.
 //! - [`transfer`]: RAFTMQ_TRANSFER_LEADER, raftmq's own.
+//! - [`members`]: RAFTMQ_ADD_REPLICA, RAFTMQ_REMOVE_REPLICA, raftmq's own.
 //! - DELETE_EXPIRED_COMMITLOG arms the cleaner (`crate::retention`) here.
 
 mod clients;
 mod lookups;
+mod members;
 mod offsets;
 mod pull;
 mod send;
@@ -173,6 +175,10 @@ impl<D: Disk, T: Transport> Processor<D, T> {
                     .manual_runs = crate::retention::MANUAL_RUNS;
                 self.shared.clean_now.notify_one();
                 Ok(ok(req))
+            }
+            request::RAFTMQ_ADD_REPLICA => members::AddReplica::parse(req)?.apply(self, req).await,
+            request::RAFTMQ_REMOVE_REPLICA => {
+                members::RemoveReplica::parse(req)?.apply(self, req).await
             }
             request::RAFTMQ_TRANSFER_LEADER => {
                 transfer::TransferLeader::parse(req)?.apply(self, req).await
