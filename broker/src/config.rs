@@ -12,6 +12,8 @@ pub struct Mutants {
     pub deliver_early_ms: i64,
     /// Retention's cleaner takes every segment as expired, whatever its age.
     pub purge_unexpired: bool,
+    /// A send reaching a full disk is stored, then refused.
+    pub store_refused_sends: bool,
 }
 
 /// Settings of one broker replica.

@@ -297,17 +297,26 @@ impl Ledger {
             .map_err(|err| StartError::Raft {
                 reason: err.to_string(),
             })?;
-        // A replica joining a group that runs already (its peers answer that theirs started)
-        // waits to be added; only the replicas of a group that has not started yet start it.
+        // A new replica (one a running group does not count among its members) waits to be
+        // added; a member that lost its log starts as before, with the starting membership
+        // (identical on every replica, refused once a log exists).
         let mut joining = false;
         if !initialized {
             for (id, addr) in &config.peers {
-                if *id != config.node_id
-                    && crate::network::client::probe(&transport, addr, config.rpc_timeout).await
-                        == Some(true)
+                if *id == config.node_id {
+                    continue;
+                }
+                let answer =
+                    crate::network::client::probe(&transport, addr, config.rpc_timeout).await;
+                if let Some(Some(members)) = answer
+                    && !members.contains(&config.node_id)
                 {
                     joining = true;
-                    tracing::info!(peer = id, "the group runs already: waiting to be added");
+                    tracing::info!(
+                        peer = id,
+                        ?members,
+                        "not a member of the running group: waiting to be added"
+                    );
                     break;
                 }
             }

@@ -111,7 +111,12 @@ pub struct Cluster {
     pub mutant: Option<Mutant>,
     /// The layers under test.
     pub workload: Arc<dyn Workload>,
+    /// How full each replica's disk reads, in thousandths (the broker's cleaner reads it).
+    pub disk_used_permille: Arc<BTreeMap<u64, Arc<std::sync::atomic::AtomicU64>>>,
 }
+
+/// A replica's disk as it reads when no episode fills it, in thousandths.
+pub const DISK_USED_NORMAL_PERMILLE: u64 = 500;
 
 impl Cluster {
     /// Slots for every replica, with fresh disks.
@@ -144,7 +149,14 @@ impl Cluster {
                 (id, slot)
             })
             .collect();
+        let disk_used_permille = (1..=config.nodes)
+            .map(|id| {
+                let used = std::sync::atomic::AtomicU64::new(DISK_USED_NORMAL_PERMILLE);
+                (id, Arc::new(used))
+            })
+            .collect();
         Cluster {
+            disk_used_permille: Arc::new(disk_used_permille),
             slots: Arc::new(Mutex::new(slots)),
             oracle: Arc::new(Mutex::new(Oracle::default())),
             quiet: Arc::new(AtomicBool::new(false)),

@@ -28,6 +28,8 @@ pub mod salt {
     pub const CONSUMERS: u64 = 0xc0c0_0000_0000_0009;
     /// Isolations of one replica from all the others.
     pub const ISOLATIONS: u64 = 0x150a_0000_0000_000a;
+    /// Episodes of a replica's disk reading full (messaging workload).
+    pub const FULL_DISKS: u64 = 0xf011_0000_0000_000b;
 }
 
 /// Which layers a run puts under test.
@@ -60,6 +62,8 @@ pub enum Mutant {
     DeliverEarly,
     /// Let retention cut segments that have not expired.
     PurgeUnexpired,
+    /// Store a send on a full disk, then refuse it.
+    StoreRefusedSends,
 }
 
 /// An RNG for one subsystem of one seed.
@@ -111,6 +115,9 @@ pub struct SimConfig {
     /// Retention of the messaging workload (`fileReservedTime`), if the seed turns it on: the
     /// leader cuts segments this long after their last message, every hour of the day.
     pub retention_ms: Option<u64>,
+    /// Per-step odds that a replica's disk reads full for a while (messaging workload): its
+    /// broker refuses sends while it leads, and takes them again once the disk reads free.
+    pub full_disk_odds: f64,
 }
 
 /// Segment size in the simulation: small, so runs roll over files.
@@ -158,6 +165,7 @@ impl SimConfig {
             isolation_odds: r.random_range(0.0002..0.0008),
             // Drawn after it, for the same reason.
             retention_ms: r.random_bool(0.5).then(|| r.random_range(400..=1_500)),
+            full_disk_odds: r.random_range(0.0004..0.0012),
         }
     }
 }

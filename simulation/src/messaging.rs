@@ -139,12 +139,29 @@ pub fn broker_config(cluster: &Cluster, id: u64, incarnation: u64) -> BrokerConf
         config.retention.delete_when = broker::retention::DeleteWhen::EveryHour;
         config.retention.clean_interval = RETENTION_CLEAN_INTERVAL;
     }
+    // Disk-full episodes: the cleaner reads the driver's figure every 100 ms. Forced cleaning
+    // stays off, so a cut is always of expired segments (`retention_only_expired`).
+    config.retention.disk_usage = Arc::new(SimDiskUsage(cluster.disk_used_permille[&id].clone()));
+    config.retention.clean_interval = RETENTION_CLEAN_INTERVAL;
+    config.retention.clean_forcibly = false;
+    if cluster.mutant == Some(crate::config::Mutant::StoreRefusedSends) {
+        config.mutants.store_refused_sends = true;
+    }
     if cluster.mutant == Some(crate::config::Mutant::PurgeUnexpired) {
         config.mutants.purge_unexpired = true;
         config.retention.delete_when = broker::retention::DeleteWhen::EveryHour;
         config.retention.clean_interval = RETENTION_CLEAN_INTERVAL;
     }
     config
+}
+
+/// A replica's disk usage as the driver sets it.
+struct SimDiskUsage(Arc<std::sync::atomic::AtomicU64>);
+
+impl broker::retention::DiskUsage for SimDiskUsage {
+    fn used_ratio(&self) -> Option<f64> {
+        Some(self.0.load(Ordering::Relaxed) as f64 / 1000.0)
+    }
 }
 
 /// The cleaner's period in the simulation: several runs per retention period.
@@ -329,6 +346,15 @@ async fn produce_forever(cluster: Cluster, producer: u64, seed: u64) {
                     cluster.oracle.lock().expect("oracle").sends.push(ack);
                     next = at;
                     break;
+                }
+                Ok(answer)
+                    if answer.code == response::SERVICE_NOT_AVAILABLE
+                        && answer
+                            .remark
+                            .as_deref()
+                            .is_some_and(|r| r.contains("disk is full")) =>
+                {
+                    cluster.oracle.lock().expect("oracle").refused_full.push(id);
                 }
                 // Not master, or busy: the next broker may take it.
                 Ok(_) => {}

@@ -72,6 +72,8 @@ pub struct Oracle {
     /// Ranges of queue offsets consumers jumped over because retention had cut them (a pull
     /// answered PULL_OFFSET_MOVED): (consumer, queue, from, to).
     pub skipped: Vec<(u64, i32, i64, i64)>,
+    /// Ids of sends a broker refused because its disk is full: none may ever be stored.
+    pub refused_full: Vec<u64>,
     /// Proposals sent.
     pub proposed: u64,
 }

@@ -11,7 +11,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 
-use crate::cluster::{Cluster, host_name};
+use crate::cluster::{Cluster, DISK_USED_NORMAL_PERMILLE, host_name};
 use crate::config::{Layer, Mutant, SimConfig, rng, salt};
 use crate::invariants::{Checker, NodeView, Violation};
 use crate::links::Links;
@@ -74,6 +74,9 @@ pub struct RunOptions {
     pub layer: Layer,
 }
 
+/// A disk that reads full: past `diskSpaceWarningLevelRatio` (90 %).
+const DISK_FULL_PERMILLE: u64 = 920;
+
 enum Event {
     Repair(u64, u64),
     RepairOneway(u64, u64),
@@ -83,6 +86,8 @@ enum Event {
     Restart(u64),
     /// End of a partition between a replica and a host outside the group.
     RepairEdge(u64, String),
+    /// End of an episode of a replica's disk reading full.
+    DiskFreed(u64),
 }
 
 struct Driver<'a> {
@@ -101,6 +106,8 @@ struct Driver<'a> {
     /// Isolations of one replica from all others: a stream of its own, so the other faults'
     /// schedules are what they were before it existed.
     isolation_rng: StdRng,
+    /// Episodes of full disks (messaging workload): a stream of its own.
+    full_disk_rng: StdRng,
     /// Which links between replicas deliver, as the driver set them.
     links: Links,
     /// Replicas that cannot reach a quorum now, with the step since which they could not.
@@ -170,6 +177,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> RunReport {
         rng: rng(seed, salt::FAULTS),
         edge_rng: rng(seed, salt::EDGE_FAULTS),
         isolation_rng: rng(seed, salt::ISOLATIONS),
+        full_disk_rng: rng(seed, salt::FULL_DISKS),
         links: Links::default(),
         cut_since: BTreeMap::new(),
         events: BTreeMap::new(),
@@ -307,6 +315,26 @@ impl Driver<'_> {
         });
     }
 
+    /// Now and then (messaging workload) a replica's disk reads full (92 %: past the warning
+    /// ratio) for a while: leading, its broker refuses sends, and takes them again once the disk
+    /// reads half full.
+    fn maybe_fill_disk(&mut self, config: &SimConfig) {
+        if self.layer != Layer::Broker || !self.full_disk_rng.random_bool(config.full_disk_odds) {
+            return;
+        }
+        let id = self.full_disk_rng.random_range(1..=config.nodes);
+        let after = self.full_disk_rng.random_range(200..2_000);
+        self.set_disk_used(id, DISK_FULL_PERMILLE);
+        self.schedule(after, Event::DiskFreed(id));
+        self.count("disk_full_episode");
+    }
+
+    fn set_disk_used(&self, id: u64, permille: u64) {
+        if let Some(used) = self.cluster.disk_used_permille.get(&id) {
+            used.store(permille, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Updates which replicas cannot reach a quorum (counting themselves), and since when.
     fn track_quorum_reach(&mut self) {
         let nodes = self.cluster.config.nodes;
@@ -329,6 +357,7 @@ impl Driver<'_> {
     fn maybe_inject(&mut self, config: &SimConfig) {
         self.maybe_inject_edge(config);
         self.maybe_inject_isolation(config);
+        self.maybe_fill_disk(config);
         if !self.rng.random_bool(config.fault_odds) {
             return;
         }
@@ -454,6 +483,7 @@ impl Driver<'_> {
                     MESSAGE_LATENCY_MAX,
                 ),
                 Event::Restart(id) => self.restart(id),
+                Event::DiskFreed(id) => self.set_disk_used(id, DISK_USED_NORMAL_PERMILLE),
                 Event::RepairEdge(id, host) => {
                     self.sim.repair(host_name(id), host.clone());
                     self.sim.release(host_name(id), host);
@@ -637,6 +667,9 @@ impl Driver<'_> {
         for slot in self.cluster.slots.lock().expect("slots").values() {
             slot.disk.heal();
         }
+        for id in 1..=nodes {
+            self.set_disk_used(id, DISK_USED_NORMAL_PERMILLE);
+        }
         self.events.clear();
         for id in 1..=nodes {
             self.restart(id);
@@ -765,6 +798,14 @@ impl Driver<'_> {
             )
         };
         crate::invariants::scheduled_delivered_once(&consumed, &scheduled, &skipped)?;
+        let refused_full = self
+            .cluster
+            .oracle
+            .lock()
+            .expect("oracle")
+            .refused_full
+            .clone();
+        crate::invariants::refused_not_stored(&consumed, &refused_full)?;
         let result = {
             let slots = self.cluster.slots.lock().expect("slots");
             slots.iter().try_for_each(|(id, slot)| {

@@ -242,3 +242,43 @@ fn retention_cutting_unexpired_segments_is_caught() {
         "{violation}"
     );
 }
+
+/// With a broker storing a send on a full disk before refusing it (mutant
+/// `store-refused-sends`), the messaging workload's sweep finds a refused message that consumers
+/// pulled, names the invariant, and the seed fails the same way alone.
+#[test]
+fn sends_stored_despite_a_full_disk_are_caught() {
+    let (_, stdout, stderr) = simulation(&[
+        "--seeds",
+        "0..10",
+        "--layer",
+        "broker",
+        "--mutant",
+        "store-refused-sends",
+    ]);
+    let summary = last_json(&stdout);
+    let failed = summary["failed_seeds"].as_array().expect("failed seeds");
+    assert!(
+        !failed.is_empty(),
+        "sends stored on a full disk were not caught in 10 seeds: {summary}"
+    );
+    assert!(
+        stderr.contains("refused_not_stored"),
+        "the violation names the invariant:\n{stderr}"
+    );
+    let seed = failed[0].as_u64().expect("a seed").to_string();
+    let (ok, replay, _) = simulation(&[
+        "--seed",
+        &seed,
+        "--layer",
+        "broker",
+        "--mutant",
+        "store-refused-sends",
+    ]);
+    assert!(!ok, "seed {seed} must fail again alone");
+    let violation = last_json(&replay)["violation"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(violation.starts_with("refused_not_stored"), "{violation}");
+}

@@ -855,13 +855,15 @@ impl<D: Disk> Store<D> {
     /// Applies retention's cut at `first_position`: see the module doc. Returns whether it
     /// moved the floor (a cut at or below the floor, or at no segment start, changes nothing).
     fn purge_locked(&self, state: &mut State<D>, first_position: u64) -> Result<bool, StoreError> {
+        if state.floor.is_some_and(|f| f.position >= first_position) {
+            // At or below the floor: applied before, or below a snapshot this replica was
+            // restored from.
+            return Ok(false);
+        }
         let Some(mark) = state.bases.get(&first_position).copied() else {
             tracing::warn!(first_position, "purge at no segment start: ignored");
             return Ok(false);
         };
-        if state.floor.is_some_and(|f| f.position >= first_position) {
-            return Ok(false);
-        }
         let base = self.read_base(first_position)?;
         let queues: Vec<(String, i32)> = state
             .queues

@@ -62,7 +62,16 @@ impl Send {
                 held => return Err(p.not_master_after(&held)),
             }
         }
-        p.require_disk_space(response::SERVICE_NOT_AVAILABLE)?;
+        #[cfg(feature = "mutants")]
+        let store_then_refuse = p.shared.config.mutants.store_refused_sends
+            && p.shared
+                .disk_full
+                .load(std::sync::atomic::Ordering::Acquire);
+        #[cfg(not(feature = "mutants"))]
+        let store_then_refuse = false;
+        if !store_then_refuse {
+            p.require_disk_space(response::SERVICE_NOT_AVAILABLE)?;
+        }
         protocol::names::check_topic(&header.topic)
             .map_err(|err| Refusal::new(response::MESSAGE_ILLEGAL, err.to_string()))?;
         if system_topic::is_scheduled(&header.topic) {
@@ -175,6 +184,10 @@ impl Send {
             uniq_keys.push(uniq);
         }
         let landed = store_records(p, records).await?;
+        if store_then_refuse {
+            // A deliberate bug for the simulation: stored, then refused for a full disk.
+            p.require_disk_space(response::SERVICE_NOT_AVAILABLE)?;
+        }
         let store_host = p.shared.config.advertised_addr;
         let msg_id = landed
             .iter()

@@ -94,16 +94,20 @@ fn dial_backoff_ms(failures: u32) -> u64 {
 }
 
 /// Dials `addr` unless backing off, sending `hello`. Bounded by `ttl`.
-/// Asks the replica at `addr` whether its group has started: `None` if it does not answer
-/// within `ttl`.
-pub(crate) async fn probe<T: Transport>(transport: &T, addr: &str, ttl: Duration) -> Option<bool> {
+/// Asks the replica at `addr` for its group's members: `Some(None)` if its group has not
+/// started, `None` if it does not answer within `ttl`.
+pub(crate) async fn probe<T: Transport>(
+    transport: &T,
+    addr: &str,
+    ttl: Duration,
+) -> Option<Option<Vec<u64>>> {
     let ask = async {
         let mut stream = transport.connect(addr).await.ok()?;
         stream.write_all(&[HELLO_RPC]).await.ok()?;
         let frame = encode_frame(&RpcRequest::Probe).ok()?;
         stream.write_all(&frame).await.ok()?;
         match read_frame::<_, RpcResponse>(&mut stream).await.ok()? {
-            RpcResponse::Probe(started) => Some(started),
+            RpcResponse::Probe(members) => Some(members),
             _ => None,
         }
     };

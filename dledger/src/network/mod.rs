@@ -59,8 +59,9 @@ pub enum RpcRequest {
     },
     /// Ask the receiver to take over leadership.
     TransferLeader(TransferRequest),
-    /// Whether the receiver belongs to a group that has started (at its own start, a replica
-    /// asks its peers: one joining an existing group must not start a group of its own).
+    /// The members of the receiver's group, if it has started (at its own start, a replica
+    /// without a log asks its peers: one that a running group does not count as a member waits
+    /// to be added instead of starting a group of its own).
     Probe,
 }
 
@@ -77,8 +78,9 @@ pub enum RpcResponse {
     SnapshotPart(Result<(), String>),
     /// To `TransferLeader`.
     TransferLeader(Result<TransferResponse, String>),
-    /// To `Probe`: the receiver's group has started (it holds a membership).
-    Probe(bool),
+    /// To `Probe`: the node ids of the receiver's membership (voters and learners), `None` if
+    /// its group has not started.
+    Probe(Option<Vec<u64>>),
 }
 
 /// One item flowing back on a replication stream.

@@ -4,6 +4,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use openraft::async_runtime::watch::WatchReceiver as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -177,7 +178,18 @@ where
                     }
                 }
             }
-            RpcRequest::Probe => RpcResponse::Probe(raft.is_initialized().await.unwrap_or(false)),
+            RpcRequest::Probe => {
+                let started = raft.is_initialized().await.unwrap_or(false);
+                RpcResponse::Probe(started.then(|| {
+                    let metrics = raft.metrics().borrow_watched().clone();
+                    metrics
+                        .membership_config
+                        .membership()
+                        .nodes()
+                        .map(|(id, _)| *id)
+                        .collect()
+                }))
+            }
             RpcRequest::TransferLeader(req) => RpcResponse::TransferLeader(
                 raft.handle_transfer_leader(req)
                     .await

@@ -132,3 +132,22 @@ fn read_id(
     }
     Ok(id_of(&message.body))
 }
+
+/// After healing: no message a broker refused because its disk was full was stored (consumers
+/// pulled every queue to its end, so one stored would have been pulled).
+///
+/// # Errors
+/// The first refused message a consumer pulled.
+pub fn refused_not_stored(consumed: &[Consumed], refused: &[u64]) -> Result<(), Violation> {
+    let refused: std::collections::BTreeSet<u64> = refused.iter().copied().collect();
+    if let Some(c) = consumed.iter().find(|c| refused.contains(&c.id)) {
+        return violation(
+            "refused_not_stored",
+            format!(
+                "id {} was refused for a full disk, yet consumer {:#x} pulled it at queue {} offset {}",
+                c.id, c.consumer, c.queue_id, c.queue_offset
+            ),
+        );
+    }
+    Ok(())
+}

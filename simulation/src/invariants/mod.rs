@@ -16,6 +16,7 @@ mod store_applied_le_committed;
 
 pub use acked_consumable::check as acked_consumable;
 pub use acked_consumable::check_consumed as consumed_committed;
+pub use acked_consumable::refused_not_stored;
 pub use no_writes_without_quorum::NOTICE_MARGIN_MS;
 pub use scheduled::delivered_once as scheduled_delivered_once;
 pub use scheduled::skips_queue;
