@@ -20,7 +20,10 @@ pub struct DevArgs {
     /// Client port of the first replica; the others follow. 0 picks free ports.
     #[arg(long, default_value_t = 10911)]
     broker_port: u16,
-    /// Raft port of the first replica; the others follow. 0 picks free ports.
+    /// Raft port of the first replica; the others follow. 0: the client port + 30000 (40911
+    /// after 10911, DLedger's usual port) when the client port is fixed, free ports when it is
+    /// 0. A group's Raft addresses are in its log, so a restart on the same data must find the
+    /// same ports.
     #[arg(long, default_value_t = 0)]
     raft_port: u16,
     /// HTTP port of the name server (/health, /status, /metrics); replica N serves on this
@@ -32,12 +35,19 @@ pub struct DevArgs {
     message_delay_level: broker::schedule::DelayLevels,
 }
 
+/// Where `raftmq dev`'s Raft ports start when only the client port is given: 10911 → 40911.
+const RAFT_PORT_OFFSET: u16 = 30_000;
+
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let spec = ClusterSpec {
         replicas: args.replicas,
         namesrv_port: args.namesrv_port,
         broker_port: args.broker_port,
-        raft_port: args.raft_port,
+        raft_port: match (args.raft_port, args.broker_port) {
+            (0, 0) => 0,
+            (0, client) => client.checked_add(RAFT_PORT_OFFSET).unwrap_or(0),
+            (raft, _) => raft,
+        },
         http_port: Some(args.http_port),
         schedule: broker::schedule::ScheduleConfig {
             levels: args.message_delay_level,
