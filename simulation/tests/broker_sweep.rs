@@ -20,6 +20,31 @@ fn last_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(line).expect("the last line is JSON")
 }
 
+/// Sweeps `seeds` of the messaging workload with `mutant` on: some seed fails naming
+/// `invariant`, and the first failing seed fails the same way alone.
+fn mutant_is_caught(mutant: &str, seeds: &str, invariant: &str) {
+    let (_, stdout, stderr) =
+        simulation(&["--seeds", seeds, "--layer", "broker", "--mutant", mutant]);
+    let summary = last_json(&stdout);
+    let failed = summary["failed_seeds"].as_array().expect("failed seeds");
+    assert!(
+        !failed.is_empty(),
+        "mutant {mutant} was not caught in seeds {seeds}: {summary}"
+    );
+    assert!(
+        stderr.contains(invariant),
+        "the violation names {invariant}:\n{stderr}"
+    );
+    let seed = failed[0].as_u64().expect("a seed").to_string();
+    let (ok, replay, _) = simulation(&["--seed", &seed, "--layer", "broker", "--mutant", mutant]);
+    assert!(!ok, "seed {seed} must fail again alone");
+    let violation = last_json(&replay)["violation"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(violation.starts_with(invariant), "{violation}");
+}
+
 /// A fixed sweep of the messaging workload finds no violation, under every kind of network
 /// fault (between replicas, and between replicas and the client hosts and the name server),
 /// crash and disk fault it injects.
@@ -119,42 +144,7 @@ fn broker_seeds_that_found_bugs_pass() {
 /// invariant, and the seed fails the same way alone.
 #[test]
 fn broker_without_check_quorum_is_caught() {
-    let (_, stdout, stderr) = simulation(&[
-        "--seeds",
-        "0..30",
-        "--layer",
-        "broker",
-        "--mutant",
-        "ignore-quorum-loss",
-    ]);
-    let summary = last_json(&stdout);
-    let failed = summary["failed_seeds"].as_array().expect("failed seeds");
-    assert!(
-        !failed.is_empty(),
-        "check-quorum off was not caught in 30 seeds: {summary}"
-    );
-    assert!(
-        stderr.contains("no_writes_without_quorum"),
-        "the violation names the invariant:\n{stderr}"
-    );
-    let seed = failed[0].as_u64().expect("a seed").to_string();
-    let (ok, replay, _) = simulation(&[
-        "--seed",
-        &seed,
-        "--layer",
-        "broker",
-        "--mutant",
-        "ignore-quorum-loss",
-    ]);
-    assert!(!ok, "seed {seed} must fail again alone");
-    let violation = last_json(&replay)["violation"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    assert!(
-        violation.starts_with("no_writes_without_quorum"),
-        "{violation}"
-    );
+    mutant_is_caught("ignore-quorum-loss", "0..30", "no_writes_without_quorum");
 }
 
 /// With the scheduler delivering half a second early (mutant `deliver-early`), the messaging
@@ -162,42 +152,7 @@ fn broker_without_check_quorum_is_caught() {
 /// invariant, and the seed fails the same way alone.
 #[test]
 fn scheduler_delivering_early_is_caught() {
-    let (_, stdout, stderr) = simulation(&[
-        "--seeds",
-        "0..10",
-        "--layer",
-        "broker",
-        "--mutant",
-        "deliver-early",
-    ]);
-    let summary = last_json(&stdout);
-    let failed = summary["failed_seeds"].as_array().expect("failed seeds");
-    assert!(
-        !failed.is_empty(),
-        "early delivery was not caught in 10 seeds: {summary}"
-    );
-    assert!(
-        stderr.contains("scheduled_not_before_due"),
-        "the violation names the invariant:\n{stderr}"
-    );
-    let seed = failed[0].as_u64().expect("a seed").to_string();
-    let (ok, replay, _) = simulation(&[
-        "--seed",
-        &seed,
-        "--layer",
-        "broker",
-        "--mutant",
-        "deliver-early",
-    ]);
-    assert!(!ok, "seed {seed} must fail again alone");
-    let violation = last_json(&replay)["violation"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    assert!(
-        violation.starts_with("scheduled_not_before_due"),
-        "{violation}"
-    );
+    mutant_is_caught("deliver-early", "0..10", "scheduled_not_before_due");
 }
 
 /// With retention cutting segments whatever their age (mutant `purge-unexpired`), the messaging
@@ -205,42 +160,7 @@ fn scheduler_delivering_early_is_caught() {
 /// the invariant, and the seed fails the same way alone.
 #[test]
 fn retention_cutting_unexpired_segments_is_caught() {
-    let (_, stdout, stderr) = simulation(&[
-        "--seeds",
-        "0..10",
-        "--layer",
-        "broker",
-        "--mutant",
-        "purge-unexpired",
-    ]);
-    let summary = last_json(&stdout);
-    let failed = summary["failed_seeds"].as_array().expect("failed seeds");
-    assert!(
-        !failed.is_empty(),
-        "cuts of unexpired segments were not caught in 10 seeds: {summary}"
-    );
-    assert!(
-        stderr.contains("retention_only_expired"),
-        "the violation names the invariant:\n{stderr}"
-    );
-    let seed = failed[0].as_u64().expect("a seed").to_string();
-    let (ok, replay, _) = simulation(&[
-        "--seed",
-        &seed,
-        "--layer",
-        "broker",
-        "--mutant",
-        "purge-unexpired",
-    ]);
-    assert!(!ok, "seed {seed} must fail again alone");
-    let violation = last_json(&replay)["violation"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    assert!(
-        violation.starts_with("retention_only_expired"),
-        "{violation}"
-    );
+    mutant_is_caught("purge-unexpired", "0..10", "retention_only_expired");
 }
 
 /// With a broker storing a send on a full disk before refusing it (mutant
@@ -248,37 +168,5 @@ fn retention_cutting_unexpired_segments_is_caught() {
 /// pulled, names the invariant, and the seed fails the same way alone.
 #[test]
 fn sends_stored_despite_a_full_disk_are_caught() {
-    let (_, stdout, stderr) = simulation(&[
-        "--seeds",
-        "0..10",
-        "--layer",
-        "broker",
-        "--mutant",
-        "store-refused-sends",
-    ]);
-    let summary = last_json(&stdout);
-    let failed = summary["failed_seeds"].as_array().expect("failed seeds");
-    assert!(
-        !failed.is_empty(),
-        "sends stored on a full disk were not caught in 10 seeds: {summary}"
-    );
-    assert!(
-        stderr.contains("refused_not_stored"),
-        "the violation names the invariant:\n{stderr}"
-    );
-    let seed = failed[0].as_u64().expect("a seed").to_string();
-    let (ok, replay, _) = simulation(&[
-        "--seed",
-        &seed,
-        "--layer",
-        "broker",
-        "--mutant",
-        "store-refused-sends",
-    ]);
-    assert!(!ok, "seed {seed} must fail again alone");
-    let violation = last_json(&replay)["violation"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    assert!(violation.starts_with("refused_not_stored"), "{violation}");
+    mutant_is_caught("store-refused-sends", "0..10", "refused_not_stored");
 }

@@ -679,31 +679,11 @@ impl<D: Disk> Store<D> {
         state.queues.flush()?;
         state.index.flush()?;
         let timers = state.timers.flush()?;
-        let queues: Vec<QueueLength> = state
-            .queues
-            .queues()
-            .map(|(topic, queue_id)| QueueLength {
-                topic: topic.to_string(),
-                queue_id,
-                next: state
-                    .queues
-                    .get(topic, queue_id)
-                    .map_or(0, |q| q.queue_offset_max()),
-            })
-            .collect();
+        let queues = queue_lengths(state);
         let checkpoint = Checkpoint {
             applied: state.applied,
             topics: state.topics.values().cloned().collect(),
-            offsets: state
-                .offsets
-                .iter()
-                .map(|((group, topic, queue_id), offset)| OffsetCommit {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    queue_id: *queue_id,
-                    offset: *offset,
-                })
-                .collect(),
+            offsets: offset_commits(state),
             applied_end: self.applied_end.load(Ordering::Acquire),
             queues,
             timers,
@@ -781,32 +761,11 @@ impl<D: Disk> Store<D> {
 
     /// The state as it is now, as a base for the segment starting at `position`.
     fn base_now(&self, state: &State<D>, mark: BaseMark) -> Result<Base, StoreError> {
-        let queues = state
-            .queues
-            .queues()
-            .map(|(topic, queue_id)| QueueLength {
-                topic: topic.to_string(),
-                queue_id,
-                next: state
-                    .queues
-                    .get(topic, queue_id)
-                    .map_or(0, |q| q.queue_offset_max()),
-            })
-            .collect();
         Ok(Base {
             mark,
             topics: state.topics.values().cloned().collect(),
-            offsets: state
-                .offsets
-                .iter()
-                .map(|((group, topic, queue_id), offset)| OffsetCommit {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    queue_id: *queue_id,
-                    offset: *offset,
-                })
-                .collect(),
-            queues,
+            offsets: offset_commits(state),
+            queues: queue_lengths(state),
             timers: state.timers.checkpoint_view(),
         })
     }
@@ -1224,6 +1183,36 @@ impl<D: Disk> Store<D> {
             state.index.last_update_commit_log_offset() as i64,
         )
     }
+}
+
+/// Every queue's length (its next offset), for a checkpoint or a base.
+fn queue_lengths<D: Disk>(state: &State<D>) -> Vec<QueueLength> {
+    state
+        .queues
+        .queues()
+        .map(|(topic, queue_id)| QueueLength {
+            topic: topic.to_string(),
+            queue_id,
+            next: state
+                .queues
+                .get(topic, queue_id)
+                .map_or(0, |q| q.queue_offset_max()),
+        })
+        .collect()
+}
+
+/// Every committed consumer offset, for a checkpoint or a base.
+fn offset_commits<D: Disk>(state: &State<D>) -> Vec<OffsetCommit> {
+    state
+        .offsets
+        .iter()
+        .map(|((group, topic, queue_id), offset)| OffsetCommit {
+            group: group.clone(),
+            topic: topic.clone(),
+            queue_id: *queue_id,
+            offset: *offset,
+        })
+        .collect()
 }
 
 /// The first queue offset at or after `from` whose unit lies at or past `position` (the queue's

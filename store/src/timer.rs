@@ -563,18 +563,7 @@ impl<D: Disk> Timers<D> {
     /// A file error.
     pub fn flush(&mut self) -> Result<TimerCheckpoint, StoreError> {
         self.log.flush()?;
-        Ok(TimerCheckpoint {
-            seen: self.log.queue_offset_max(),
-            progress: self.progress,
-            pending: self.pending,
-            covered: self.covered,
-            scan_from: self
-                .slots
-                .values()
-                .map(|s| s.first)
-                .min()
-                .unwrap_or(self.log.queue_offset_max()),
-        })
+        Ok(self.checkpoint_view())
     }
 
     /// Forgets every unit and the progress (the store applies the log again from its start).
