@@ -92,9 +92,9 @@ pub struct Checker {
     /// Per replica life and queue: units compared with the canonical ones.
     units_compared: BTreeMap<(u64, u64, String, i32), u64>,
     /// The timer state some replica held right after each applied entry.
-    timers_at: scheduled::TimersAt,
+    timers_at: HeldAfter<store::timer::TimerStats>,
     /// The retention view some replica held right after each applied entry.
-    retention_at: retention::RetentionAt,
+    retention_at: HeldAfter<store::RetentionView>,
     /// Each replica life's min offset of each queue, as last checked.
     mins_seen: BTreeMap<(u64, u64, i32), i64>,
 }
@@ -160,6 +160,35 @@ impl Checker {
     /// Entries known committed.
     pub fn canonical_len(&self) -> usize {
         self.canonical.len()
+    }
+}
+
+/// What replicas hold right after applying an entry, by entry index: the first replica seen
+/// there, and what it held.
+pub(super) type HeldAfter<T> = BTreeMap<u64, (u64, T)>;
+
+/// Records what `node` holds right after applying entry `index`, or compares it with what the
+/// first replica seen there held: replicas that applied the same entries must hold the same.
+fn same_after_entry<T: PartialEq + std::fmt::Debug>(
+    held: &mut HeldAfter<T>,
+    invariant: &'static str,
+    what: &str,
+    index: u64,
+    node: u64,
+    value: T,
+) -> Result<(), Violation> {
+    match held.get(&index) {
+        Some((first, seen)) if *seen != value => violation(
+            invariant,
+            format!(
+                "after entry {index} node {node} holds {what} {value:?}, node {first} {seen:?}"
+            ),
+        ),
+        Some(_) => Ok(()),
+        None => {
+            held.insert(index, (node, value));
+            Ok(())
+        }
     }
 }
 

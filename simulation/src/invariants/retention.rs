@@ -3,10 +3,6 @@
 //! every step, as min offsets move). After healing, every acknowledged message at or past its
 //! queue's min offset is consumable (`acked_consumable`).
 
-use std::collections::BTreeMap;
-
-use store::RetentionView;
-
 use super::{Checker, NodeView, Violation, violation};
 use crate::messaging::{QUEUES, TOPIC};
 use crate::oracle::SendAck;
@@ -27,27 +23,17 @@ pub(super) fn check_identical(
         if view.purged_through.is_some() && view.floor_entry.is_none() {
             continue;
         }
-        match checker.retention_at.get(&applied.index) {
-            Some((first, seen)) if *seen != view => {
-                return violation(
-                    "retention_identical",
-                    format!(
-                        "after entry {} node {} holds retention {view:?}, node {first} {seen:?}",
-                        applied.index, node.id
-                    ),
-                );
-            }
-            Some(_) => {}
-            None => {
-                checker.retention_at.insert(applied.index, (node.id, view));
-            }
-        }
+        super::same_after_entry(
+            &mut checker.retention_at,
+            "retention_identical",
+            "retention",
+            applied.index,
+            node.id,
+            view,
+        )?;
     }
     Ok(())
 }
-
-/// The retention view some replica held right after applying an entry, by entry index.
-pub(super) type RetentionAt = BTreeMap<u64, (u64, RetentionView)>;
 
 /// Every step: when a queue's min offset moves up on a replica, every acknowledged message it
 /// passes was sent at least `reserved_ms` ago (it was stored no earlier, and its segment was

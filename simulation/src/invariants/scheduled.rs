@@ -5,8 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use store::timer::TimerStats;
-
 use super::{Checker, NodeView, Violation, violation};
 use crate::messaging::CLIENT_HOSTS;
 use crate::oracle::{Consumed, ScheduledAck};
@@ -23,28 +21,17 @@ pub(super) fn check_identical(
         let Some(applied) = store.last_applied() else {
             continue;
         };
-        let stats = store.timer_stats();
-        match checker.timers_at.get(&applied.index) {
-            Some((first, seen)) if *seen != stats => {
-                return violation(
-                    "timers_identical",
-                    format!(
-                        "after entry {} node {} holds timer state {stats:?}, node {first} {seen:?}",
-                        applied.index, node.id
-                    ),
-                );
-            }
-            Some(_) => {}
-            None => {
-                checker.timers_at.insert(applied.index, (node.id, stats));
-            }
-        }
+        super::same_after_entry(
+            &mut checker.timers_at,
+            "timers_identical",
+            "timer state",
+            applied.index,
+            node.id,
+            store.timer_stats(),
+        )?;
     }
     Ok(())
 }
-
-/// The timer state some replica held right after applying an entry, by entry index.
-pub(super) type TimersAt = BTreeMap<u64, (u64, TimerStats)>;
 
 /// Whether `consumer` jumped over part of queue `queue_id` that retention had cut.
 pub fn skips_queue(skipped: &[(u64, i32, i64, i64)], consumer: u64, queue_id: i32) -> bool {
