@@ -22,23 +22,7 @@ impl PartitionUsage {
 
 /// The used fraction of the partition of `path`, `None` if it cannot be read.
 pub fn partition_used_ratio(path: &Path) -> Option<f64> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c_path` is a NUL-terminated string and `stat` is writable memory of the right
-    // type; statvfs fills it in full when it returns 0.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it initialized `stat`.
-    let stat = unsafe { stat.assume_init() };
-    let block = stat.f_frsize as f64;
-    let total = stat.f_blocks as f64 * block;
-    let free = stat.f_bfree as f64 * block;
-    let available = stat.f_bavail as f64 * block;
-    let used = total - free;
-    (used + available > 0.0).then(|| used / (used + available))
+    dledger::disk::partition_space(path).and_then(|space| space.used_ratio())
 }
 
 impl DiskUsage for PartitionUsage {

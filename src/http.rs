@@ -19,7 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use broker::BrokerView;
-use broker::metrics::write_gauge;
+use broker::metrics::{write_counter, write_gauge};
 use dledger::{FlushPolicy, Ledger, MmapDisk, NodeId, Role, Status};
 use namesrv::{Namesrv, Registry};
 use serde_json::{Value, json};
@@ -182,6 +182,11 @@ async fn replica_health(State(handles): State<Arc<ReplicaHandles>>) -> Response 
     if let Some(failure) = handles.ledger.fatal() {
         return health(Some(&format!("storage failed: {failure}")));
     }
+    if handles.ledger.waiting_for_space() {
+        return health(Some(
+            "the log's disk is full: waiting for space (the replica goes on once there is room)",
+        ));
+    }
     let status = handles.ledger.status();
     health(unavailable_reason(&status, handles.broker.serving_writes()))
 }
@@ -249,6 +254,8 @@ pub fn replica_status(handles: &ReplicaHandles) -> Value {
         "serving_writes": handles.broker.serving_writes(),
         "write_refusal": handles.broker.write_refusal(),
         "has_quorum": status.has_quorum,
+        // The log's disk is full: the replica takes no part until space returns.
+        "waiting_for_space": handles.ledger.waiting_for_space(),
         "quorum_acked_ms_ago": status.quorum_acked_ms_ago,
         "scheduled": handles.broker.scheduled(),
         "retention": handles.broker.retention(),
@@ -309,6 +316,18 @@ pub fn replica_metrics_text(handles: &ReplicaHandles) -> String {
         "raftmq_leader_without_quorum",
         "1 when this replica leads but no quorum answered it within the lease (it refuses writes), else 0.",
         u64::from(status.role == Role::Leader && !status.has_quorum),
+    );
+    write_gauge(
+        &mut out,
+        "raftmq_log_waiting_for_space",
+        "1 while the log's disk is full and this replica waits for space (it takes no part meanwhile), else 0.",
+        u64::from(handles.ledger.waiting_for_space()),
+    );
+    write_counter(
+        &mut out,
+        "raftmq_log_space_waits_total",
+        "Times this replica began waiting for disk space since it started.",
+        handles.ledger.space_waits(),
     );
     write_gauge(
         &mut out,

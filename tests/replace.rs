@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use procs::{
-    Node, Proc, assert_acked_everywhere, free_port, http_json, produce_until, raftmq, registered,
-    start_broker, start_namesrv, wait_registered, write_confs,
+    Node, Proc, acks_grow, assert_acked_everywhere, free_port, http_json, produce_until, raftmq,
+    registered, start_broker, start_namesrv, wait_registered, write_confs,
 };
 use remoting::TcpTransport;
 use testkit::wait::until_async;
@@ -115,11 +115,7 @@ async fn a_dead_replica_is_replaced_under_sends_and_the_leader_removed() {
         let (namesrv, stop, acks) = (namesrv.clone(), stop.clone(), acks.clone());
         async move { produce_until(namesrv, "replace-pg", TOPIC, stop, acks).await }
     });
-    until_async("sends under way", Duration::from_secs(30), || async {
-        let n = acks.lock().expect("acks").len();
-        if n >= 200 { Ok(()) } else { Err(n) }
-    })
-    .await;
+    acks_grow("sends under way", &acks, 200, Duration::from_secs(30)).await;
 
     // A follower dies for good.
     let dead = (leader + 1) % 3;
@@ -232,12 +228,7 @@ async fn a_dead_replica_is_replaced_under_sends_and_the_leader_removed() {
         )
         .await;
     }
-    let n = acks.lock().expect("acks").len();
-    until_async("sends go on", Duration::from_secs(30), || async {
-        let now = acks.lock().expect("acks").len();
-        if now >= n + 200 { Ok(()) } else { Err(now) }
-    })
-    .await;
+    acks_grow("sends go on", &acks, 200, Duration::from_secs(30)).await;
 
     // The leader leaves too: it hands leadership over, and the new leader removes it.
     let (ok, line) = admin(&[
@@ -258,14 +249,11 @@ async fn a_dead_replica_is_replaced_under_sends_and_the_leader_removed() {
         }
     })
     .await;
-    let n = acks.lock().expect("acks").len();
-    until_async(
+    acks_grow(
         "sends go on after the leader left",
+        &acks,
+        100,
         Duration::from_secs(30),
-        || async {
-            let now = acks.lock().expect("acks").len();
-            if now >= n + 100 { Ok(()) } else { Err(now) }
-        },
     )
     .await;
     stop.store(true, Ordering::Relaxed);

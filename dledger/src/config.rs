@@ -83,6 +83,8 @@ pub struct Mutants {
     /// Report a leader as holding its quorum lease whether or not a quorum answered it
     /// lately (check-quorum off): a cut-off leader goes on claiming writes.
     pub ignore_quorum_loss: bool,
+    /// Stop the replica on a full disk instead of waiting for space (it never comes back).
+    pub fail_on_full_disk: bool,
 }
 
 impl LedgerConfig {

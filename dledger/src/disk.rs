@@ -82,6 +82,13 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// # Errors
     /// The OS error.
     fn write_meta(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// How much room the file system holding `dir` has, `None` where that is unknown (a disk
+    /// model whose limit is in its file creations). The log stops appending while this shows
+    /// less than its reserve ([`crate::limits::DISK_RESERVE_BYTES_MAX`]).
+    fn space(&self, dir: &Path) -> Option<Space> {
+        let _ = dir;
+        None
+    }
     /// Runs blocking disk work (syncs, file creation) off the async worker threads. The
     /// production disk uses a blocking thread; a simulated disk runs it inline so that runs stay
     /// deterministic.
@@ -89,6 +96,48 @@ pub trait Disk: Clone + Send + Sync + 'static {
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static;
+}
+
+/// The room of a file system, read with `statvfs(3)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Its size.
+    pub total_bytes: u64,
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Bytes this process may still take (`f_bavail`: without the blocks reserved for root).
+    pub available_bytes: u64,
+}
+
+impl Space {
+    /// Used / (used + available), as RocketMQ's `getDiskPartitionSpaceUsedPercent` computes it.
+    pub fn used_ratio(&self) -> Option<f64> {
+        let room = self.used_bytes + self.available_bytes;
+        (room > 0).then(|| self.used_bytes as f64 / room as f64)
+    }
+}
+
+/// The room of the file system holding `path`, `None` if `statvfs` fails (no such path).
+pub fn partition_space(path: &Path) -> Option<Space> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string and `stat` is writable memory of the right
+    // type; statvfs fills it in full when it returns 0.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialized `stat`.
+    let stat = unsafe { stat.assume_init() };
+    let block = stat.f_frsize;
+    let total_bytes = stat.f_blocks * block;
+    let free = stat.f_bfree * block;
+    Some(Space {
+        total_bytes,
+        used_bytes: total_bytes.saturating_sub(free),
+        available_bytes: stat.f_bavail * block,
+    })
 }
 
 /// Production disk: segment files mapped with `mmap` for reads; appends go through `pwrite` and
@@ -157,6 +206,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl Disk for MmapDisk {
     type File = MmapFile;
+
+    fn space(&self, dir: &Path) -> Option<Space> {
+        partition_space(dir)
+    }
 
     fn open_segment(&self, path: &Path, bytes: u64) -> io::Result<Arc<MmapFile>> {
         let existed = path.exists();

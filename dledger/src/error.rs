@@ -136,6 +136,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether this is a write that failed for want of disk space (`ENOSPC`, `EDQUOT`).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if crate::room::is_disk_full(source))
+    }
+
     pub(crate) fn io(verb: Verb, subject: Subject, source: io::Error) -> Self {
         StorageError::Io {
             verb,

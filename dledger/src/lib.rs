@@ -12,6 +12,8 @@
 //!   (RocketMQ's MappedFileQueue), shared by the CommitLog and the store.
 //! - [`commit_log`]: segment files named by byte position, the index, recovery.
 //! - `log_store`: openraft's log storage over the CommitLog, with the group-commit flusher.
+//! - `room`: the log's room on its disk; a full disk holds the replica still until space
+//!   returns.
 //! - [`state_machine`]: the state-machine trait and its openraft adapter.
 //! - `network`: the Raft RPCs over our framed TCP protocol, pipelined, through the network
 //!   seam ([`Transport`], from the `seams` crate).
@@ -32,6 +34,7 @@ mod network;
 pub mod node;
 mod raft_types;
 pub mod record;
+mod room;
 pub mod state_machine;
 pub mod testing;
 pub mod types;

@@ -85,3 +85,20 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 pub const SNAPSHOT_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
 
 const _: () = assert!((SNAPSHOT_CHUNK_BYTES as u64) + 65536 < RAFT_FRAME_BYTES_MAX as u64);
+
+/// Room the log leaves free on its disk: it stops appending (its replica stops taking part)
+/// while less than this is available, so the message store, which writes its queues, indexes
+/// and checkpoints after the log, never meets a full disk halfway through applying an entry.
+/// The store writes a few per cent of what the log does. At most this…
+pub const DISK_RESERVE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// …and at most the disk's size divided by this (a small disk keeps a small reserve).
+pub const DISK_RESERVE_DIVISOR: u64 = 20;
+
+/// How stale the log's reading of its disk's room may get. Between readings it counts what it
+/// appended against what the last reading left above the reserve, and reads again sooner when
+/// that runs out.
+pub const SPACE_READ_INTERVAL_MS: u64 = 100;
+
+/// How often a replica waiting for disk space looks again.
+pub const SPACE_RETRY_INTERVAL_MS: u64 = 200;

@@ -22,10 +22,13 @@ use crate::commit_log::{CommitLog, CommitLogConfig, NewEntry, RecoveryReport, St
 use crate::config::FlushPolicy;
 use crate::disk::{Disk, SegmentFile};
 use crate::error::{StorageError, Subject, Verb};
-use crate::limits::{FLUSH_QUEUE_MAX, REPLICATION_BATCH_BYTES_MAX, REPLICATION_BATCH_ENTRIES_MAX};
+use crate::limits::{
+    ENTRY_HEADER_BYTES, FLUSH_QUEUE_MAX, REPLICATION_BATCH_BYTES_MAX, REPLICATION_BATCH_ENTRIES_MAX,
+};
 use crate::meta;
 use crate::raft_types::{OrEntry, OrLogId, OrVote, Payload, TypeConfig, from_log_id, to_log_id};
 use crate::record::{EntryKind, IndexUnit};
+use crate::room::Room;
 use crate::types::LogId;
 
 /// How often the committed log id is persisted. It only saves re-applying work after a restart,
@@ -43,6 +46,8 @@ pub struct Mutants {
     pub forget_vote: AtomicBool,
     /// Hand appended entries to this function (the state machine) before they commit.
     pub apply_before_commit: Mutex<Option<EarlyApply>>,
+    /// Fail the append on a full disk instead of waiting for space.
+    pub fail_on_full_disk: AtomicBool,
 }
 
 /// The state machine's apply, called by the `apply_before_commit` mutant.
@@ -75,6 +80,8 @@ pub struct LogShared<D: Disk> {
     flushed_next: AtomicU64,
     stopping: AtomicBool,
     fatal: Mutex<Option<String>>,
+    /// The disk's room: appends wait here while it is full.
+    pub(crate) room: Room,
     #[cfg(feature = "mutants")]
     pub(crate) mutants: Mutants,
 }
@@ -100,6 +107,14 @@ impl<D: Disk> LogShared<D> {
         false
     }
 
+    /// Whether the `fail_on_full_disk` mutant is on: never without the `mutants` feature.
+    fn fails_on_full_disk(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        return self.mutants.fail_on_full_disk.load(Ordering::Relaxed);
+        #[cfg(not(feature = "mutants"))]
+        false
+    }
+
     /// Switches on the mutants `config` names; `sm` is what `apply_before_commit` applies to.
     #[cfg(feature = "mutants")]
     pub(crate) fn switch_on(
@@ -113,6 +128,9 @@ impl<D: Disk> LogShared<D> {
         self.mutants
             .forget_vote
             .store(config.forget_vote, Ordering::Relaxed);
+        self.mutants
+            .fail_on_full_disk
+            .store(config.fail_on_full_disk, Ordering::Relaxed);
         if config.apply_before_commit {
             let early = sm.clone();
             *lock(&self.mutants.apply_before_commit) =
@@ -131,6 +149,7 @@ impl<D: Disk> LogShared<D> {
         hook: Option<Arc<dyn crate::commit_log::AppendHook>>,
     ) -> Result<(Arc<Self>, RecoveryReport), StorageError> {
         let meta_dir = config.dir.join("meta");
+        let room = Room::new(config.dir.clone());
         let vote: Option<OrVote> = meta::load(&disk, &meta_dir.join("vote"))?;
         let committed: Option<LogId> = meta::load(&disk, &meta_dir.join("committed"))?;
         let purged: Option<LogId> = meta::load(&disk, &meta_dir.join("purged"))?;
@@ -172,6 +191,7 @@ impl<D: Disk> LogShared<D> {
                 flushed_next: AtomicU64::new(flushed_next),
                 stopping: AtomicBool::new(false),
                 fatal: Mutex::new(None),
+                room,
                 #[cfg(feature = "mutants")]
                 mutants: Mutants::default(),
             }),
@@ -537,25 +557,50 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
                 _ => None,
             })
             .collect();
-        let mut membership_bodies = memberships.iter();
-        let new_entries = entries.iter().map(|e| {
-            let (kind, body): (EntryKind, &[u8]) = match &e.payload {
-                EntryPayload::Normal(payload) => (EntryKind::Normal, &payload.0),
-                EntryPayload::Blank => (EntryKind::Blank, &[]),
-                EntryPayload::Membership(_) => (
-                    EntryKind::Membership,
-                    membership_bodies
-                        .next()
-                        .expect("one body per membership entry"),
-                ),
-            };
-            NewEntry {
-                log_id: to_log_id(&e.log_id),
-                kind,
-                body,
+        let new_entries = || {
+            let mut membership_bodies = memberships.iter();
+            entries.iter().map(move |e| {
+                let (kind, body): (EntryKind, &[u8]) = match &e.payload {
+                    EntryPayload::Normal(payload) => (EntryKind::Normal, &payload.0),
+                    EntryPayload::Blank => (EntryKind::Blank, &[]),
+                    EntryPayload::Membership(_) => (
+                        EntryKind::Membership,
+                        membership_bodies
+                            .next()
+                            .expect("one body per membership entry"),
+                    ),
+                };
+                NewEntry {
+                    log_id: to_log_id(&e.log_id),
+                    kind,
+                    body,
+                }
+            })
+        };
+        let bytes: u64 = new_entries()
+            .map(|e| u64::from(ENTRY_HEADER_BYTES) + e.body.len() as u64)
+            .sum();
+        // A full disk holds this replica still (openraft awaits this call in its core) until
+        // space returns: see `room`.
+        self.0.room.wait_for(&self.0.disk, bytes, false).await?;
+        loop {
+            let appended = self.0.write_log().append(new_entries());
+            match appended {
+                Err(err) if err.is_disk_full() && !self.0.fails_on_full_disk() => {
+                    tracing::warn!(cause = %err, "append failed for want of disk space; the log is as it was");
+                    self.0.room.wait_for(&self.0.disk, bytes, true).await?;
+                }
+                Err(err) => {
+                    if err.is_disk_full() {
+                        self.0.room.stopped_on_full_disk();
+                    }
+                    tracing::error!(cause = %err, "append failed; the replica stops");
+                    *lock(&self.0.fatal) = Some(format!("append failed: {err}"));
+                    return Err(err.into());
+                }
+                Ok(()) => break,
             }
-        });
-        self.0.write_log().append(new_entries)?;
+        }
         #[cfg(feature = "mutants")]
         if let Some(apply) = lock(&self.0.mutants.apply_before_commit).as_ref() {
             for e in &entries {

@@ -34,6 +34,7 @@ trait LogAccess: Send + Sync + 'static {
     ) -> Result<Option<crate::commit_log::StoredEntry>, StorageError>;
     fn read_bytes(&self, position: u64, len: usize) -> Option<Vec<u8>>;
     fn fatal(&self) -> Option<String>;
+    fn room(&self) -> &crate::room::Room;
     fn first_index(&self) -> u64;
     fn stop(&self);
     fn check_invariants(&self);
@@ -57,6 +58,10 @@ impl<D: Disk> LogAccess for LogShared<D> {
 
     fn fatal(&self) -> Option<String> {
         LogShared::fatal(self)
+    }
+
+    fn room(&self) -> &crate::room::Room {
+        &self.room
     }
 
     fn first_index(&self) -> u64 {
@@ -433,6 +438,23 @@ impl Ledger {
         self.inner.log.fatal()
     }
 
+    /// Whether this replica is waiting for disk space: its log's disk is full (or within the
+    /// reserve the store needs), so it takes no part until space returns, then goes on by itself.
+    pub fn waiting_for_space(&self) -> bool {
+        self.inner.log.room().waiting()
+    }
+
+    /// Whether a full disk stopped this replica (a bug: it must wait for space instead; the
+    /// simulation checks this).
+    pub fn stopped_on_full_disk(&self) -> bool {
+        self.inner.log.room().stopped()
+    }
+
+    /// Times this replica began waiting for disk space since it started.
+    pub fn space_waits(&self) -> u64 {
+        self.inner.log.room().waits()
+    }
+
     fn stop_reason(&self, fallback: String) -> String {
         self.inner.log.fatal().unwrap_or(fallback)
     }
@@ -734,6 +756,8 @@ impl Ledger {
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true); // No receiver left means the server already ended.
         self.inner.snapshots.abort();
+        // An append waiting for space holds openraft's core, which would never see the shutdown.
+        self.inner.log.room().abandon();
         if let Err(err) = self.scope(self.inner.raft.shutdown()).await {
             tracing::warn!(cause = %err, "raft shutdown");
         }

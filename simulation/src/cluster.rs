@@ -193,6 +193,7 @@ impl Cluster {
             skip_recovery_crc: self.mutant == Some(Mutant::SkipRecoveryCrc),
             forget_vote: self.mutant == Some(Mutant::ForgetVote),
             ignore_quorum_loss: self.mutant == Some(Mutant::IgnoreQuorumLoss),
+            fail_on_full_disk: self.mutant == Some(Mutant::FailOnFullDisk),
         };
         config
     }

@@ -64,6 +64,8 @@ pub enum Mutant {
     PurgeUnexpired,
     /// Store a send on a full disk, then refuse it.
     StoreRefusedSends,
+    /// Stop a replica whose disk filled instead of waiting for space.
+    FailOnFullDisk,
 }
 
 /// An RNG for one subsystem of one seed.

@@ -494,9 +494,25 @@ impl Driver<'_> {
 
     /// A replica whose storage failed (a sync error, a full disk) stops itself; the driver
     /// treats that as a crash and restarts it a little later.
-    fn restart_stopped(&mut self) {
+    ///
+    /// A full disk must not stop a replica: it waits for space and goes on by itself
+    /// (`disk_full_waits`).
+    fn restart_stopped(&mut self) -> Result<(), Violation> {
         let stopped: Vec<u64> = {
             let slots = self.cluster.slots.lock().expect("slots");
+            if let Some((id, slot)) = slots.iter().find(|(_, slot)| {
+                slot.ledger
+                    .as_ref()
+                    .is_some_and(|l| l.stopped_on_full_disk())
+            }) {
+                let reason = slot.ledger.as_ref().and_then(|l| l.fatal());
+                return Err(Violation {
+                    invariant: "disk_full_waits",
+                    detail: format!(
+                        "replica {id} stopped on a full disk instead of waiting for space: {reason:?}"
+                    ),
+                });
+            }
             slots
                 .iter()
                 .filter(|(id, slot)| {
@@ -515,6 +531,7 @@ impl Driver<'_> {
             self.schedule(after, Event::Restart(id));
             self.count("storage_stop");
         }
+        Ok(())
     }
 
     fn tick(&mut self) -> Result<(), Violation> {
@@ -533,7 +550,7 @@ impl Driver<'_> {
         if self.step.is_multiple_of(1000) {
             tracing::info!(step = self.step, "simulation progress");
         }
-        self.restart_stopped();
+        self.restart_stopped()?;
         self.check()
     }
 

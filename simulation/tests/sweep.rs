@@ -83,6 +83,7 @@ fn each_mutant_is_caught_and_replays() {
         "skip-recovery-crc",
         "forget-vote",
         "ignore-quorum-loss",
+        "fail-on-full-disk",
     ] {
         let (_, stdout, stderr) = simulation(&["--seeds", "0..60", "--mutant", mutant]);
         let summary = last_json(&stdout);

@@ -633,6 +633,21 @@ pub async fn assert_acked_everywhere(
     layouts[0].values().filter(|s| s.len() > 1).count()
 }
 
+/// Waits until `by` more sends than now are acknowledged in `acks` (producers running).
+pub async fn acks_grow(
+    what: &str,
+    acks: &std::sync::Mutex<Vec<Ack>>,
+    by: usize,
+    timeout: Duration,
+) {
+    let target = acks.lock().expect("acks").len() + by;
+    testkit::wait::until(what, timeout, || {
+        let now = acks.lock().expect("acks").len();
+        if now >= target { Ok(()) } else { Err(now) }
+    })
+    .await;
+}
+
 /// Our client crate's producer, as the failure tests run it: sync sends of unique keys
 /// (`rust-<i>`, also the body) to `topic` until `stop`, 5 ms apart, each acknowledged one
 /// recorded in `acks`. Returns how many sends failed after the client's own retries.
