@@ -64,6 +64,7 @@ impl Replica {
         let id = spec.ledger.node_id;
         let flush = spec.ledger.flush;
         let raft_addr = listener.addr().to_string();
+        let started = std::time::Instant::now();
         let mut store_config = StoreConfig::new(spec.store_dir.clone());
         store_config.segment_bytes = spec.ledger.segment_bytes;
         let store = Store::open(MmapDisk, store_config).with_context(|| {
@@ -72,6 +73,7 @@ impl Replica {
                 spec.store_dir.display()
             )
         })?;
+        let store_opened = started.elapsed();
         let ledger = Ledger::start(
             spec.ledger,
             MmapDisk,
@@ -83,6 +85,7 @@ impl Replica {
         .await
         .with_context(|| format!("starting replica {id}"))?;
         let ledger = Arc::new(ledger);
+        let ledger_started = started.elapsed();
         let advertised: SocketAddr = spec.broker.advertised_addr;
         let listen = spec.broker.listen.clone();
         let broker = Broker::start(&remoting::TcpTransport, spec.broker, ledger.clone(), store)
@@ -92,6 +95,14 @@ impl Replica {
                     "broker of replica {id} cannot listen on {listen} (advertised {advertised})"
                 )
             })?;
+        // Where a (re)start spends its time: BENCHMARKS.md, "Restart time".
+        tracing::info!(
+            node_id = id,
+            store_open_ms = store_opened.as_millis(),
+            ledger_start_ms = (ledger_started - store_opened).as_millis(),
+            broker_start_ms = (started.elapsed() - ledger_started).as_millis(),
+            "replica started"
+        );
         Ok(Replica {
             ledger,
             broker,

@@ -44,6 +44,17 @@ pub trait SegmentFile: Send + Sync + 'static {
     /// # Errors
     /// The OS error. A failed sync is never retried: the caller stops the replica.
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Makes `offset..offset + len` read as zeros by freeing its blocks (a hole), without
+    /// reading it: the tail of a 1 GiB segment is cut at every start. Durable once `sync_range`
+    /// covers it. `None` where the file cannot do that (the caller then writes zeros itself);
+    /// else whether any byte may have changed (`false`: the range held no data).
+    ///
+    /// # Errors
+    /// The OS error.
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<Option<bool>> {
+        let _ = (offset, len);
+        Ok(None)
+    }
 }
 
 /// The file system as the log sees it.
@@ -197,6 +208,52 @@ impl SegmentFile for MmapFile {
         }
         // fdatasync covers every dirty page of the file; the log syncs one range per file.
         self.file.sync_data()
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<Option<bool>> {
+        use std::os::fd::AsRawFd as _;
+        let end = offset.checked_add(len).expect("hole range overflows u64");
+        assert!(
+            end <= self.len,
+            "hole {offset}..{end} past the end of a {} byte file",
+            self.len
+        );
+        let (Ok(at), Ok(end)) = (libc::off_t::try_from(offset), libc::off_t::try_from(end)) else {
+            return Ok(None);
+        };
+        let fd = self.file.as_raw_fd();
+        // Where the range's first data is: a range that is all hole needs nothing (and no
+        // metadata change to sync, which matters for a store of many queues).
+        // SAFETY: lseek on a file descriptor we own.
+        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::ENXIO) => Ok(Some(false)),
+                Some(libc::EINVAL | libc::EOPNOTSUPP) => Ok(None),
+                _ => Err(err),
+            };
+        }
+        if data >= end {
+            return Ok(Some(false));
+        }
+        // SAFETY: fallocate on a file descriptor we own; it reads and writes no memory of ours.
+        let rc = unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                data,
+                end - data,
+            )
+        };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EOPNOTSUPP | libc::ENOSYS) => Ok(None),
+                _ => Err(err),
+            };
+        }
+        Ok(Some(true))
     }
 }
 
@@ -662,6 +719,38 @@ impl Disk for MemDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hole punched in a real file reads as zeros and leaves what is before it; a range that
+    /// holds no data reports nothing changed; a file set cutting a tail through it agrees.
+    #[test]
+    fn a_punched_hole_reads_as_zeros_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("00000000000000000000");
+        let bytes = 1 << 20;
+        let file = MmapDisk.open_segment(&path, bytes).expect("open");
+        file.write_at(0, &[7; 10_000]).expect("write");
+        file.write_at(600_000, &[9; 5_000]).expect("write");
+        assert_eq!(
+            file.punch_hole(4_321, bytes - 4_321).expect("punch"),
+            Some(true)
+        );
+        let mut buf = vec![1u8; bytes as usize];
+        file.read_at(0, &mut buf);
+        assert!(buf[..4_321].iter().all(|&b| b == 7));
+        assert!(buf[4_321..].iter().all(|&b| b == 0));
+        // The block holding the cut stays allocated (its head is data); past it nothing is.
+        assert_eq!(
+            file.punch_hole(8_192, bytes - 8_192).expect("punch"),
+            Some(false),
+            "nothing left there"
+        );
+        file.sync_range(0, bytes).expect("sync");
+        drop(file);
+        let again = MmapDisk.open_segment(&path, bytes).expect("reopen");
+        let mut head = [0u8; 4_322];
+        again.read_at(0, &mut head);
+        assert!(head[..4_321].iter().all(|&b| b == 7) && head[4_321] == 0);
+    }
 
     fn faults(sync_fail: f64, survive: f64, capacity: Option<u64>) -> DiskFaults {
         DiskFaults {

@@ -342,8 +342,9 @@ impl<D: Disk, N: Naming> FileSet<D, N> {
         Ok(())
     }
 
-    /// Writes zeros over the non-zero bytes of the file starting at `start`, from byte `from`
-    /// of the file to its end, marking them dirty. Returns whether any byte changed.
+    /// Zeroes the file starting at `start` from byte `from` of the file to its end: a hole
+    /// punched through the file system where it can (durable at once, nothing read), else zeros
+    /// written over the non-zero bytes, marked dirty. Returns whether any byte may have changed.
     ///
     /// # Errors
     /// The OS error.
@@ -351,6 +352,22 @@ impl<D: Disk, N: Naming> FileSet<D, N> {
         let Some(file) = self.files.get(&start).cloned() else {
             return Ok(false);
         };
+        if from >= file.len() {
+            return Ok(false);
+        }
+        let len = file.len();
+        match file
+            .punch_hole(from, len - from)
+            .map_err(|source| self.io_error(FileOp::Write, start, source))?
+        {
+            Some(true) => {
+                // The freed blocks are made durable by the next sync of the file.
+                self.mark_dirty(start, from, len);
+                return Ok(true);
+            }
+            Some(false) => return Ok(false),
+            None => {}
+        }
         let mut buf = vec![0u8; ZERO_CHUNK as usize];
         let mut at = from;
         let mut changed = false;

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Produce through retention (issue 14, item 8): a name server and three `raftmq broker`
+# replicas (64 MiB CommitLog segments, SYNC_FLUSH, fileReservedTimeSecs=RETAIN_SECS, deleteWhen=*,
+# cleaning every second) take ROUNDS produce runs of SECS seconds (256 sync senders, 1 KiB).
+# A sampler reads every replica's data folder each second; one line per run with msgs/s and the
+# largest folder seen, then a summary: bytes written per replica, the largest folder, and what
+# retention should hold (the bytes written in the last RETAIN_SECS at the measured rate, plus one
+# segment). RETAIN_SECS=0 turns retention off, for the run to compare with.
+#
+#   scripts/bench-retention.sh [RAFTMQ] [ROUNDS] [SECS] [RETAIN_SECS]
+set -euo pipefail
+BIN=${1:-target/release/raftmq}
+ROUNDS=${2:-15}
+SECS=${3:-20}
+RETAIN=${4:-30}
+SEGMENT=$((64 * 1024 * 1024))
+d=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$d"' EXIT
+wait_ready() { for _ in $(seq 1 600); do grep -q READY "$1" && return 0; sleep 0.1; done; echo "no READY in $1" >&2; exit 1; }
+ns=127.0.0.1:39876
+"$BIN" namesrv --listen "$ns" > "$d/ns.out" 2> "$d/ns.err" &
+pids+=($!)
+wait_ready "$d/ns.out"
+peers="n0-127.0.0.1:39911;n1-127.0.0.1:39912;n2-127.0.0.1:39913"
+retention="fileReservedTimeSecs=$RETAIN"
+[ "$RETAIN" = 0 ] && retention="fileReservedTime=100000"
+for k in 0 1 2; do
+  cat > "$d/n$k.conf" <<CONF
+brokerClusterName=BenchCluster
+brokerName=broker-r
+listenPort=$((38911 + k))
+brokerIP1=127.0.0.1
+namesrvAddr=$ns
+storePathRootDir=$d/n$k
+enableDLegerCommitLog=true
+dLegerGroup=broker-r
+dLegerPeers=$peers
+dLegerSelfId=n$k
+flushDiskType=SYNC_FLUSH
+mappedFileSizeCommitLog=$SEGMENT
+$retention
+deleteWhen=*
+cleanResourceInterval=1000
+CONF
+  "$BIN" broker -c "$d/n$k.conf" > "$d/n$k.out" 2> "$d/n$k.err" &
+  pids+=($!)
+done
+for k in 0 1 2; do wait_ready "$d/n$k.out"; done
+# Largest data folder of any replica, sampled every second.
+( while true; do
+    for k in 0 1 2; do du -s -B1 "$d/n$k" 2>/dev/null | cut -f1; done | sort -n | tail -1 >> "$d/sizes"
+    sleep 1
+  done ) &
+pids+=($!)
+sent=0
+rates=()
+for r in $(seq 1 "$ROUNDS"); do
+  : > "$d/sizes.round"
+  start_lines=$(wc -l < "$d/sizes" 2>/dev/null || echo 0)
+  summary=$("$BIN" bench produce --namesrv "$ns" --producers 256 --message-bytes 1024 \
+    --duration-secs "$SECS" 2>/dev/null | tail -1)
+  biggest=$(tail -n +"$((start_lines + 1))" "$d/sizes" | sort -n | tail -1)
+  line=$(echo "$summary" | python3 -c "
+import json, sys
+s = json.load(sys.stdin)
+print(s['msgs_per_sec'], s['messages'])")
+  rate=${line% *}; msgs=${line#* }
+  sent=$((sent + msgs))
+  rates+=("$rate")
+  python3 -c "print(f'run $r: {float($rate):.0f} msgs/s, largest replica folder {${biggest:-0} / 2**30:.2f} GiB, written {$sent * 1024 / 2**30:.2f} GiB of bodies')" >&2
+done
+biggest=$(sort -n "$d/sizes" | tail -1)
+python3 -c "
+r = [float(x) for x in '${rates[*]}'.split()]
+rate = sum(r) / len(r)
+retained = rate * 1100 * $RETAIN  # ~1100 bytes per 1 KiB message with its record and header
+print({'retain_secs': $RETAIN, 'runs': len(r), 'mean_msgs_per_sec': round(rate),
+       'first_run': r[0], 'last_run': r[-1],
+       'body_gib_written': round($sent * 1024 / 2**30, 2),
+       'largest_replica_folder_gib': round($biggest / 2**30, 2),
+       'retention_plus_one_segment_gib': round((retained + $SEGMENT) / 2**30, 2) if $RETAIN else None})"
