@@ -136,7 +136,9 @@ async fn leader_failover_loses_no_committed_entry() {
 async fn replica_restarts_from_its_files() {
     let mut group = Group::start(3, fast_config).await;
     let leader = group.leader().await;
-    propose_many(&group.nodes[&leader], "a", 300, 8).await;
+    let first = propose_many(&group.nodes[&leader], "a", 300, 8).await;
+    // A quorum acknowledged them; the follower stopped below must hold all 300 too.
+    group.wait_applied(first.last().unwrap().index).await;
     let follower = *group.nodes.keys().find(|id| **id != leader).unwrap();
     group.stop(follower).await;
     let more = propose_many(&group.nodes[&leader], "b", 300, 8).await;
