@@ -2,10 +2,12 @@
 # Produce through retention (issue 14, item 8): a name server and three `raftmq broker`
 # replicas (64 MiB CommitLog segments, SYNC_FLUSH, fileReservedTimeSecs=RETAIN_SECS, deleteWhen=*,
 # cleaning every second) take ROUNDS produce runs of SECS seconds (256 sync senders, 1 KiB).
-# A sampler reads every replica's data folder each second; one line per run with msgs/s and the
-# largest folder seen, then a summary: bytes written per replica, the largest folder, and what
-# retention should hold (the bytes written in the last RETAIN_SECS at the measured rate, plus one
-# segment). RETAIN_SECS=0 turns retention off, for the run to compare with.
+# A sampler reads every replica's data folder and its CommitLog folder each second; one line per
+# run with msgs/s and the largest of each seen, then a summary: bytes written per replica, the
+# largest folder and CommitLog, and what retention should hold (the bytes written in the last
+# RETAIN_SECS at the measured rate, plus one segment). RETAIN_SECS=0 turns retention off, for the
+# run to compare with. The folder also holds what does not shrink with retention: IndexFiles
+# (created at their full size), ConsumeQueue files and the Raft index.
 #
 #   scripts/bench-retention.sh [RAFTMQ] [ROUNDS] [SECS] [RETAIN_SECS]
 set -euo pipefail
@@ -24,7 +26,7 @@ pids+=($!)
 wait_ready "$d/ns.out"
 peers="n0-127.0.0.1:39911;n1-127.0.0.1:39912;n2-127.0.0.1:39913"
 retention="fileReservedTimeSecs=$RETAIN"
-[ "$RETAIN" = 0 ] && retention="fileReservedTime=100000"
+[ "$RETAIN" = 0 ] && retention="fileReservedTime=87840"
 for k in 0 1 2; do
   cat > "$d/n$k.conf" <<CONF
 brokerClusterName=BenchCluster
@@ -47,9 +49,13 @@ CONF
   pids+=($!)
 done
 for k in 0 1 2; do wait_ready "$d/n$k.out"; done
-# Largest data folder of any replica, sampled every second.
+: > "$d/sizes"
+: > "$d/logs"
+# Largest data folder and CommitLog folder of any replica, sampled every second.
 ( while true; do
-    for k in 0 1 2; do du -s -B1 "$d/n$k" 2>/dev/null | cut -f1; done | sort -n | tail -1 >> "$d/sizes"
+    for k in 0 1 2; do du -s -B1 "$d/n$k" 2>/dev/null | cut -f1 || true; done | sort -n | tail -1 >> "$d/sizes"
+    for k in 0 1 2; do du -s -B1 "$d/n$k/dledger-n$k/commitlog" 2>/dev/null | cut -f1 || true; done \
+      | sort -n | tail -1 >> "$d/logs"
     sleep 1
   done ) &
 pids+=($!)
@@ -57,10 +63,12 @@ sent=0
 rates=()
 for r in $(seq 1 "$ROUNDS"); do
   : > "$d/sizes.round"
-  start_lines=$(wc -l < "$d/sizes" 2>/dev/null || echo 0)
+  start_lines=$(wc -l < "$d/sizes")
+  start_logs=$(wc -l < "$d/logs")
   summary=$("$BIN" bench produce --namesrv "$ns" --producers 256 --message-bytes 1024 \
     --duration-secs "$SECS" 2>/dev/null | tail -1)
   biggest=$(tail -n +"$((start_lines + 1))" "$d/sizes" | sort -n | tail -1)
+  biggest_log=$(tail -n +"$((start_logs + 1))" "$d/logs" | sort -n | tail -1)
   line=$(echo "$summary" | python3 -c "
 import json, sys
 s = json.load(sys.stdin)
@@ -68,9 +76,10 @@ print(s['msgs_per_sec'], s['messages'])")
   rate=${line% *}; msgs=${line#* }
   sent=$((sent + msgs))
   rates+=("$rate")
-  python3 -c "print(f'run $r: {float($rate):.0f} msgs/s, largest replica folder {${biggest:-0} / 2**30:.2f} GiB, written {$sent * 1024 / 2**30:.2f} GiB of bodies')" >&2
+  python3 -c "print(f'run $r: {float($rate):.0f} msgs/s, largest replica folder {${biggest:-0} / 2**30:.2f} GiB, CommitLog {${biggest_log:-0} / 2**30:.2f} GiB, written {$sent * 1024 / 2**30:.2f} GiB of bodies')" >&2
 done
 biggest=$(sort -n "$d/sizes" | tail -1)
+biggest_log=$(sort -n "$d/logs" | tail -1)
 python3 -c "
 r = [float(x) for x in '${rates[*]}'.split()]
 rate = sum(r) / len(r)
@@ -79,4 +88,5 @@ print({'retain_secs': $RETAIN, 'runs': len(r), 'mean_msgs_per_sec': round(rate),
        'first_run': r[0], 'last_run': r[-1],
        'body_gib_written': round($sent * 1024 / 2**30, 2),
        'largest_replica_folder_gib': round($biggest / 2**30, 2),
+       'largest_commitlog_gib': round($biggest_log / 2**30, 2),
        'retention_plus_one_segment_gib': round((retained + $SEGMENT) / 2**30, 2) if $RETAIN else None})"

@@ -19,6 +19,7 @@ use std::time::Duration;
 use broker::BrokerConfig;
 use broker::retention::{DeleteWhen, RetentionConfig};
 use broker::schedule::{DelayLevels, ScheduleConfig};
+use broker::transactions::TransactionConfig;
 use dledger::{FlushPolicy, NodeId};
 
 use crate::limits::{DEFAULT_TOPIC_QUEUES_MAX, MESSAGE_BYTES_MAX, REPLICAS_MAX};
@@ -357,6 +358,30 @@ pub const DELETE_FILE_BATCH_MAX: Key<usize> = Key {
     doc: "segments deleted per clean run at most",
     parse: batch_max,
 };
+pub const TRANSACTION_TIME_OUT: Key<Duration> = Key {
+    name: "transactionTimeOut",
+    default: Default::Value("6000"),
+    doc: "a half message is not checked before it is this old, ms (its `CHECK_IMMUNITY_TIME_IN_SECONDS` overrides it)",
+    parse: millis,
+};
+pub const TRANSACTION_CHECK_INTERVAL: Key<Duration> = Key {
+    name: "transactionCheckInterval",
+    default: Default::Value("30000"),
+    doc: "period of the transaction check passes, and the least time between two checks of one half message, ms",
+    parse: millis,
+};
+pub const TRANSACTION_CHECK_MAX: Key<u32> = Key {
+    name: "transactionCheckMax",
+    default: Default::Value("15"),
+    doc: "checks of a half message before it is given up to `TRANS_CHECK_MAX_TIME_TOPIC`",
+    parse: check_max,
+};
+pub const REJECT_TRANSACTION_MESSAGE: Key<bool> = Key {
+    name: "rejectTransactionMessage",
+    default: Default::Value("false"),
+    doc: "half messages (`TRAN_MSG=true`) are refused",
+    parse: boolean,
+};
 pub const DISK_USAGE_OVERRIDE_FILE: Key<PathBuf> = Key {
     name: "diskUsageOverrideFile",
     default: Default::Unset,
@@ -365,7 +390,7 @@ pub const DISK_USAGE_OVERRIDE_FILE: Key<PathBuf> = Key {
 };
 
 /// Every key raftmq reads, in the README's order.
-pub static KEYS: [&dyn Documented; 34] = [
+pub static KEYS: [&dyn Documented; 38] = [
     &BROKER_CLUSTER_NAME,
     &BROKER_NAME,
     &NAMESRV_ADDR,
@@ -395,6 +420,10 @@ pub static KEYS: [&dyn Documented; 34] = [
     &CLEAN_RESOURCE_INTERVAL,
     &CLEAN_FILE_FORCIBLY_ENABLE,
     &DELETE_FILE_BATCH_MAX,
+    &TRANSACTION_TIME_OUT,
+    &TRANSACTION_CHECK_INTERVAL,
+    &TRANSACTION_CHECK_MAX,
+    &REJECT_TRANSACTION_MESSAGE,
     &DISK_USAGE_OVERRIDE_FILE,
     &HTTP_LISTEN_ADDR,
     &ELECTION_TIMEOUT_MIN_MS,
@@ -525,6 +554,19 @@ fn clean_forcibly_fraction(value: &str) -> Result<f64, String> {
 
 fn warning_fraction(value: &str) -> Result<f64, String> {
     fraction_within(value, 0.35, 0.90)
+}
+
+fn check_max(value: &str) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=crate::limits::TRANSACTION_CHECK_MAX_MAX).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "a count from 1 to {}",
+                crate::limits::TRANSACTION_CHECK_MAX_MAX
+            )
+        })
 }
 
 fn batch_max(value: &str) -> Result<usize, String> {
@@ -969,6 +1011,12 @@ pub fn from_pairs(
         levels: MESSAGE_DELAY_LEVEL.value(&values)?,
         timer_enabled: TIMER_WHEEL_ENABLE.value(&values)?,
         timer_max_delay: TIMER_MAX_DELAY_SEC.value(&values)?,
+    };
+    broker.transactions = TransactionConfig {
+        timeout: TRANSACTION_TIME_OUT.value(&values)?,
+        check_interval: TRANSACTION_CHECK_INTERVAL.value(&values)?,
+        check_max: TRANSACTION_CHECK_MAX.value(&values)?,
+        reject: REJECT_TRANSACTION_MESSAGE.value(&values)?,
     };
     let clean_forcibly_ratio = DISK_SPACE_CLEAN_FORCIBLY_RATIO.value(&values)?;
     let warning_ratio = DISK_SPACE_WARNING_LEVEL_RATIO.value(&values)?;

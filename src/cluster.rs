@@ -35,6 +35,8 @@ pub struct ClusterSpec {
     pub http_port: Option<u16>,
     /// Delay levels and timer messages.
     pub schedule: broker::schedule::ScheduleConfig,
+    /// Transaction checks.
+    pub transactions: broker::transactions::TransactionConfig,
 }
 
 impl Default for ClusterSpec {
@@ -48,6 +50,7 @@ impl Default for ClusterSpec {
             max_message_bytes: 4 * 1024 * 1024,
             http_port: Some(0),
             schedule: broker::schedule::ScheduleConfig::default(),
+            transactions: broker::transactions::TransactionConfig::default(),
         }
     }
 }
@@ -115,6 +118,7 @@ impl LocalCluster {
             );
             broker_config.max_message_bytes = spec.max_message_bytes;
             broker_config.schedule = spec.schedule.clone();
+            broker_config.transactions = spec.transactions.clone();
             let replica_spec = ReplicaSpec::new(
                 id,
                 raft_addrs.clone(),

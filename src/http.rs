@@ -258,6 +258,7 @@ pub fn replica_status(handles: &ReplicaHandles) -> Value {
         "waiting_for_space": handles.ledger.waiting_for_space(),
         "quorum_acked_ms_ago": status.quorum_acked_ms_ago,
         "scheduled": handles.broker.scheduled(),
+        "transactions": handles.broker.transactions(),
         "retention": handles.broker.retention(),
         // The group's membership as the log has it (broker.conf's dLegerPeers only starts it).
         "members": handles.ledger.members(),
@@ -274,6 +275,42 @@ async fn replica_status_json(State(handles): State<Arc<ReplicaHandles>>) -> Resp
 pub fn replica_metrics_text(handles: &ReplicaHandles) -> String {
     let mut out = String::with_capacity(8 * 1024);
     handles.broker.metrics().render(&mut out);
+    let transactions = handles.broker.transactions();
+    write_gauge(
+        &mut out,
+        "raftmq_transactions_pending",
+        "Half messages without a commit or rollback yet.",
+        transactions.pending,
+    );
+    for (name, help, value) in [
+        (
+            "raftmq_transaction_half_messages_total",
+            "Half messages stored.",
+            transactions.halves,
+        ),
+        (
+            "raftmq_transaction_commits_total",
+            "Transactions committed.",
+            transactions.commits,
+        ),
+        (
+            "raftmq_transaction_rollbacks_total",
+            "Transactions rolled back.",
+            transactions.rollbacks,
+        ),
+        (
+            "raftmq_transaction_given_up_total",
+            "Half messages given up after transactionCheckMax checks.",
+            transactions.given_up,
+        ),
+        (
+            "raftmq_transaction_checks_sent_total",
+            "CHECK_TRANSACTION_STATE requests this replica sent while leading.",
+            transactions.checks_sent,
+        ),
+    ] {
+        write_counter(&mut out, name, help, value);
+    }
     let status = handles.ledger.status();
     write_gauge(
         &mut out,

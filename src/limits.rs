@@ -20,3 +20,7 @@ pub const TIMER_MAX_DELAY_MAX: std::time::Duration =
 /// Longest `fileReservedTime`: ten years, in hours. Retention's arithmetic stays far from
 /// overflow, and no deployment keeps data longer through this setting.
 pub const FILE_RESERVED_HOURS_MAX: u64 = 10 * 366 * 24;
+
+/// Largest `transactionCheckMax`: with the default 30 s between checks, a half message is asked
+/// about for at most about 3.5 days, RocketMQ's default retention, before it is given up.
+pub const TRANSACTION_CHECK_MAX_MAX: u32 = 10_000;

@@ -1,5 +1,7 @@
 //! Producers and consumers known from their heartbeats: group membership for rebalancing
-//! (GET_CONSUMER_LIST_BY_GROUP), and NOTIFY_CONSUMER_IDS_CHANGED when a group changes.
+//! (GET_CONSUMER_LIST_BY_GROUP), NOTIFY_CONSUMER_IDS_CHANGED when a group changes, and the
+//! connections of a producer group that the leader asks about a transaction
+//! (CHECK_TRANSACTION_STATE).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,11 +19,19 @@ struct Member {
     data: ConsumerData,
 }
 
+/// A producer of a group: its connection and last heartbeat.
+struct Producer {
+    peer: Arc<Peer>,
+    last_seen: Instant,
+}
+
 /// Consumer groups and producer groups by client.
 #[derive(Default)]
 pub struct Clients {
     consumers: BTreeMap<String, BTreeMap<String, Member>>,
-    producers: BTreeMap<String, BTreeMap<String, Instant>>,
+    producers: BTreeMap<String, BTreeMap<String, Producer>>,
+    /// Turns taken by [`Clients::producer_peer`], so checks go round the group's producers.
+    producer_turns: u64,
 }
 
 impl Clients {
@@ -60,7 +70,13 @@ impl Clients {
             self.producers
                 .entry(producer.group_name.clone())
                 .or_default()
-                .insert(data.client_id.clone(), now);
+                .insert(
+                    data.client_id.clone(),
+                    Producer {
+                        peer: peer.clone(),
+                        last_seen: now,
+                    },
+                );
         }
         changed
     }
@@ -83,6 +99,10 @@ impl Clients {
 
     /// Removes the clients of a closed connection; returns the consumer groups they left.
     pub fn connection_closed(&mut self, peer_id: u64) -> Vec<String> {
+        for members in self.producers.values_mut() {
+            members.retain(|_, p| p.peer.id != peer_id);
+        }
+        self.producers.retain(|_, m| !m.is_empty());
         let gone: BTreeSet<String> = self
             .consumers
             .values()
@@ -103,6 +123,10 @@ impl Clients {
 
     /// Drops clients silent longer than `timeout`; returns the consumer groups they left.
     pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<String> {
+        for members in self.producers.values_mut() {
+            members.retain(|_, p| now.saturating_duration_since(p.last_seen) <= timeout);
+        }
+        self.producers.retain(|_, m| !m.is_empty());
         let silent: BTreeSet<String> = self
             .consumers
             .values()
@@ -159,6 +183,15 @@ impl Clients {
                 .find(|s| s.topic == topic)
                 .map(|s| (s.expression_type.clone(), s.sub_string.clone()))
         })
+    }
+
+    /// A connection of producer group `group`, taking its producers in turn (RocketMQ's
+    /// `getAvailableChannel`); `None` when no producer of the group sent a heartbeat lately.
+    pub fn producer_peer(&mut self, group: &str) -> Option<Arc<Peer>> {
+        let members = self.producers.get(group)?;
+        let turn = self.producer_turns as usize % members.len().max(1);
+        self.producer_turns = self.producer_turns.wrapping_add(1);
+        members.values().nth(turn).map(|p| p.peer.clone())
     }
 
     /// Consumer groups and their sizes, for status pages.

@@ -59,6 +59,9 @@ pub struct BrokerConfig {
     pub schedule: crate::schedule::ScheduleConfig,
     /// Retention and full disks (`fileReservedTime`, `deleteWhen`, the disk ratios, …).
     pub retention: crate::retention::RetentionConfig,
+    /// Transactional messages (`transactionTimeOut`, `transactionCheckInterval`,
+    /// `transactionCheckMax`, `rejectTransactionMessage`).
+    pub transactions: crate::transactions::TransactionConfig,
     /// Deliberate bugs the simulation turns on; compiled only with the `mutants` feature.
     #[cfg(feature = "mutants")]
     pub mutants: Mutants,
@@ -106,6 +109,7 @@ impl BrokerConfig {
             clock: Arc::new(seams::SystemClock),
             schedule: crate::schedule::ScheduleConfig::default(),
             retention: crate::retention::RetentionConfig::default(),
+            transactions: crate::transactions::TransactionConfig::default(),
             #[cfg(feature = "mutants")]
             mutants: Mutants::default(),
             seed: None,

@@ -24,6 +24,7 @@ pub mod metrics;
 mod processor;
 pub mod retention;
 pub mod schedule;
+pub mod transactions;
 mod writer;
 
 use std::net::SocketAddr;
@@ -88,6 +89,8 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     pub master_lookup: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<String>)>>,
     /// What the scheduler last saw (the next due time, how far behind it is).
     pub scheduler: Mutex<schedule::SchedulerReport>,
+    /// What the transaction check service last saw.
+    pub transaction_checks: Mutex<transactions::CheckReport>,
     /// The disk is full (see `retention`): sends are refused.
     pub disk_full: AtomicBool,
     /// What the cleaner keeps between runs.
@@ -288,6 +291,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             left_leadership_at: Mutex::new(None),
             master_lookup: tokio::sync::Mutex::new(None),
             scheduler: Mutex::new(schedule::SchedulerReport::default()),
+            transaction_checks: Mutex::new(transactions::CheckReport::default()),
             disk_full: AtomicBool::new(false),
             retention: Mutex::new(retention::RetentionState::default()),
             clean_now: Notify::new(),
@@ -308,6 +312,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             )),
             tokio::spawn(handover::note_lost_leadership(shared.clone())),
             tokio::spawn(schedule::run(shared.clone())),
+            tokio::spawn(transactions::run(shared.clone())),
             tokio::spawn(retention::run(shared.clone())),
         ];
         tracing::info!(addr = %server.local_addr(), broker = %config.broker_name, "broker serving");
@@ -427,6 +432,25 @@ pub struct ScheduledStatus {
     pub delivery_lag_ms: Option<i64>,
 }
 
+/// Transactional messages on one replica, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TransactionStatus {
+    /// Half messages without an outcome yet.
+    pub pending: u64,
+    /// Half messages stored.
+    pub halves: u64,
+    /// Committed.
+    pub commits: u64,
+    /// Rolled back.
+    pub rollbacks: u64,
+    /// Given up after `transactionCheckMax` checks (moved to `TRANS_CHECK_MAX_TIME_TOPIC`).
+    pub given_up: u64,
+    /// CHECK_TRANSACTION_STATE requests this replica sent while leading.
+    pub checks_sent: u64,
+    /// Check passes this replica ran while leading.
+    pub check_passes: u64,
+}
+
 /// Retention on one replica, for `/status`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RetentionStatus {
@@ -476,6 +500,26 @@ impl<D: Disk, T: Transport> BrokerView<D, T> {
     /// What the broker counts.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.shared.metrics.clone()
+    }
+
+    /// Transactional messages on this replica: what the log's outcomes did, and the checks this
+    /// replica sent while leading.
+    pub fn transactions(&self) -> TransactionStatus {
+        let counts = self.shared.store.transaction_counts();
+        let report = *self.shared.transaction_checks.lock().expect("check report");
+        TransactionStatus {
+            pending: counts.pending(),
+            halves: counts.halves,
+            commits: counts.commits,
+            rollbacks: counts.rollbacks,
+            given_up: counts.discards,
+            checks_sent: self
+                .shared
+                .metrics
+                .transaction_checks_sent
+                .load(Ordering::Relaxed),
+            check_passes: report.passes,
+        }
     }
 
     /// Scheduled messages on this replica: how many wait, and how far delivery has come.

@@ -82,3 +82,15 @@ pub const ADD_REPLICA_WAIT_DEFAULT: Duration = Duration::from_secs(60);
 
 /// The longest catch-up an add-replica request may allow.
 pub const ADD_REPLICA_WAIT_MAX: Duration = Duration::from_secs(600);
+
+/// How often the transaction check service looks whether a pass is due (passes themselves come
+/// every `transactionCheckInterval`): a replica that starts taking writes checks this soon.
+pub const TRANSACTION_CHECK_TICK: Duration = Duration::from_millis(200);
+
+/// Most outcomes (checks and discards) one check pass writes: one entry's worth, so a pass over
+/// a large backlog of unanswered half messages is a bounded piece of work; the next pass goes on.
+pub const TRANSACTION_OUTCOMES_PER_ENTRY_MAX: usize = 1024;
+
+/// Most half units one check pass reads (about 3.5 MiB of the half log): a pass behind one old
+/// pending message does not walk millions of resolved ones at once.
+pub const TRANSACTION_SCAN_UNITS_MAX: u64 = 65_536;

@@ -116,6 +116,8 @@ pub struct Metrics {
     pub retention_segments_cut: AtomicU64,
     /// Sends refused because the disk is full.
     pub disk_full_refusals: AtomicU64,
+    /// CHECK_TRANSACTION_STATE requests sent while leading.
+    pub transaction_checks_sent: AtomicU64,
 }
 
 /// Bytes a command takes on the wire: the body exactly, the header estimated from its fields

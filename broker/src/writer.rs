@@ -7,6 +7,7 @@ use std::sync::Arc;
 use dledger::Disk;
 use remoting::Transport;
 use store::entry::{self, OffsetCommit};
+use store::transactions::Outcome;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::Shared;
@@ -28,6 +29,10 @@ pub struct Landed {
 pub struct Write {
     /// Records back to back.
     pub records: Vec<u8>,
+    /// Outcomes of half messages (END_TRANSACTION, the leader's checks); an outcome's `record`
+    /// is the place of its record among these `records`. Sent in the same entry as the rest of
+    /// the batch (a `Transactions` entry once any write of the batch has outcomes).
+    pub outcomes: Vec<Outcome>,
     /// The answer: where each record landed, in order, or why it was not stored.
     pub reply: oneshot::Sender<Result<Vec<Landed>, NotStored>>,
 }
@@ -98,8 +103,14 @@ async fn propose_batch<D: Disk, T: Transport>(shared: &Shared<D, T>, batch: Vec<
     let mut records = Vec::with_capacity(batch.iter().map(|w| w.records.len()).sum());
     // Per send: the start of each of its records within `records`.
     let mut starts: Vec<Vec<usize>> = Vec::with_capacity(batch.len());
+    let mut outcomes = Vec::new();
     for write in &batch {
         let base = records.len();
+        let first_record = starts.iter().map(Vec::len).sum::<usize>() as u32;
+        outcomes.extend(write.outcomes.iter().map(|o| Outcome {
+            record: o.record.map(|r| first_record + r),
+            ..*o
+        }));
         starts.push(
             entry::record_spans(&write.records)
                 .into_iter()
@@ -108,7 +119,14 @@ async fn propose_batch<D: Disk, T: Transport>(shared: &Shared<D, T>, batch: Vec<
         );
         records.extend_from_slice(&write.records);
     }
-    let body = bytes::Bytes::from(entry::messages(&records));
+    let (body, records_at) = if outcomes.is_empty() {
+        (entry::messages(&records), entry::ENTRY_HEADER_BYTES)
+    } else {
+        let body = entry::transactions(&outcomes, &records);
+        let at = body.len() - records.len();
+        (body, at)
+    };
+    let body = bytes::Bytes::from(body);
     let (committed, placement) = match commit(shared, body).await {
         Ok(done) => done,
         Err(failure) => {
@@ -127,7 +145,7 @@ async fn propose_batch<D: Disk, T: Transport>(shared: &Shared<D, T>, batch: Vec<
                 placed.next().map(|(queue_id, queue_offset)| Landed {
                     queue_id,
                     queue_offset,
-                    commit_log_offset: body_position + (entry::ENTRY_HEADER_BYTES + start) as u64,
+                    commit_log_offset: body_position + (records_at + start) as u64,
                 })
             })
             .collect();

@@ -24,6 +24,7 @@ use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::limits;
 use crate::route::{self, MASTER_ID};
+use crate::transaction::TransactionChecker;
 
 /// The last instance-name nanos handed out in this process, so two clients started in the
 /// same nanosecond (or under a simulated clock) still get different ids.
@@ -103,6 +104,8 @@ pub(crate) struct Instance<T: Transport> {
     pub(crate) rebalance: Notify,
     uniq: UniqIds,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// The producer group whose transactions this client answers checks for, and how.
+    transaction_checker: Mutex<Option<(String, TransactionChecker)>>,
 }
 
 impl<T: Transport> Drop for Instance<T> {
@@ -177,6 +180,7 @@ impl<T: Transport> Instance<T> {
             rebalance: Notify::new(),
             uniq,
             tasks: Mutex::default(),
+            transaction_checker: Mutex::default(),
         });
         let weak = Arc::downgrade(&instance);
         let tasks = vec![
@@ -583,15 +587,40 @@ impl<T: Transport> Instance<T> {
         tracing::info!(client_id = %self.client_id, "client shut down");
     }
 
-    fn on_server_request(&self, addr: &str, command: &RemotingCommand) {
+    /// Makes this client answer the brokers' transaction checks for `group` with `checker`.
+    pub(crate) fn set_transaction_checker(&self, group: String, checker: TransactionChecker) {
+        *self
+            .transaction_checker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((group, checker));
+    }
+
+    fn on_server_request(self: &Arc<Self>, addr: &str, command: RemotingCommand) {
         match command.code {
             request::NOTIFY_CONSUMER_IDS_CHANGED => {
                 tracing::debug!(broker = %addr, "consumer ids changed: rebalancing");
                 self.rebalance.notify_one();
             }
+            request::CHECK_TRANSACTION_STATE => {
+                let checker = self
+                    .transaction_checker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let Some((group, checker)) = checker else {
+                    tracing::debug!(broker = %addr, "transaction check, but this client is no transactional producer: ignored");
+                    return;
+                };
+                tokio::spawn(crate::transaction::answer_check(
+                    self.clone(),
+                    checker,
+                    group,
+                    addr.to_string(),
+                    command,
+                ));
+            }
             code => {
-                // CHECK_TRANSACTION_STATE and the admin requests need a transaction producer or
-                // a running-info answer this client does not have.
+                // The admin requests need a running-info answer this client does not have.
                 tracing::debug!(broker = %addr, code, "server request ignored");
             }
         }
@@ -606,7 +635,7 @@ async fn dispatch_server_requests<T: Transport>(
         let Some(instance) = instance.upgrade() else {
             return;
         };
-        instance.on_server_request(&addr, &command);
+        instance.on_server_request(&addr, command);
     }
 }
 

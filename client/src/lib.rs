@@ -12,6 +12,8 @@
 //! - [`push`]: [`PushConsumer`]: rebalanced long-polling consumption into a
 //!   [`MessageListener`], clustering or broadcasting.
 //! - [`rebalance`]: queue allocation among a group's members.
+//! - [`transaction`]: transactional sends ([`Producer::send_in_transaction`]) and the checker
+//!   that answers the brokers' checks.
 //! - [`clock`]: the wall-clock seam; [`limits`]: every bound, with its reason.
 //! - Private: `instance` (connections, route cache and refresh, heartbeats, requests from
 //!   brokers; Java's `MQClientInstance`), `api` (typed broker requests), `route` (what a
@@ -52,6 +54,7 @@ pub mod pull;
 pub mod push;
 pub mod rebalance;
 mod route;
+pub mod transaction;
 
 pub use api::BoundaryType;
 pub use config::{
@@ -65,3 +68,4 @@ pub use protocol::body::MessageQueue;
 pub use protocol::message::StoredMessage;
 pub use pull::PullConsumer;
 pub use push::{ConsumeStatus, FnListener, MessageListener, PushConsumer, listener_fn};
+pub use transaction::{LocalTransactionState, TransactionChecker, TransactionSendResult};

@@ -196,6 +196,43 @@ impl<T: Transport> Producer<T> {
         })
     }
 
+    /// Starts a transactional producer (Java's `TransactionMQProducer`): a producer whose
+    /// group's half messages the brokers may ask about, answered by `checker`.
+    ///
+    /// # Errors
+    /// Those of [`Producer::start`].
+    pub async fn start_transactional(
+        transport: T,
+        client: ClientConfig,
+        config: ProducerConfig,
+        checker: crate::transaction::TransactionChecker,
+    ) -> Result<Self, ClientError> {
+        let group = config.group.clone();
+        let producer = Producer::start(transport, client, config).await?;
+        producer
+            .inner
+            .instance
+            .set_transaction_checker(group, checker);
+        Ok(producer)
+    }
+
+    /// The producer group.
+    pub fn group(&self) -> &str {
+        &self.inner.config.group
+    }
+
+    pub(crate) fn instance(&self) -> &Arc<Instance<T>> {
+        &self.inner.instance
+    }
+
+    /// Sends a half message (the caller set `TRAN_MSG` and `PGROUP`) as [`Producer::send`],
+    /// with the prepared transaction type in its sys flag.
+    pub(crate) async fn send_half(&self, message: Message) -> Result<SendResult, ClientError> {
+        let mut prepared = self.prepare(message)?;
+        prepared.header.sys_flag |= protocol::message::sys_flag::TRANSACTION_PREPARED;
+        self.send_with_retries(&prepared).await
+    }
+
     /// This client's id (`ip@instance`).
     pub fn client_id(&self) -> &str {
         &self.inner.instance.client_id

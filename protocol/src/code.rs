@@ -114,6 +114,8 @@ pub mod response {
     pub const NO_PERMISSION: i32 = 16;
     /// The topic does not exist.
     pub const TOPIC_NOT_EXIST: i32 = 17;
+    /// Refused by rule (an END_TRANSACTION after the message's immunity: the check decides).
+    pub const ILLEGAL_OPERATION: i32 = 604;
     /// The topic exists already.
     pub const TOPIC_EXIST_ALREADY: i32 = 18;
     /// No new message (after a hold, if the pull allowed one).

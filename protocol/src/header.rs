@@ -571,6 +571,50 @@ header! {
     }
 }
 
+header! {
+    /// END_TRANSACTION (37): a producer's commit or rollback of a half message.
+    pub struct EndTransactionRequestHeader {
+        /// The topic (ignored, as RocketMQ ignores it).
+        topic: Option<String> = "topic",
+        /// Producer group: must be the half message's `PGROUP`.
+        producer_group: String = "producerGroup",
+        /// The half message's queue offset (the send's answer).
+        tran_state_table_offset: i64 = "tranStateTableOffset",
+        /// The half message's commit-log offset (from its offset message id).
+        commit_log_offset: i64 = "commitLogOffset",
+        /// 8 commit, 12 rollback, 0 unknown (nothing is done).
+        commit_or_rollback: i32 = "commitOrRollback",
+        /// The answer to a check.
+        from_transaction_check: Option<bool> = "fromTransactionCheck",
+        /// The message's `UNIQ_KEY`.
+        msg_id: String = "msgId",
+        /// The transaction id.
+        transaction_id: Option<String> = "transactionId",
+        /// Broker name (RocketMQ 5).
+        bname: Option<String> = "bname",
+    }
+}
+
+header! {
+    /// CHECK_TRANSACTION_STATE (39): the broker asks a producer what became of a transaction.
+    pub struct CheckTransactionStateRequestHeader {
+        /// The half message's topic.
+        topic: Option<String> = "topic",
+        /// The half message's queue offset.
+        tran_state_table_offset: i64 = "tranStateTableOffset",
+        /// The half message's commit-log offset.
+        commit_log_offset: i64 = "commitLogOffset",
+        /// The message's `UNIQ_KEY`.
+        msg_id: Option<String> = "msgId",
+        /// The transaction id.
+        transaction_id: Option<String> = "transactionId",
+        /// The half message's offset message id.
+        offset_msg_id: Option<String> = "offsetMsgId",
+        /// Broker name.
+        bname: Option<String> = "bname",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -55,6 +55,12 @@ pub mod property {
     pub const TIMER_DEL_UNIQKEY: &str = "TIMER_DEL_UNIQKEY";
     /// Aliyun ONS's due time, epoch ms (ali-ons `setStartDeliverTime`).
     pub const START_DELIVER_TIME: &str = "__STARTDELIVERTIME";
+    /// A half message's transaction id (its `UNIQ_KEY`), set by the broker.
+    pub const TRANSACTION_ID: &str = "__transactionId__";
+    /// Seconds before the broker may check a half message (a user property).
+    pub const CHECK_IMMUNITY_TIME_IN_SECONDS: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS";
+    /// Checks the broker sent for a half message.
+    pub const TRANSACTION_CHECK_TIMES: &str = "TRANSACTION_CHECK_TIMES";
 }
 
 /// System topics of scheduled delivery (RocketMQ's `TopicValidator`).
@@ -66,9 +72,22 @@ pub mod system_topic {
     /// Queues of [`SCHEDULE`] at least (`SCHEDULE_TOPIC_QUEUE_NUM`).
     pub const SCHEDULE_QUEUES: i32 = 18;
 
+    /// Half messages of transactions wait here, queue 0.
+    pub const TRANS_HALF: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+    /// RocketMQ's op records of resolved half messages (raftmq keeps outcomes in the half log;
+    /// the name is reserved all the same).
+    pub const TRANS_OP_HALF: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+    /// Half messages given up after too many checks, never delivered.
+    pub const TRANS_CHECK_MAX_TIME: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+
     /// Whether `topic` is one where scheduled messages wait (producers may not send to it).
     pub fn is_scheduled(topic: &str) -> bool {
         topic == SCHEDULE || topic == TIMER
+    }
+
+    /// Whether `topic` holds transactions' internal records (producers may not send to it).
+    pub fn is_transactional(topic: &str) -> bool {
+        topic == TRANS_HALF || topic == TRANS_OP_HALF || topic == TRANS_CHECK_MAX_TIME
     }
 }
 
@@ -80,6 +99,12 @@ pub mod sys_flag {
     pub const MULTI_TAGS: i32 = 0x2;
     /// Transaction type mask.
     pub const TRANSACTION_MASK: i32 = 0xC;
+    /// Transaction type: a half message (`TRANSACTION_PREPARED_TYPE`).
+    pub const TRANSACTION_PREPARED: i32 = 0x4;
+    /// Transaction type: committed (`TRANSACTION_COMMIT_TYPE`).
+    pub const TRANSACTION_COMMIT: i32 = 0x8;
+    /// Transaction type: rolled back (`TRANSACTION_ROLLBACK_TYPE`).
+    pub const TRANSACTION_ROLLBACK: i32 = 0xC;
     /// Born host is IPv6.
     pub const BORNHOST_V6: i32 = 0x10;
     /// Store host is IPv6.

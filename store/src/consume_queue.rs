@@ -488,6 +488,48 @@ impl<D: Disk, U: QueueUnit> UnitQueue<D, U> {
         Ok(())
     }
 
+    /// Replaces the unit at `queue_offset` (within `queue_offset_min..queue_offset_max`) in
+    /// place: in memory if it is not written yet, else in its file (durable after the next
+    /// [`Self::flush`]). For units that hold state which changes, such as a half message's
+    /// outcome ([`crate::transactions`]); a ConsumeQueue's units never change.
+    ///
+    /// # Errors
+    /// [`StoreError::OutOfRange`] outside the queue; [`StoreError::InvalidUnit`] for a unit that
+    /// cannot be stored; [`StoreError::Io`] if the file cannot be written.
+    pub fn replace(&mut self, queue_offset: u64, unit: U) -> Result<(), StoreError> {
+        if queue_offset < self.queue_offset_min() || queue_offset >= self.queue_offset_max {
+            return Err(StoreError::OutOfRange {
+                field: "queue_offset",
+                value: queue_offset,
+                max: self.queue_offset_max.saturating_sub(1),
+            });
+        }
+        if let Some(reason) = unit.problem() {
+            return Err(StoreError::InvalidUnit {
+                queue_offset,
+                reason,
+            });
+        }
+        if queue_offset >= self.written_max {
+            self.pending[(queue_offset - self.written_max) as usize] = unit;
+            return Ok(());
+        }
+        let byte = queue_offset * U::BYTES;
+        let file_start = byte - byte % self.file_bytes();
+        let file = self
+            .files
+            .get(file_start)
+            .expect("files cover queue_offset_min..written_max")
+            .clone();
+        let mut buf = Vec::with_capacity(U::BYTES as usize);
+        unit.encode_into(&mut buf);
+        let offset = byte - file_start;
+        file.write_at(offset, &buf)
+            .map_err(|source| StoreError::io(Verb::Write, self.subject(file_start), source))?;
+        self.files.mark_dirty(file_start, offset, offset + U::BYTES);
+        Ok(())
+    }
+
     /// The unit at `queue_offset`, or `None` outside `queue_offset_min..queue_offset_max`.
     ///
     /// # Errors
@@ -547,6 +589,23 @@ impl<D: Disk, U: QueueUnit> UnitQueue<D, U> {
             units.extend_from_slice(&self.pending[start..end]);
         }
         Ok(units)
+    }
+
+    /// Every unit of `from..to` (fewer if the queue ends first), in as many reads as it takes.
+    ///
+    /// # Errors
+    /// Those of [`Self::read`].
+    pub fn read_range(&self, from: u64, to: u64) -> Result<Vec<U>, StoreError> {
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        while from + (out.len() as u64) < to {
+            let at = from + out.len() as u64;
+            let units = self.read(at, to - at)?;
+            if units.is_empty() {
+                break;
+            }
+            out.extend(units);
+        }
+        Ok(out)
     }
 
     /// Removes the units at `queue_offset` and after, when recovery finds the queue ahead of

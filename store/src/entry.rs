@@ -13,6 +13,11 @@
 //! - `Deliveries`: scheduled messages the leader found due, re-stored in their real topics, and
 //!   the timer progress they move ([`DeliveryHeader`], 48 bytes, then records as in
 //!   `Messages`); see [`crate::timer`].
+//! - `Transactions`: outcomes of half messages decided by the leader (commits, rollbacks,
+//!   checks, discards) and the records some of them carry, beside ordinary records of the same
+//!   batch (count u32, then [`Outcome`]s of [`crate::transactions::OUTCOME_BYTES`], then records
+//!   as in `Messages`); a record tied to an outcome is dispatched only if the outcome applies.
+//!   See [`crate::transactions`].
 //! - `Purge`: retention's cut, decided by the leader: the CommitLog segments before a segment
 //!   start go, on every replica (8 bytes, the new first position, big-endian); see
 //!   [`crate::store`] "Retention".
@@ -24,6 +29,7 @@ use protocol::message::COMMIT_LOG_OFFSET_AT;
 use serde::{Deserialize, Serialize};
 
 use crate::timer::TimerKey;
+use crate::transactions::{OUTCOME_BYTES, Outcome};
 
 /// First bytes of every store entry.
 pub const MAGIC: [u8; 4] = *b"RMQS";
@@ -44,6 +50,8 @@ pub enum Kind {
     Deliveries = 4,
     /// Retention's cut.
     Purge = 5,
+    /// Half messages' outcomes, and records.
+    Transactions = 6,
 }
 
 /// What a `Deliveries` entry says about the timer, before its records.
@@ -124,6 +132,13 @@ pub enum StoreEntry<'a> {
         /// The delivered records, back to back.
         records: &'a [u8],
     },
+    /// Outcomes of half messages, and records (some tied to an outcome).
+    Transactions {
+        /// The outcomes, in order.
+        outcomes: Vec<Outcome>,
+        /// The records, back to back.
+        records: &'a [u8],
+    },
     /// The CommitLog before `first_position` (a segment start) is deleted.
     Purge {
         /// The first position kept.
@@ -159,6 +174,27 @@ pub fn deliveries(delivery: &DeliveryHeader, records: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An entry of outcomes and records (encoded, back to back): see [`Kind::Transactions`].
+pub fn transactions(outcomes: &[Outcome], records: &[u8]) -> Vec<u8> {
+    let mut out = header(Kind::Transactions);
+    out.reserve(4 + outcomes.len() * OUTCOME_BYTES + records.len());
+    let count = u32::try_from(outcomes.len()).expect("outcomes of one entry fit u32");
+    out.extend_from_slice(&count.to_be_bytes());
+    for outcome in outcomes {
+        outcome.encode_into(&mut out);
+    }
+    out.extend_from_slice(records);
+    out
+}
+
+/// Bytes of a transactions entry's outcomes (with their count), if `body` holds them all.
+fn outcomes_len(body: &[u8]) -> Option<usize> {
+    let count = body.get(ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + 4)?;
+    let count = u32::from_be_bytes(count.try_into().ok()?) as usize;
+    let len = count.checked_mul(OUTCOME_BYTES)?.checked_add(4)?;
+    (ENTRY_HEADER_BYTES + len <= body.len()).then_some(len)
+}
+
 /// Where the records of an entry body start, for the kinds that hold records.
 pub fn records_at(body: &[u8]) -> Option<usize> {
     if body.len() < ENTRY_HEADER_BYTES || body[..4] != MAGIC {
@@ -169,6 +205,7 @@ pub fn records_at(body: &[u8]) -> Option<usize> {
         k if k == Kind::Deliveries as u8 => {
             Some(ENTRY_HEADER_BYTES + DELIVERY_HEADER_BYTES).filter(|at| *at <= body.len())
         }
+        k if k == Kind::Transactions as u8 => outcomes_len(body).map(|l| ENTRY_HEADER_BYTES + l),
         _ => None,
     }
 }
@@ -236,6 +273,22 @@ pub fn decode(body: &[u8]) -> Result<StoreEntry<'_>, EntryError> {
             })?;
             Ok(StoreEntry::Purge {
                 first_position: u64::from_be_bytes(bytes),
+            })
+        }
+        6 => {
+            let len = outcomes_len(body).ok_or_else(|| {
+                EntryError(format!(
+                    "a transactions entry of {} bytes is shorter than its outcomes",
+                    body.len()
+                ))
+            })?;
+            let outcomes = payload[4..len]
+                .chunks_exact(OUTCOME_BYTES)
+                .map(|raw| Outcome::decode(raw).map_err(EntryError))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(StoreEntry::Transactions {
+                outcomes,
+                records: &payload[len..],
             })
         }
         kind => Err(EntryError(format!("unknown kind {kind}"))),
@@ -383,10 +436,59 @@ mod tests {
         );
     }
 
+    #[test]
+    fn transactions_entries_carry_outcomes_then_records() {
+        use crate::transactions::Action;
+        let outcomes = [
+            Outcome {
+                half_offset: 3,
+                action: Action::Commit,
+                expected_checks: 0,
+                at_ms: 9,
+                record: Some(0),
+            },
+            Outcome {
+                half_offset: 4,
+                action: Action::Rollback,
+                expected_checks: 0,
+                at_ms: 9,
+                record: None,
+            },
+        ];
+        let records = record("T", b"committed");
+        let mut body = transactions(&outcomes, &records);
+        OffsetHook.on_append(1000, &mut body);
+        let at = records_at(&body).unwrap();
+        assert_eq!(at, ENTRY_HEADER_BYTES + 4 + 2 * OUTCOME_BYTES);
+        let StoreEntry::Transactions {
+            outcomes: decoded,
+            records: stored,
+        } = decode(&body).unwrap()
+        else {
+            panic!("transactions")
+        };
+        assert_eq!(decoded, outcomes);
+        let all = StoredMessage::decode_all(stored).unwrap();
+        assert_eq!(all[0].commit_log_offset, 1000 + at as i64);
+        let mut short = body.clone();
+        short[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + 4].copy_from_slice(&1000u32.to_be_bytes());
+        assert!(
+            decode(&short)
+                .unwrap_err()
+                .to_string()
+                .contains("shorter than its outcomes")
+        );
+        assert_eq!(records_at(&short), None);
+    }
+
     proptest::proptest! {
         #[test]
         fn hook_and_decoder_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let mut body = messages(&bytes);
+            OffsetHook.on_append(12345, &mut body);
+            let _ = decode(&body);
+            let mut body = header(Kind::Transactions);
+            body.extend_from_slice(&bytes);
             OffsetHook.on_append(12345, &mut body);
             let _ = decode(&body);
             let _ = record_spans(&bytes);

@@ -6,6 +6,7 @@
 //! - [`index_file`]: RocketMQ's IndexFile, to query messages by key and time.
 //! - [`timer`]: scheduled messages by due time (delay levels, timer messages), and delivery
 //!   progress.
+//! - [`transactions`]: half messages and their outcomes (commit, rollback, checks, discard).
 //! - [`error`]: the store's error type.
 //!
 //! Every byte goes through dledger's storage seam ([`dledger::Disk`]), so the simulation can run
@@ -17,5 +18,6 @@ pub mod error;
 pub mod index_file;
 pub mod store;
 pub mod timer;
+pub mod transactions;
 
 pub use store::{BaseMark, Placement, QueueItem, RetentionView, Store, StoreConfig, StoreMachine};

@@ -25,11 +25,12 @@ use protocol::message::{RecordView, property, system_topic, tags_code};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
-use crate::consume_queue::{ConsumeQueue, ConsumeQueueSet, ConsumeQueueUnit};
+use crate::consume_queue::{ConsumeQueue, ConsumeQueueSet, ConsumeQueueUnit, QueueUnit};
 use crate::entry::{self, OffsetCommit, StoreEntry};
 use crate::error::StoreError;
 use crate::index_file::{IndexConfig, IndexService, index_key};
 use crate::timer::{TimerCheckpoint, TimerKey, TimerStats, TimerUnit, TimerView, Timers};
+use crate::transactions::{HalfUnit, TransactionCheckpoint, TransactionCounts, Transactions};
 
 /// Settings of a store.
 #[derive(Debug, Clone)]
@@ -98,6 +99,8 @@ struct Base {
     offsets: Vec<OffsetCommit>,
     queues: Vec<QueueLength>,
     timers: TimerCheckpoint,
+    #[serde(default)]
+    transactions: TransactionCheckpoint,
 }
 
 /// What retention looks at, for the leader's cleaner and status pages.
@@ -136,6 +139,8 @@ struct Checkpoint {
     queue_floors: Vec<QueueLength>,
     #[serde(default)]
     newest_store_ms: u64,
+    #[serde(default)]
+    transactions: TransactionCheckpoint,
 }
 
 struct State<D: Disk> {
@@ -144,6 +149,7 @@ struct State<D: Disk> {
     queues: ConsumeQueueSet<D>,
     index: IndexService<D>,
     timers: Timers<D>,
+    transactions: Transactions<D>,
     applied: Option<LogId>,
     since_checkpoint: u64,
     /// When the last checkpoint was written (tokio's clock: the simulation's in a run).
@@ -205,10 +211,15 @@ fn meta_error(verb: crate::error::Verb, path: PathBuf, source: std::io::Error) -
 }
 
 /// The snapshot's bytes: the base as JSON (with its length first, 4 bytes big-endian), then the
-/// timer units from the base's `scan_from` to its `seen`, as the timer log holds them.
-fn seal_snapshot(base: &Base, units: &[TimerUnit]) -> Vec<u8> {
+/// timer units from the base's `scan_from` to its `seen`, as the timer log holds them, then the
+/// half units from the base's first pending one to its length, as the half log holds them now.
+fn seal_snapshot(base: &Base, units: &[TimerUnit], halves: &[HalfUnit]) -> Vec<u8> {
     let json = serde_json::to_vec(base).expect("bases serialize");
-    let mut out = Vec::with_capacity(4 + json.len() + units.len() * 32);
+    let mut out = Vec::with_capacity(
+        4 + json.len()
+            + units.len() * TimerUnit::BYTES as usize
+            + halves.len() * HalfUnit::BYTES as usize,
+    );
     out.extend_from_slice(
         &u32::try_from(json.len())
             .expect("a base under 4 GiB")
@@ -216,12 +227,18 @@ fn seal_snapshot(base: &Base, units: &[TimerUnit]) -> Vec<u8> {
     );
     out.extend_from_slice(&json);
     for unit in units {
-        crate::consume_queue::QueueUnit::encode_into(unit, &mut out);
+        unit.encode_into(&mut out);
+    }
+    for unit in halves {
+        unit.encode_into(&mut out);
     }
     out
 }
 
-fn unseal_snapshot(index: u64, data: &[u8]) -> Result<(Base, Vec<TimerUnit>), ApplyError> {
+/// A snapshot's parts: its base, the timer units and the half units.
+type SnapshotParts = (Base, Vec<TimerUnit>, Vec<HalfUnit>);
+
+fn unseal_snapshot(index: u64, data: &[u8]) -> Result<SnapshotParts, ApplyError> {
     use crate::consume_queue::QueueUnit as _;
     let bad = |reason: String| apply_error(index, format!("undecodable snapshot: {reason}"));
     let len = data
@@ -233,18 +250,32 @@ fn unseal_snapshot(index: u64, data: &[u8]) -> Result<(Base, Vec<TimerUnit>), Ap
         .ok_or_else(|| bad("shorter than its base".into()))?;
     let base: Base = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
     let rest = &data[4 + len..];
-    if !rest.len().is_multiple_of(TimerUnit::BYTES as usize) {
-        return Err(bad(format!("{} bytes of timer units", rest.len())));
+    let timer_bytes = base
+        .timers
+        .seen
+        .checked_sub(base.timers.scan_from)
+        .and_then(|n| n.checked_mul(TimerUnit::BYTES))
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= rest.len())
+        .ok_or_else(|| bad(format!("{} bytes cannot hold its timer units", rest.len())))?;
+    let (timer_raw, half_raw) = rest.split_at(timer_bytes);
+    let units = units_of::<TimerUnit>(timer_raw, "timer").map_err(bad)?;
+    let halves = units_of::<HalfUnit>(half_raw, "half").map_err(bad)?;
+    Ok((base, units, halves))
+}
+
+/// The units packed back to back in `raw`.
+fn units_of<U: QueueUnit>(raw: &[u8], what: &str) -> Result<Vec<U>, String> {
+    if !raw.len().is_multiple_of(U::BYTES as usize) {
+        return Err(format!("{} bytes of {what} units", raw.len()));
     }
-    let units = rest
-        .chunks_exact(TimerUnit::BYTES as usize)
-        .map(|raw| match TimerUnit::decode(raw) {
+    raw.chunks_exact(U::BYTES as usize)
+        .map(|raw| match U::decode(raw) {
             Ok(Some(unit)) => Ok(unit),
-            Ok(None) => Err(bad("a zero timer unit".into())),
-            Err(reason) => Err(bad(reason.into())),
+            Ok(None) => Err(format!("a zero {what} unit")),
+            Err(reason) => Err(format!("{what} unit: {reason}")),
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((base, units))
+        .collect()
 }
 
 fn apply_error(index: u64, reason: impl std::fmt::Display) -> ApplyError {
@@ -264,6 +295,8 @@ struct IndexedProperties<'a> {
     timer_out_ms: Option<&'a str>,
     /// `TIMER_DEL_UNIQKEY` is present: the record cancels another.
     timer_del: bool,
+    /// `CHECK_IMMUNITY_TIME_IN_SECONDS`: no check of a half message before then.
+    check_immunity: Option<&'a str>,
 }
 
 impl<'a> IndexedProperties<'a> {
@@ -285,6 +318,7 @@ impl<'a> IndexedProperties<'a> {
                 property::KEYS => found.keys = Some(value),
                 property::TIMER_OUT_MS => found.timer_out_ms = Some(value),
                 property::TIMER_DEL_UNIQKEY => found.timer_del = true,
+                property::CHECK_IMMUNITY_TIME_IN_SECONDS => found.check_immunity = Some(value),
                 _ => {}
             }
         }
@@ -301,6 +335,8 @@ struct ParsedRecord<'a> {
     store_timestamp_ms: u64,
     /// When a scheduled record is due (a record of a scheduled topic with `TIMER_OUT_MS`).
     due_ms: Option<i64>,
+    /// The record is dispatched (not tied to an outcome that did not apply).
+    dispatched: bool,
     /// Which [`QueueBatch`] the unit goes to, and its place in that batch.
     batch: usize,
     rank: u64,
@@ -320,22 +356,44 @@ struct QueueBatch<'a> {
 /// units with one [`ConsumeQueue::append_many`] (kept in memory and written back in runs of
 /// [`crate::consume_queue::WRITE_BACK_UNITS`]), then indexes the keys in record order. Returns where each record went, in record
 /// order; queue offsets are dense per queue in record order, as the leader predicted them.
+/// The records whose place is in `skip` (outcomes that did not apply) go nowhere: their
+/// placement has queue offset -1. A half message is added to the half log.
 fn apply_messages<'a, D: Disk>(
     state: &mut State<D>,
     index: u64,
     body_position: u64,
     records_at: usize,
     records: &'a [u8],
+    skip: &BTreeSet<usize>,
     touched: &mut BTreeSet<(String, i32)>,
 ) -> Result<Placement, ApplyError> {
     let spans = entry::record_spans(records);
     let mut parsed: Vec<ParsedRecord<'a>> = Vec::with_capacity(spans.len());
     let mut batches: Vec<QueueBatch<'a>> = Vec::new();
     let mut batch_of: BTreeMap<(&'a str, i32), usize> = BTreeMap::new();
-    for (start, size) in spans {
+    for (place, (start, size)) in spans.into_iter().enumerate() {
         let view =
             RecordView::parse(&records[start..start + size]).map_err(|e| apply_error(index, e))?;
         let properties = IndexedProperties::parse(view.properties_text);
+        let unit = ConsumeQueueUnit {
+            commit_log_offset: body_position + (records_at + start) as u64,
+            size: u32::try_from(size).expect("record_spans takes sizes from an i32"),
+            tags_code: 0,
+        };
+        if skip.contains(&place) {
+            parsed.push(ParsedRecord {
+                topic: view.topic,
+                queue_id: view.queue_id,
+                unit,
+                properties,
+                store_timestamp_ms: 0,
+                due_ms: None,
+                dispatched: false,
+                batch: 0,
+                rank: 0,
+            });
+            continue;
+        }
         let batch = *batch_of
             .entry((view.topic, view.queue_id))
             .or_insert_with(|| {
@@ -358,9 +416,8 @@ fn apply_messages<'a, D: Disk>(
             None
         };
         let unit = ConsumeQueueUnit {
-            commit_log_offset: body_position + (records_at + start) as u64,
-            size: u32::try_from(size).expect("record_spans takes sizes from an i32"),
             tags_code: due_ms.unwrap_or_else(|| tags_code(properties.tags)),
+            ..unit
         };
         let units = &mut batches[batch].units;
         parsed.push(ParsedRecord {
@@ -370,6 +427,7 @@ fn apply_messages<'a, D: Disk>(
             properties,
             store_timestamp_ms: view.store_timestamp.max(0) as u64,
             due_ms,
+            dispatched: true,
             batch,
             rank: units.len() as u64,
         });
@@ -388,6 +446,10 @@ fn apply_messages<'a, D: Disk>(
     }
     let mut placement = Placement::with_capacity(parsed.len());
     for record in &parsed {
+        if !record.dispatched {
+            placement.push((record.queue_id, -1));
+            continue;
+        }
         state.newest_store_ms = state.newest_store_ms.max(record.store_timestamp_ms);
         state
             .index
@@ -401,6 +463,24 @@ fn apply_messages<'a, D: Disk>(
             .map_err(|e| apply_error(index, e))?;
         let queue_offset = batches[record.batch].first_queue_offset + record.rank;
         placement.push((record.queue_id, queue_offset as i64));
+        if record.topic == system_topic::TRANS_HALF {
+            let immunity_secs = record
+                .properties
+                .check_immunity
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .filter(|secs| *secs >= 0);
+            state
+                .transactions
+                .add(
+                    queue_offset,
+                    index,
+                    record.unit.commit_log_offset,
+                    record.unit.size,
+                    record.store_timestamp_ms as i64,
+                    immunity_secs,
+                )
+                .map_err(|e| apply_error(index, e))?;
+        }
         if let Some(due_ms) = record.due_ms {
             state
                 .timers
@@ -450,6 +530,11 @@ impl<D: Disk> Store<D> {
             &config.root.join("timerlog"),
             checkpoint.timers,
         )?;
+        let (transactions, transactions_complete) = Transactions::open(
+            disk.clone(),
+            &config.root.join("halflog"),
+            checkpoint.transactions,
+        )?;
         // Queues must hold exactly what the checkpoint says: cut what was written after it,
         // and start over if anything it counts is missing.
         let lengths: BTreeMap<(String, i32), u64> = checkpoint
@@ -458,7 +543,7 @@ impl<D: Disk> Store<D> {
             .map(|q| ((q.topic.clone(), q.queue_id), q.next))
             .collect();
         let checkpoint_end = checkpoint.applied_end;
-        let mut complete = timers_complete;
+        let mut complete = timers_complete && transactions_complete;
         let existing: Vec<(String, i32)> =
             queues.queues().map(|(t, q)| (t.to_string(), q)).collect();
         for (topic, queue_id) in &existing {
@@ -488,6 +573,7 @@ impl<D: Disk> Store<D> {
             queues,
             index,
             timers,
+            transactions,
             applied: None,
             since_checkpoint: 0,
             checkpointed_at: tokio::time::Instant::now(),
@@ -526,6 +612,7 @@ impl<D: Disk> Store<D> {
                 }
             }
             state.timers.clear()?;
+            state.transactions.clear()?;
         }
         let restore_floor = (!complete).then_some(checkpoint.floor).flatten();
         let applied_index = state.applied.map(|a| a.index);
@@ -592,13 +679,44 @@ impl<D: Disk> Store<D> {
                         body_position,
                         entry::ENTRY_HEADER_BYTES,
                         records,
+                        &BTreeSet::new(),
                         &mut touched,
                     )?;
-                    let mut results = self.results.lock().expect("results");
-                    results.insert(index, placement);
-                    while results.len() > self.config.results_kept {
-                        results.pop_first();
+                    self.keep_placement(index, placement);
+                }
+                StoreEntry::Transactions { outcomes, records } => {
+                    let mut skip = BTreeSet::new();
+                    for (slot, outcome) in outcomes.iter().enumerate() {
+                        let applied = state
+                            .transactions
+                            .apply(outcome, index, slot as u32)
+                            .map_err(|e| apply_error(index, e))?;
+                        if !applied {
+                            tracing::debug!(
+                                index,
+                                ?outcome,
+                                "outcome of a half message that is resolved or unknown: nothing changes"
+                            );
+                            if let Some(record) = outcome.record {
+                                skip.insert(record as usize);
+                            }
+                        }
                     }
+                    let body_position =
+                        entry.position + u64::from(dledger::limits::ENTRY_HEADER_BYTES);
+                    let records_at = entry::records_at(body).ok_or_else(|| {
+                        apply_error(index, "a transactions entry without records")
+                    })?;
+                    let placement = apply_messages(
+                        &mut state,
+                        index,
+                        body_position,
+                        records_at,
+                        records,
+                        &skip,
+                        &mut touched,
+                    )?;
+                    self.keep_placement(index, placement);
                 }
                 StoreEntry::TopicConfig(config) => {
                     state.topics.insert(config.topic_name.clone(), config);
@@ -624,6 +742,7 @@ impl<D: Disk> Store<D> {
                             body_position,
                             entry::ENTRY_HEADER_BYTES + entry::DELIVERY_HEADER_BYTES,
                             records,
+                            &BTreeSet::new(),
                             &mut touched,
                         )?;
                     } else {
@@ -675,10 +794,20 @@ impl<D: Disk> Store<D> {
         Ok(())
     }
 
+    /// Keeps where entry `index`'s records went, for the broker to take.
+    fn keep_placement(&self, index: u64, placement: Placement) {
+        let mut results = self.results.lock().expect("results");
+        results.insert(index, placement);
+        while results.len() > self.config.results_kept {
+            results.pop_first();
+        }
+    }
+
     fn checkpoint_locked(&self, state: &mut State<D>) -> Result<(), StoreError> {
         state.queues.flush()?;
         state.index.flush()?;
         let timers = state.timers.flush()?;
+        let transactions = state.transactions.flush()?;
         let queues = queue_lengths(state);
         let checkpoint = Checkpoint {
             applied: state.applied,
@@ -699,6 +828,7 @@ impl<D: Disk> Store<D> {
                 })
                 .collect(),
             newest_store_ms: state.newest_store_ms,
+            transactions,
         };
         let bytes = serde_json::to_vec(&checkpoint).unwrap_or_default();
         let path = checkpoint_path(&self.config.root);
@@ -744,6 +874,7 @@ impl<D: Disk> Store<D> {
         }
         state.index.clear()?;
         state.timers.clear()?;
+        state.transactions.clear()?;
         state.topics.clear();
         state.offsets.clear();
         state.bases.clear();
@@ -767,6 +898,7 @@ impl<D: Disk> Store<D> {
             offsets: offset_commits(state),
             queues: queue_lengths(state),
             timers: state.timers.checkpoint_view(),
+            transactions: state.transactions.checkpoint_view(),
         })
     }
 
@@ -843,6 +975,12 @@ impl<D: Disk> Store<D> {
         }
         state.index.purge_before(first_position)?;
         state.timers.purge_before(base.timers.scan_from)?;
+        let half_floor = state
+            .queue_floors
+            .get(&(system_topic::TRANS_HALF.to_string(), 0))
+            .copied()
+            .unwrap_or(0);
+        state.transactions.purge_before(half_floor)?;
         let gone: Vec<u64> = state
             .bases
             .range(..first_position)
@@ -865,14 +1003,19 @@ impl<D: Disk> Store<D> {
     /// The snapshot at `floor` (its base, and the timer units pending at it).
     fn snapshot_at(&self, floor: BaseMark) -> Result<dledger::Snapshot, StoreError> {
         let base = self.read_base(floor.position)?;
-        let units = self
-            .read_state()
+        let state = self.read_state();
+        let units = state
             .timers
             .units(base.timers.scan_from, base.timers.seen)?;
+        let halves_from = Transactions::<D>::snapshot_from(&base.transactions);
+        let halves = state
+            .transactions
+            .units(halves_from, base.transactions.length)?;
+        drop(state);
         Ok(dledger::Snapshot {
             last: floor.last,
             next_position: Some(floor.position),
-            data: seal_snapshot(&base, &units),
+            data: seal_snapshot(&base, &units, &halves),
         })
     }
 
@@ -897,7 +1040,7 @@ impl<D: Disk> Store<D> {
     /// An undecodable snapshot or a file error; the store must not be used after one.
     pub fn restore(&self, snapshot: &dledger::Snapshot) -> Result<(), ApplyError> {
         let index = snapshot.last.index;
-        let (base, units) = unseal_snapshot(index, &snapshot.data)?;
+        let (base, units, halves) = unseal_snapshot(index, &snapshot.data)?;
         if base.mark.last != snapshot.last || snapshot.next_position != Some(base.mark.position) {
             return Err(apply_error(
                 index,
@@ -932,6 +1075,11 @@ impl<D: Disk> Store<D> {
                 .insert((q.topic.clone(), q.queue_id), q.next);
         }
         state.timers.restore(base.timers, &units).map_err(fail)?;
+        let halves_from = Transactions::<D>::snapshot_from(&base.transactions);
+        state
+            .transactions
+            .restore(base.transactions, halves_from, &halves)
+            .map_err(fail)?;
         state.topics = base
             .topics
             .iter()
@@ -1170,9 +1318,40 @@ impl<D: Disk> Store<D> {
         self.read_state().timers.walk(last, stop_below)
     }
 
-    /// Asserts the invariants of the timer state (tests and the simulation).
+    /// What the applied entries did with transactions.
+    pub fn transaction_counts(&self) -> TransactionCounts {
+        self.read_state().transactions.counts()
+    }
+
+    /// Half message `half_offset`, if this replica holds it.
+    ///
+    /// # Errors
+    /// A file error or a corrupt unit.
+    pub fn half_unit(&self, half_offset: u64) -> Result<Option<HalfUnit>, StoreError> {
+        self.read_state().transactions.get(half_offset)
+    }
+
+    /// Up to `max` half units from `from` (or the first held, if later), with their offsets.
+    ///
+    /// # Errors
+    /// A file error or a corrupt unit.
+    pub fn half_units(&self, from: u64, max: u64) -> Result<Vec<(u64, HalfUnit)>, StoreError> {
+        self.read_state().transactions.read(from, max)
+    }
+
+    /// No pending half message comes before this offset; the half log's length.
+    pub fn half_window(&self) -> (u64, u64) {
+        let state = self.read_state();
+        (
+            state.transactions.first_pending(),
+            state.transactions.length(),
+        )
+    }
+
+    /// Asserts the invariants of the timer and transaction state (tests and the simulation).
     pub fn check_timer_invariants(&self) {
         self.read_state().timers.check_invariants();
+        self.read_state().transactions.check_invariants();
     }
 
     /// Time and commit-log offset of the index's last update.
@@ -1744,11 +1923,92 @@ mod tests {
         );
     }
 
+    /// A half message goes to the half queue and log; a commit's record reaches its real queue
+    /// once, however often the commit comes, and a rollback's never; after a crash the replayed
+    /// entries place the committed record exactly where the first apply did.
+    #[test]
+    fn transactions_commit_once_and_replay_alike() {
+        use crate::transactions::{Action, HalfState, Outcome};
+        let disk = MemDisk::new();
+        let store = Store::open(disk.clone(), config()).unwrap();
+        let halves = vec![
+            record(system_topic::TRANS_HALF, 0, 0, "t", ""),
+            record(system_topic::TRANS_HALF, 0, 1, "t", ""),
+        ];
+        store.apply(&messages_entry(1, 0, &halves)).unwrap();
+        store.checkpoint().unwrap();
+        assert_eq!(store.half_window(), (0, 2));
+        let commit = |half_offset| Outcome {
+            half_offset,
+            action: Action::Commit,
+            expected_checks: 0,
+            at_ms: T0,
+            record: Some(0),
+        };
+        let rollback = Outcome {
+            half_offset: 1,
+            action: Action::Rollback,
+            expected_checks: 0,
+            at_ms: T0,
+            record: None,
+        };
+        let mut position = 10_000;
+        let mut log = Vec::new();
+        for (index, outcomes) in [
+            (2, vec![commit(0)]),
+            (3, vec![commit(0), rollback]),
+            (4, vec![commit(1)]),
+        ] {
+            let committed = record("Real", 1, 9, "t", "");
+            let body = entry::transactions(&outcomes, &committed);
+            log.push(data_entry(index, position, body));
+            position += 10_000;
+        }
+        for e in &log {
+            store.apply(e).unwrap();
+        }
+        let placed = store.take_placement(3).unwrap();
+        assert_eq!(placed, vec![(1, -1)], "the second commit went nowhere");
+        assert_eq!(store.max_offset("Real", 1), 1, "committed once");
+        assert_eq!(
+            store.half_unit(0).unwrap().unwrap().state,
+            HalfState::Committed
+        );
+        assert_eq!(
+            store.half_unit(1).unwrap().unwrap().state,
+            HalfState::RolledBack
+        );
+        let counts = store.transaction_counts();
+        assert_eq!(
+            (
+                counts.halves,
+                counts.commits,
+                counts.rollbacks,
+                counts.pending()
+            ),
+            (2, 1, 1, 0)
+        );
+        assert_eq!(store.half_window(), (2, 2));
+        let before = store.read_queue("Real", 1, 0, 10).unwrap();
+        store.check_timer_invariants();
+        // A crash after the checkpoint of entry 1: the half units hold the outcomes already,
+        // and entries 2–4 apply again.
+        drop(store);
+        let store = Store::open(disk.crash(), config()).unwrap();
+        assert_eq!(store.last_applied().map(|a| a.index), Some(1));
+        for e in &log {
+            store.apply(e).unwrap();
+        }
+        assert_eq!(store.read_queue("Real", 1, 0, 10).unwrap(), before);
+        assert_eq!(store.transaction_counts(), counts);
+        store.check_timer_invariants();
+    }
+
     /// The borrowed reading finds the three names wherever they are, takes the last of a
     /// repeated name, and skips a piece with an empty value, as Java's parser does.
     #[test]
     fn indexed_properties_read_tags_uniq_key_and_keys() {
-        let text = "TAGS\u{1}a\u{2}KEYS\u{1}k1 k2\u{2}UNIQ_KEY\u{1}u\u{1}v\u{2}TAGS\u{1}b\u{2}KEYS\u{1}\u{2}TIMER_OUT_MS\u{1}12\u{2}TIMER_DEL_UNIQKEY\u{1}T+u";
+        let text = "TAGS\u{1}a\u{2}KEYS\u{1}k1 k2\u{2}UNIQ_KEY\u{1}u\u{1}v\u{2}TAGS\u{1}b\u{2}KEYS\u{1}\u{2}TIMER_OUT_MS\u{1}12\u{2}TIMER_DEL_UNIQKEY\u{1}T+u\u{2}CHECK_IMMUNITY_TIME_IN_SECONDS\u{1}30";
         assert_eq!(
             IndexedProperties::parse(text),
             IndexedProperties {
@@ -1757,6 +2017,7 @@ mod tests {
                 keys: Some("k1 k2"),
                 timer_out_ms: Some("12"),
                 timer_del: true,
+                check_immunity: Some("30"),
             }
         );
         assert_eq!(IndexedProperties::parse(""), IndexedProperties::default());

@@ -305,16 +305,7 @@ impl<D: Disk> Timers<D> {
     /// # Errors
     /// A file error.
     pub fn units(&self, from: u64, to: u64) -> Result<Vec<TimerUnit>, StoreError> {
-        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
-        while from + (out.len() as u64) < to {
-            let at = from + out.len() as u64;
-            let units = self.log.read(at, to - at)?;
-            if units.is_empty() {
-                break;
-            }
-            out.extend(units);
-        }
-        Ok(out)
+        self.log.read_range(from, to)
     }
 
     /// Replaces everything with a snapshot's timer state: the log starts at

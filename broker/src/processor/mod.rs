@@ -10,6 +10,7 @@
 //! - [`clients`]: heartbeats, consumer lists, unregistering, orderly consumers' queue locks,
 //!   checking a client's subscription.
 //! - [`topics`]: creating topics.
+//! - [`transaction`]: END_TRANSACTION (commit or rollback of a half message).
 //! - [`lookups`]: a message by its offset id or by key.
 //! - [`transfer`]: RAFTMQ_TRANSFER_LEADER, raftmq's own.
 //! - [`members`]: RAFTMQ_ADD_REPLICA, RAFTMQ_REMOVE_REPLICA, raftmq's own.
@@ -22,6 +23,7 @@ mod offsets;
 mod pull;
 mod send;
 mod topics;
+mod transaction;
 mod transfer;
 
 use std::collections::BTreeMap;
@@ -57,6 +59,12 @@ impl Refusal {
         }
     }
 
+    /// No answer at all, even to a two-way request (RocketMQ's END_TRANSACTION without an
+    /// outcome).
+    pub(crate) fn unanswered() -> Refusal {
+        Refusal::new(UNANSWERED, "")
+    }
+
     pub(crate) fn with_ext(mut self, ext: BTreeMap<String, String>) -> Refusal {
         self.ext = ext;
         self
@@ -72,6 +80,9 @@ impl Refusal {
         }
     }
 }
+
+/// The code of [`Refusal::unanswered`]: never sent.
+const UNANSWERED: i32 = i32::MIN;
 
 /// A header that does not parse: RocketMQ answers INVALID_PARAMETER.
 impl From<protocol::header::HeaderError> for Refusal {
@@ -101,6 +112,7 @@ impl<D: Disk, T: Transport> Handler for Processor<D, T> {
         let bytes_in = metrics::frame_bytes(&req);
         let answer = match self.dispatch(peer, &req).await {
             Ok(answer) => answer,
+            Err(refusal) if refusal.code == UNANSWERED => return None,
             Err(refusal) => refusal.answer(&req),
         };
         let metrics = &self.shared.metrics;
@@ -138,6 +150,11 @@ impl<D: Disk, T: Transport> Processor<D, T> {
                 send::Send::parse(req)?.apply(self, peer, req).await
             }
             request::CONSUMER_SEND_MSG_BACK => send::SendBack::parse(req)?.apply(self, req).await,
+            request::END_TRANSACTION => {
+                transaction::EndTransaction::parse(req)?
+                    .apply(self, req)
+                    .await
+            }
             request::PULL_MESSAGE | request::LITE_PULL_MESSAGE => {
                 pull::Pull::parse(req)?.apply(self, req).await
             }

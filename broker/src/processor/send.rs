@@ -2,7 +2,8 @@
 //! CONSUMER_SEND_MSG_BACK stores a message its consumer failed in the group's retry or
 //! dead-letter topic, after a back-off. Both go through the writer (`crate::writer`) and answer
 //! once the entry is committed and applied. A message with a delay level or a timer property
-//! waits in a scheduled topic until it is due (`crate::schedule`).
+//! waits in a scheduled topic until it is due (`crate::schedule`); one with `TRAN_MSG=true` is
+//! stored as a half message until its producer commits or rolls it back (`crate::transactions`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -20,6 +21,7 @@ use protocol::message::{
     self, BatchItem, Properties, StoredMessage, decode_batch, offset_msg_id, property, system_topic,
 };
 use remoting::{Peer, Transport};
+use store::transactions::Outcome;
 use tokio::sync::oneshot;
 
 use super::{Answer, Processor, Refusal, ok};
@@ -27,6 +29,7 @@ use crate::TBW102;
 use crate::handover::Held;
 use crate::limits::SEND_STORE_TIMEOUT;
 use crate::schedule::{self, When};
+use crate::transactions;
 use crate::writer::{Landed, NotStored, Write};
 
 static UNIQ_COUNTER: AtomicU16 = AtomicU16::new(0);
@@ -79,6 +82,15 @@ impl Send {
                 response::NO_PERMISSION,
                 format!(
                     "sending message to topic[{}] is forbidden: scheduled messages wait there",
+                    header.topic
+                ),
+            ));
+        }
+        if system_topic::is_transactional(&header.topic) {
+            return Err(Refusal::new(
+                response::NO_PERMISSION,
+                format!(
+                    "sending message to topic[{}] is forbidden: transactions keep their half messages there",
                     header.topic
                 ),
             ));
@@ -149,6 +161,32 @@ impl Send {
             whens.push(when);
         }
         let scheduled = whens.iter().any(|w| *w != When::Now);
+        let half = items
+            .iter()
+            .any(|item| transactions::is_half(&item.properties));
+        if half {
+            if p.shared.config.transactions.reject {
+                return Err(Refusal::new(
+                    response::NO_PERMISSION,
+                    format!(
+                        "the broker[{}] sending transaction message is forbidden",
+                        p.shared.config.broker_name
+                    ),
+                ));
+            }
+            if is_batch {
+                return Err(Refusal::new(
+                    response::MESSAGE_ILLEGAL,
+                    "batch messages cannot be transactional: send half messages one by one",
+                ));
+            }
+            if scheduled {
+                return Err(Refusal::new(
+                    response::MESSAGE_ILLEGAL,
+                    "a transactional message cannot be delayed or timed",
+                ));
+            }
+        }
         let topic = topic_for_send(p, &header).await?;
         if topic.perm & perm::WRITE == 0 {
             return Err(Refusal::new(
@@ -175,15 +213,20 @@ impl Send {
         if let Some(when) = whens.iter().find(|w| **w != When::Now) {
             system_topic_for(p, *when).await?;
         }
+        if half {
+            transactions::ensure_topic(&p.shared, system_topic::TRANS_HALF)
+                .await
+                .map_err(|reason| Refusal::new(response::SYSTEM_ERROR, reason))?;
+        }
         let mut records = Vec::new();
         let mut uniq_keys = Vec::new();
         for (item, when) in items.into_iter().zip(whens) {
-            let (bytes, uniq) = record(p, peer, &header, queue_id, item, sys_flag, when)
+            let (bytes, uniq) = record(p, peer, &header, queue_id, item, sys_flag, when, half)
                 .map_err(|reason| Refusal::new(response::MESSAGE_ILLEGAL, reason))?;
             records.extend_from_slice(&bytes);
             uniq_keys.push(uniq);
         }
-        let landed = store_records(p, records).await?;
+        let landed = store_records(p, records, Vec::new()).await?;
         if store_then_refuse {
             // A deliberate bug for the simulation: stored, then refused for a full disk.
             p.require_disk_space(response::SERVICE_NOT_AVAILABLE)?;
@@ -195,10 +238,11 @@ impl Send {
             .collect::<Vec<_>>()
             .join(",");
         // A scheduled message is answered with the queue it will be delivered to, and its
-        // offset in the queue where it waits (RocketMQ's answer).
+        // offset in the queue where it waits (RocketMQ's answer); a half message likewise, with
+        // its offset in the half queue, which END_TRANSACTION names.
         let answer = SendMessageResponseHeader {
             msg_id,
-            queue_id: if scheduled {
+            queue_id: if scheduled || half {
                 queue_id
             } else {
                 landed[0].queue_id
@@ -311,7 +355,7 @@ impl SendBack {
         again
             .encode(&mut records)
             .map_err(|err| Refusal::new(response::SYSTEM_ERROR, err.reason))?;
-        store_records(p, records).await?;
+        store_records(p, records, Vec::new()).await?;
         Ok(ok(req))
     }
 }
@@ -435,7 +479,8 @@ fn uniq_key<D: Disk, T: Transport>(p: &Processor<D, T>) -> String {
 }
 
 /// One message of a send, encoded as a stored record (offsets filled in when it lands), and its
-/// `UNIQ_KEY`.
+/// `UNIQ_KEY`; as a half message when `half`.
+#[allow(clippy::too_many_arguments)]
 fn record<D: Disk, T: Transport>(
     p: &Processor<D, T>,
     peer: &Peer,
@@ -444,6 +489,7 @@ fn record<D: Disk, T: Transport>(
     item: BatchItem,
     sys_flag: i32,
     when: When,
+    half: bool,
 ) -> Result<(Vec<u8>, String), String> {
     let mut properties = item.properties;
     let uniq = match properties.get(property::UNIQ_KEY) {
@@ -472,20 +518,30 @@ fn record<D: Disk, T: Transport>(
         properties,
     };
     schedule::make_wait(&mut record, when);
+    if half {
+        transactions::make_half(&mut record, &uniq);
+    }
     let mut out = Vec::with_capacity(record.encoded_len());
     record.encode(&mut out).map_err(|e| e.reason)?;
     Ok((out, uniq))
 }
 
-/// Hands encoded records to the writer and waits until they are committed and applied.
-async fn store_records<D: Disk, T: Transport>(
+/// Hands encoded records (and outcomes of half messages) to the writer and waits until they
+/// are committed and applied.
+pub(super) async fn store_records<D: Disk, T: Transport>(
     p: &Processor<D, T>,
     records: Vec<u8>,
+    outcomes: Vec<Outcome>,
 ) -> Result<Vec<Landed>, Refusal> {
+    let has_records = !records.is_empty();
     let (reply, landed) = oneshot::channel();
     if p.shared
         .writer
-        .send(Write { records, reply })
+        .send(Write {
+            records,
+            outcomes,
+            reply,
+        })
         .await
         .is_err()
     {
@@ -495,7 +551,7 @@ async fn store_records<D: Disk, T: Transport>(
         ));
     }
     match tokio::time::timeout(SEND_STORE_TIMEOUT, landed).await {
-        Ok(Ok(Ok(landed))) if !landed.is_empty() => Ok(landed),
+        Ok(Ok(Ok(landed))) if !landed.is_empty() || !has_records => Ok(landed),
         Ok(Ok(Ok(_))) => Err(Refusal::new(
             response::SYSTEM_ERROR,
             "stored, but its placement was lost",
