@@ -38,7 +38,16 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let listener = RaftListener::bind(&dledger::TcpTransport, &raft_addr)
         .await
         .with_context(|| format!("cannot listen for Raft on {raft_addr} ({})", conf.self_id))?;
-    let replica = Replica::start(conf.spec.clone(), listener).await?;
+    let client_addr = conf.spec.broker.listen.clone();
+    let clients = tokio::net::TcpListener::bind(&client_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for clients on {client_addr} ({})",
+                conf.self_id
+            )
+        })?;
+    let replica = Replica::start(conf.spec.clone(), listener, clients).await?;
     let http = match &conf.http_listen {
         Some(addr) => Some(
             http::serve_replica(addr, &replica)

@@ -100,16 +100,22 @@ impl LocalCluster {
             raft_addrs.insert(id, listener.addr().to_string());
             listeners.insert(id, listener);
         }
-        // Client ports are bound before the ledgers start so a taken port fails fast.
-        let mut client_addrs = BTreeMap::new();
+        // Client ports are bound before the ledgers start so a taken port fails fast, and held
+        // until the brokers serve on them so no other socket takes a port picked free.
+        let mut client_listeners = BTreeMap::new();
         for id in 1..=spec.replicas {
-            let probe = std::net::TcpListener::bind(("127.0.0.1", port_of(spec.broker_port, id)))
+            let addr = format!("127.0.0.1:{}", port_of(spec.broker_port, id));
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
                 .with_context(|| format!("broker port of replica {id} is taken"))?;
-            client_addrs.insert(id, probe.local_addr()?);
+            client_listeners.insert(id, listener);
         }
         let mut replicas = BTreeMap::new();
         for (id, listener) in listeners {
-            let advertised: SocketAddr = client_addrs[&id];
+            let clients = client_listeners
+                .remove(&id)
+                .with_context(|| format!("no client listener for replica {id}"))?;
+            let advertised: SocketAddr = clients.local_addr()?;
             let mut broker_config = BrokerConfig::new(
                 &spec.broker_name,
                 &advertised.to_string(),
@@ -125,7 +131,7 @@ impl LocalCluster {
                 data_dir.join(format!("node-{id}")),
                 broker_config,
             );
-            replicas.insert(id, Replica::start(replica_spec, listener).await?);
+            replicas.insert(id, Replica::start(replica_spec, listener, clients).await?);
         }
         let mut namesrv_http = None;
         let mut replica_http = BTreeMap::new();
@@ -133,9 +139,9 @@ impl LocalCluster {
             namesrv_http = Some(
                 crate::http::serve_namesrv(&format!("127.0.0.1:{http_port}"), &namesrv).await?,
             );
-            let broker_addrs: BTreeMap<NodeId, String> = client_addrs
+            let broker_addrs: BTreeMap<NodeId, String> = replicas
                 .iter()
-                .map(|(id, addr)| (*id, addr.to_string()))
+                .map(|(id, replica)| (*id, replica.broker.advertised_addr().to_string()))
                 .collect();
             for (id, replica) in &replicas {
                 let port = if http_port == 0 {

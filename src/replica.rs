@@ -52,14 +52,16 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Opens the store, starts the ledger on `listener` (bound beforehand, so a taken port
-    /// fails before anything starts) and the broker.
+    /// Opens the store, starts the ledger on `listener` and the broker on `clients` (both bound
+    /// beforehand, so a taken port fails before anything starts and a port picked free stays
+    /// ours).
     ///
     /// # Errors
-    /// Store or log files that cannot be opened or recovered, or a port that cannot be bound.
+    /// Store or log files that cannot be opened or recovered.
     pub async fn start(
         spec: ReplicaSpec,
         listener: RaftListener<dledger::TcpTransport>,
+        clients: tokio::net::TcpListener,
     ) -> anyhow::Result<Replica> {
         let id = spec.ledger.node_id;
         let flush = spec.ledger.flush;
@@ -88,13 +90,16 @@ impl Replica {
         let ledger_started = started.elapsed();
         let advertised: SocketAddr = spec.broker.advertised_addr;
         let listen = spec.broker.listen.clone();
-        let broker = Broker::start(&remoting::TcpTransport, spec.broker, ledger.clone(), store)
-            .await
-            .with_context(|| {
-                format!(
-                    "broker of replica {id} cannot listen on {listen} (advertised {advertised})"
-                )
-            })?;
+        let broker = Broker::start_on(
+            &remoting::TcpTransport,
+            clients,
+            spec.broker,
+            ledger.clone(),
+            store,
+        )
+        .with_context(|| {
+            format!("broker of replica {id} cannot listen on {listen} (advertised {advertised})")
+        })?;
         // Where a (re)start spends its time: BENCHMARKS.md, "Restart time".
         tracing::info!(
             node_id = id,

@@ -264,6 +264,22 @@ impl<D: Disk, T: Transport> Broker<D, T> {
         ledger: Arc<Ledger>,
         store: Arc<Store<D>>,
     ) -> std::io::Result<Self> {
+        let listener = transport.bind(&config.listen).await?;
+        Self::start_on(transport, listener, config, ledger, store)
+    }
+
+    /// Serves clients on `listener`, bound beforehand on `config.listen`: whoever picked a free
+    /// port keeps it from the pick to the serving, so nothing else can take it in between.
+    ///
+    /// # Errors
+    /// The OS error reading the listener's address.
+    pub fn start_on(
+        transport: &T,
+        listener: T::Listener,
+        config: BrokerConfig,
+        ledger: Arc<Ledger>,
+        store: Arc<Store<D>>,
+    ) -> std::io::Result<Self> {
         let (writer_tx, writer_rx) = mpsc::channel(config.write_queue);
         let (offsets_tx, offsets_rx) = mpsc::channel(config.write_queue);
         let (namesrv, _inbound) = Client::new(transport.clone());
@@ -299,7 +315,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
         let processor = Arc::new(processor::Processor {
             shared: shared.clone(),
         });
-        let server = Server::start(transport, &config.listen, processor).await?;
+        let server = Server::serve::<T, _>(listener, processor)?;
         let tasks = vec![
             tokio::spawn(writer::run(shared.clone(), writer_rx)),
             tokio::spawn(writer::run_offsets(shared.clone(), offsets_rx)),

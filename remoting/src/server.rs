@@ -82,6 +82,17 @@ impl Server {
         handler: Arc<H>,
     ) -> io::Result<Server> {
         let listener = transport.bind(addr).await?;
+        Self::serve::<T, H>(listener, handler)
+    }
+
+    /// Serves on a listener bound beforehand (so whoever bound it held the port from the start).
+    ///
+    /// # Errors
+    /// The OS error reading the listener's address.
+    pub fn serve<T: Transport, H: Handler>(
+        listener: T::Listener,
+        handler: Arc<H>,
+    ) -> io::Result<Server> {
         let addr = T::local_addr(&listener)?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop::<T, H>(listener, handler, stopped));
