@@ -14,10 +14,12 @@ use protocol::RemotingCommand;
 use protocol::body::{self, TopicRouteData, perm};
 use protocol::code::{request, response};
 use protocol::header::{
-    CommandHeader, CreateTopicRequestHeader, GetRouteInfoRequestHeader, PullMessageRequestHeader,
-    PullMessageResponseHeader, SendMessageRequestHeader, SendMessageResponseHeader,
+    CommandHeader, CreateTopicRequestHeader, EndTransactionRequestHeader,
+    GetRouteInfoRequestHeader, OffsetResponseHeader, PullMessageRequestHeader,
+    PullMessageResponseHeader, QueueRequestHeader, SendMessageRequestHeader,
+    SendMessageResponseHeader,
 };
-use protocol::message::{Properties, StoredMessage, property};
+use protocol::message::{Properties, StoredMessage, decode_offset_msg_id, property, sys_flag};
 use remoting::{Client, TcpTransport};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,6 +48,70 @@ pub struct ProduceArgs {
     /// Appends `key queue_id queue_offset ack_unix_ms` per acknowledged message.
     #[arg(long)]
     acks_file: Option<PathBuf>,
+    /// Each message is a transaction: a half message, then END_TRANSACTION committing it
+    /// (oneway, as RocketMQ's producers send it). The summary adds `committed_visible`, the
+    /// messages that reached the topic, and `tx_per_sec` from it.
+    #[arg(long)]
+    transactional: bool,
+}
+
+/// The producer group of the bench's transactions (checks for it find no live producer).
+const BENCH_GROUP: &str = "bench";
+
+/// Messages in `topic` on `master` across its `queues` queues (the sum of their max offsets).
+async fn messages_in_topic(
+    client: &Client<TcpTransport>,
+    master: &str,
+    topic: &str,
+    queues: i32,
+) -> anyhow::Result<i64> {
+    let mut total = 0;
+    for queue_id in 0..queues {
+        let header = QueueRequestHeader {
+            topic: topic.to_string(),
+            queue_id,
+        };
+        let answer = client
+            .request(
+                master,
+                RemotingCommand::request(request::GET_MAX_OFFSET, header.to_ext()),
+                CALL_TIMEOUT,
+            )
+            .await
+            .with_context(|| format!("max offset of {topic} queue {queue_id}"))?;
+        anyhow::ensure!(
+            answer.code == response::SUCCESS,
+            "max offset of {topic} queue {queue_id}: {:?}",
+            answer.remark
+        );
+        total += OffsetResponseHeader::from_ext(&answer.ext_fields)?.offset;
+    }
+    Ok(total)
+}
+
+/// Commits the half message a send answered with `answer` (oneway END_TRANSACTION).
+async fn commit_half(
+    client: &Client<TcpTransport>,
+    master: &str,
+    topic: &str,
+    answer: &SendMessageResponseHeader,
+) -> anyhow::Result<()> {
+    let (_, commit_log_offset) = decode_offset_msg_id(&answer.msg_id)
+        .map_err(|err| anyhow::anyhow!("half message id {}: {err}", answer.msg_id))?;
+    let header = EndTransactionRequestHeader {
+        topic: Some(topic.to_string()),
+        producer_group: BENCH_GROUP.to_string(),
+        tran_state_table_offset: answer.queue_offset,
+        commit_log_offset,
+        commit_or_rollback: 8,
+        from_transaction_check: Some(false),
+        msg_id: answer.msg_id.clone(),
+        transaction_id: answer.transaction_id.clone(),
+        bname: None,
+    };
+    let request = RemotingCommand::request(request::END_TRANSACTION, header.to_ext());
+    client.oneway(master, request).await?;
+    Ok(())
 }
 
 /// Flags of `raftmq bench consume`.
@@ -238,6 +304,14 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let visible_before = if args.transactional {
+        let r = route.read().expect("route");
+        let (master, queues) = (r.master.clone(), r.queues);
+        drop(r);
+        messages_in_topic(&client, &master, &args.topic, queues).await?
+    } else {
+        0
+    };
     let run_id = now_ms();
     let body = bytes::Bytes::from(vec![b'x'; args.message_bytes]);
     let started = Instant::now();
@@ -250,10 +324,11 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             body.clone(),
             acks_tx.clone(),
         );
-        let (namesrv, topic, write_acks) = (
+        let (namesrv, topic, write_acks, transactional) = (
             args.namesrv.clone(),
             args.topic.clone(),
             args.acks_file.is_some(),
+            args.transactional,
         );
         tasks.push(tokio::spawn(async move {
             let mut latency =
@@ -268,13 +343,21 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 let mut properties = Properties::default();
                 properties.set(property::KEYS, key.clone());
                 properties.set(property::UNIQ_KEY, key.clone());
+                if transactional {
+                    properties.set(property::TRAN_MSG, "true");
+                    properties.set(property::PGROUP, BENCH_GROUP);
+                }
                 let header = SendMessageRequestHeader {
-                    producer_group: "bench".into(),
+                    producer_group: BENCH_GROUP.into(),
                     topic: topic.clone(),
                     default_topic: "TBW102".into(),
                     default_topic_queue_nums: queues,
                     queue_id: ((producer as u64 + seq) % queues as u64) as i32,
-                    sys_flag: 0,
+                    sys_flag: if transactional {
+                        sys_flag::TRANSACTION_PREPARED
+                    } else {
+                        0
+                    },
                     born_timestamp: now_ms() as i64,
                     flag: 0,
                     properties: Some(properties.encode()),
@@ -286,11 +369,22 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 let answer = client.request(&master, request, CALL_TIMEOUT).await;
                 match answer {
                     Ok(answer) if answer.code == response::SUCCESS => {
+                        let sent_header = SendMessageResponseHeader::from_ext(&answer.ext_fields);
+                        if transactional {
+                            let committed = match &sent_header {
+                                Ok(h) => commit_half(&client, &master, &topic, h).await,
+                                Err(err) => Err(anyhow::anyhow!("send answer: {err}")),
+                            };
+                            if let Err(err) = committed {
+                                tracing::debug!(cause = %err, "commit failed");
+                                counters.errors.fetch_add(1, Ordering::Relaxed);
+                                seq += 1;
+                                continue;
+                            }
+                        }
                         let _ = latency.record(sent.elapsed().as_micros() as u64);
                         counters.acked.fetch_add(1, Ordering::Relaxed);
-                        if write_acks
-                            && let Ok(h) = SendMessageResponseHeader::from_ext(&answer.ext_fields)
-                        {
+                        if write_acks && let Ok(h) = &sent_header {
                             let _ = acks_tx.send(format!(
                                 "{key} {} {} {}",
                                 h.queue_id,
@@ -348,15 +442,53 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         writer.await??;
     }
     let acked = counters.acked.load(Ordering::Relaxed);
+    let mut extra = serde_json::json!({"errors": counters.errors.load(Ordering::Relaxed), "producers": args.producers});
+    if args.transactional {
+        let visible =
+            committed_visible(&client, &route, &args.topic, visible_before, acked).await?;
+        extra["committed_visible"] = visible.into();
+        extra["tx_per_sec"] = (visible as f64 / elapsed.as_secs_f64().max(1e-9))
+            .round()
+            .into();
+    }
     let out = summary(
         acked,
         acked * args.message_bytes as u64,
         elapsed,
         &latency,
-        serde_json::json!({"errors": counters.errors.load(Ordering::Relaxed), "producers": args.producers}),
+        extra,
     );
     println!("{out}");
     Ok(())
+}
+
+/// How many of the run's `committed` transactions reached the topic: commits are oneway, so
+/// the count is polled until it reaches `committed` or stops growing for 2 s.
+async fn committed_visible(
+    client: &Client<TcpTransport>,
+    route: &RwLock<Route>,
+    topic: &str,
+    before: i64,
+    committed: u64,
+) -> anyhow::Result<u64> {
+    let (master, queues) = {
+        let r = route.read().expect("route");
+        (r.master.clone(), r.queues)
+    };
+    let mut last = (-1i64, Instant::now());
+    loop {
+        let visible = messages_in_topic(client, &master, topic, queues).await? - before;
+        let visible = u64::try_from(visible).unwrap_or(0);
+        if visible >= committed {
+            return Ok(visible);
+        }
+        if visible as i64 != last.0 {
+            last = (visible as i64, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_secs(2) {
+            return Ok(visible);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Pulls every queue from its start until it reaches the end it had when the run began.
