@@ -305,9 +305,10 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         None => None,
     };
     let visible_before = if args.transactional {
-        let r = route.read().expect("route");
-        let (master, queues) = (r.master.clone(), r.queues);
-        drop(r);
+        let (master, queues) = {
+            let r = route.read().expect("route");
+            (r.master.clone(), r.queues)
+        };
         messages_in_topic(&client, &master, &args.topic, queues).await?
     } else {
         0
