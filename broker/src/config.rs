@@ -14,6 +14,9 @@ pub struct Mutants {
     pub purge_unexpired: bool,
     /// A send reaching a full disk is stored, then refused.
     pub store_refused_sends: bool,
+    /// END_TRANSACTION commits write the committed message without the half message's
+    /// outcome, so a second commit of the same half message writes it again.
+    pub commit_without_outcome: bool,
 }
 
 /// Settings of one broker replica.

@@ -66,6 +66,9 @@ pub enum Mutant {
     StoreRefusedSends,
     /// Stop a replica whose disk filled instead of waiting for space.
     FailOnFullDisk,
+    /// Commit a transaction without recording its outcome, so a repeated commit stores it
+    /// again.
+    CommitWithoutOutcome,
 }
 
 /// An RNG for one subsystem of one seed.

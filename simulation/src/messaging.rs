@@ -20,10 +20,10 @@ use dledger::{ApplyError, CommittedEntry, Ledger, LogId, MemDisk, StateMachine};
 use protocol::RemotingCommand;
 use protocol::code::{request, response};
 use protocol::header::{
-    CommandHeader, PullMessageRequestHeader, PullMessageResponseHeader, SendMessageRequestHeader,
-    SendMessageResponseHeader, pull_flag,
+    CommandHeader, EndTransactionRequestHeader, PullMessageRequestHeader,
+    PullMessageResponseHeader, SendMessageRequestHeader, SendMessageResponseHeader, pull_flag,
 };
-use protocol::message::StoredMessage;
+use protocol::message::{StoredMessage, decode_offset_msg_id, property, sys_flag};
 use rand::Rng;
 use store::{Store, StoreConfig, StoreMachine};
 
@@ -56,6 +56,11 @@ const PULL_BATCH: i32 = 32;
 const SCHEDULED_ONE_IN: u32 = 4;
 /// Longest delay a timer message of the workload asks for, ms.
 const SCHEDULED_DELAY_MAX_MS: u64 = 2_000;
+/// One send in this many (of those not scheduled) is a transaction: a half message, then a
+/// commit or a rollback, sometimes sent twice (a retry).
+const TRANSACTION_ONE_IN: u32 = 5;
+/// The producer group of the workload's transactions.
+const PRODUCER_GROUP: &str = "sim-producers";
 
 /// Turmoil host name of client host `k`.
 pub fn client_host_name(k: u64) -> String {
@@ -146,6 +151,9 @@ pub fn broker_config(cluster: &Cluster, id: u64, incarnation: u64) -> BrokerConf
     config.retention.clean_forcibly = false;
     if cluster.mutant == Some(crate::config::Mutant::StoreRefusedSends) {
         config.mutants.store_refused_sends = true;
+    }
+    if cluster.mutant == Some(crate::config::Mutant::CommitWithoutOutcome) {
+        config.mutants.commit_without_outcome = true;
     }
     if cluster.mutant == Some(crate::config::Mutant::PurgeUnexpired) {
         config.mutants.purge_unexpired = true;
@@ -262,33 +270,66 @@ pub async fn run_client_host(cluster: Cluster, k: u64) -> turmoil::Result {
     Ok(())
 }
 
-fn send_request(
-    id: u64,
-    queue_id: i32,
-    born_timestamp: i64,
-    delay_ms: Option<u64>,
-) -> RemotingCommand {
-    let properties = delay_ms.map(|delay| {
-        let mut properties = protocol::message::Properties::default();
-        properties.set(
-            protocol::message::property::TIMER_DELAY_MS,
-            delay.to_string(),
-        );
-        properties.encode()
-    });
+/// What kind of send the workload makes.
+#[derive(Clone, Copy)]
+enum SendKind {
+    Plain,
+    /// Due this many ms later.
+    Scheduled(u64),
+    /// A half message.
+    Half,
+}
+
+fn send_request(id: u64, queue_id: i32, born_timestamp: i64, kind: SendKind) -> RemotingCommand {
+    let mut properties = protocol::message::Properties::default();
+    match kind {
+        SendKind::Plain => {}
+        SendKind::Scheduled(delay) => properties.set(property::TIMER_DELAY_MS, delay.to_string()),
+        SendKind::Half => {
+            properties.set(property::TRAN_MSG, "true");
+            properties.set(property::PGROUP, PRODUCER_GROUP);
+        }
+    }
     let header = SendMessageRequestHeader {
-        producer_group: "sim-producers".into(),
+        producer_group: PRODUCER_GROUP.into(),
         topic: TOPIC.into(),
         default_topic: broker::TBW102.into(),
         default_topic_queue_nums: QUEUES,
         queue_id,
-        sys_flag: 0,
+        sys_flag: if matches!(kind, SendKind::Half) {
+            sys_flag::TRANSACTION_PREPARED
+        } else {
+            0
+        },
         born_timestamp,
         flag: 0,
-        properties,
+        properties: (!matches!(kind, SendKind::Plain)).then(|| properties.encode()),
         ..Default::default()
     };
     RemotingCommand::request(request::SEND_MESSAGE_V2, header.to_v2()).with_body(body(id))
+}
+
+/// END_TRANSACTION committing (`commit`) or rolling back the half message a send stored.
+fn end_transaction_request(
+    half: &SendMessageResponseHeader,
+    commit: bool,
+) -> Option<RemotingCommand> {
+    let (_, commit_log_offset) = decode_offset_msg_id(&half.msg_id).ok()?;
+    let header = EndTransactionRequestHeader {
+        topic: Some(TOPIC.into()),
+        producer_group: PRODUCER_GROUP.into(),
+        tran_state_table_offset: half.queue_offset,
+        commit_log_offset,
+        commit_or_rollback: if commit { 8 } else { 12 },
+        from_transaction_check: Some(false),
+        msg_id: half.msg_id.clone(),
+        transaction_id: half.transaction_id.clone(),
+        bname: None,
+    };
+    Some(RemotingCommand::request(
+        request::END_TRANSACTION,
+        header.to_ext(),
+    ))
 }
 
 /// One producer: sends unique ids to a random queue, trying the brokers in turn until one
@@ -307,26 +348,48 @@ async fn produce_forever(cluster: Cluster, producer: u64, seed: u64) {
             continue;
         }
         let queue_id = rng.random_range(0..QUEUES);
-        let delay_ms = rng
-            .random_ratio(1, SCHEDULED_ONE_IN)
-            .then(|| rng.random_range(1..=SCHEDULED_DELAY_MAX_MS));
+        let kind = if rng.random_ratio(1, SCHEDULED_ONE_IN) {
+            SendKind::Scheduled(rng.random_range(1..=SCHEDULED_DELAY_MAX_MS))
+        } else if rng.random_ratio(1, TRANSACTION_ONE_IN) {
+            SendKind::Half
+        } else {
+            SendKind::Plain
+        };
         for attempt in 0..brokers.len() {
             let at = (next + attempt) % brokers.len();
             let addr = &brokers[at];
             let id = cluster.oracle.lock().expect("oracle").next_id();
             let born = seams::Clock::now_ms(&SimClock);
             let answer = client
-                .request(
-                    addr,
-                    send_request(id, queue_id, born, delay_ms),
-                    SEND_TIMEOUT,
-                )
+                .request(addr, send_request(id, queue_id, born, kind), SEND_TIMEOUT)
                 .await;
             match answer {
                 Ok(answer) if answer.code == response::SUCCESS => {
                     let header = SendMessageResponseHeader::from_ext(&answer.ext_fields)
                         .expect("a SUCCESS answer to a send carries its header");
-                    if let Some(delay_ms) = delay_ms {
+                    if let SendKind::Half = kind {
+                        // The fate is recorded before END_TRANSACTION leaves, so a message seen
+                        // before its commit is recorded is one visible too early.
+                        let commit = rng.random_bool(0.5);
+                        let twice = rng.random_ratio(1, 4);
+                        {
+                            let mut oracle = cluster.oracle.lock().expect("oracle");
+                            oracle.halves.push(id);
+                            if commit {
+                                oracle.committed.push(id);
+                            } else {
+                                oracle.rolled_back.push(id);
+                            }
+                        }
+                        for _ in 0..if twice { 2 } else { 1 } {
+                            if let Some(end) = end_transaction_request(&header, commit) {
+                                let _ = client.oneway(addr, end).await;
+                            }
+                        }
+                        next = at;
+                        break;
+                    }
+                    if let SendKind::Scheduled(delay_ms) = kind {
                         let ack = ScheduledAck {
                             id,
                             queue_id: header.queue_id,
@@ -486,6 +549,18 @@ async fn consume_forever(cluster: Cluster, consumer: u64, seed: u64) {
                     cluster.oracle.lock().expect("oracle").early.push(format!(
                         "{addr}: queue {queue_id} offset {expected} (id {id}) is due at {due} but was stored at {} and received at {now}",
                         message.store_timestamp
+                    ));
+                }
+            }
+            if message.properties.get(property::TRAN_MSG) == Some("true") {
+                let mut oracle = cluster.oracle.lock().expect("oracle");
+                if let Err(breach) = crate::invariants::transaction_pulled(
+                    id,
+                    &oracle.committed,
+                    &oracle.rolled_back,
+                ) {
+                    oracle.transaction_breaches.push(format!(
+                        "{addr}: queue {queue_id} offset {expected}: {breach}"
                     ));
                 }
             }

@@ -74,6 +74,14 @@ pub struct Oracle {
     pub skipped: Vec<(u64, i32, i64, i64)>,
     /// Ids of sends a broker refused because its disk is full: none may ever be stored.
     pub refused_full: Vec<u64>,
+    /// Ids stored as half messages (acknowledged), before their END_TRANSACTION was sent.
+    pub halves: Vec<u64>,
+    /// Ids of half messages a producer committed (recorded before the commit is sent).
+    pub committed: Vec<u64>,
+    /// Ids of half messages a producer rolled back (recorded before the rollback is sent).
+    pub rolled_back: Vec<u64>,
+    /// Transactions' messages pulled before their commit was sent, or after a rollback.
+    pub transaction_breaches: Vec<String>,
     /// Proposals sent.
     pub proposed: u64,
 }

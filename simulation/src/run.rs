@@ -643,6 +643,12 @@ impl Driver<'_> {
                     detail: first.clone(),
                 });
             }
+            if let Some(first) = oracle.transaction_breaches.first() {
+                return Err(Violation {
+                    invariant: "transaction_not_before_commit",
+                    detail: first.clone(),
+                });
+            }
             if let Some(first) = oracle.consume_errors.first() {
                 return Err(Violation {
                     invariant: "consumed_in_order",
@@ -814,6 +820,14 @@ impl Driver<'_> {
                 oracle.skipped.clone(),
             )
         };
+        {
+            let oracle = self.cluster.oracle.lock().expect("oracle");
+            crate::invariants::transactions_settled_once(
+                &consumed,
+                &oracle.committed,
+                &oracle.rolled_back,
+            )?;
+        }
         crate::invariants::scheduled_delivered_once(&consumed, &scheduled, &skipped)?;
         let refused_full = self
             .cluster

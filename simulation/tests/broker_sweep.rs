@@ -170,3 +170,16 @@ fn retention_cutting_unexpired_segments_is_caught() {
 fn sends_stored_despite_a_full_disk_are_caught() {
     mutant_is_caught("store-refused-sends", "0..10", "refused_not_stored");
 }
+
+/// With END_TRANSACTION committing without recording the half message's outcome (mutant
+/// `commit-without-outcome`), a commit the workload sends twice stores the message twice: the
+/// messaging workload's sweep finds a committed transaction visible at two places, names the
+/// invariant, and the seed fails the same way alone.
+#[test]
+fn commits_without_their_outcome_are_caught() {
+    mutant_is_caught(
+        "commit-without-outcome",
+        "0..10",
+        "transaction_visible_once",
+    );
+}

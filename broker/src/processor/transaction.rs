@@ -148,7 +148,16 @@ impl EndTransaction {
             at_ms: now,
             record: (action == Action::Commit).then_some(0),
         };
-        store_records(p, records, vec![outcome]).await?;
+        #[cfg(feature = "mutants")]
+        let without_outcome = p.shared.config.mutants.commit_without_outcome && !records.is_empty();
+        #[cfg(not(feature = "mutants"))]
+        let without_outcome = false;
+        let outcomes = if without_outcome {
+            Vec::new()
+        } else {
+            vec![outcome]
+        };
+        store_records(p, records, outcomes).await?;
         Ok(ok(req))
     }
 }

@@ -13,6 +13,7 @@ mod queue_offsets_identical;
 mod retention;
 mod scheduled;
 mod store_applied_le_committed;
+mod transactions;
 
 pub use acked_consumable::check as acked_consumable;
 pub use acked_consumable::check_consumed as consumed_committed;
@@ -20,6 +21,9 @@ pub use acked_consumable::refused_not_stored;
 pub use no_writes_without_quorum::NOTICE_MARGIN_MS;
 pub use scheduled::delivered_once as scheduled_delivered_once;
 pub use scheduled::skips_queue;
+pub use transactions::{
+    check_pulled as transaction_pulled, settled_once as transactions_settled_once,
+};
 
 use std::collections::BTreeMap;
 
@@ -95,6 +99,8 @@ pub struct Checker {
     timers_at: HeldAfter<store::timer::TimerStats>,
     /// The retention view some replica held right after each applied entry.
     retention_at: HeldAfter<store::RetentionView>,
+    /// The transaction counts some replica held right after each applied entry.
+    transactions_at: HeldAfter<store::transactions::TransactionCounts>,
     /// Each replica life's min offset of each queue, as last checked.
     mins_seen: BTreeMap<(u64, u64, i32), i64>,
 }
@@ -124,6 +130,7 @@ impl Checker {
         queue_offsets_identical::check(self, nodes)?;
         scheduled::check_identical(self, nodes)?;
         retention::check_identical(self, nodes)?;
+        transactions::check_identical(self, nodes)?;
         Ok(())
     }
 
