@@ -28,13 +28,12 @@ use protocol::header::{CheckTransactionStateRequestHeader, CommandHeader};
 use protocol::message::{StoredMessage, offset_msg_id, property, sys_flag, system_topic};
 use remoting::Transport;
 use store::transactions::{Action, HalfState, HalfUnit, Outcome};
-use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::limits::{
     TRANSACTION_CHECK_TICK, TRANSACTION_OUTCOMES_PER_ENTRY_MAX, TRANSACTION_SCAN_UNITS_MAX,
 };
-use crate::writer::{NotStored, Write};
+use crate::writer::NotStored;
 
 /// The check service's settings (broker.conf).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,19 +135,9 @@ pub(crate) async fn write_outcomes<D: Disk, T: Transport>(
     records: Vec<u8>,
     outcomes: Vec<Outcome>,
 ) -> Result<(), NotStored> {
-    let (reply, landed) = oneshot::channel();
-    if shared
-        .writer
-        .send(Write {
-            records,
-            outcomes,
-            reply,
-        })
-        .await
-        .is_err()
-    {
+    let Some(landed) = crate::writer::submit(shared, records, outcomes).await else {
         return Err(NotStored::Failed("the broker is shutting down".into()));
-    }
+    };
     match landed.await {
         Ok(result) => result.map(|_| ()),
         Err(_) => Err(NotStored::Failed("the writer stopped".into())),

@@ -37,6 +37,22 @@ pub struct Write {
     pub reply: oneshot::Sender<Result<Vec<Landed>, NotStored>>,
 }
 
+/// Hands `records` and `outcomes` to the writer; the receiver tells where they landed. `None`
+/// when the writer is gone (the broker is shutting down).
+pub(crate) async fn submit<D: Disk, T: Transport>(
+    shared: &Shared<D, T>,
+    records: Vec<u8>,
+    outcomes: Vec<Outcome>,
+) -> Option<oneshot::Receiver<Result<Vec<Landed>, NotStored>>> {
+    let (reply, landed) = oneshot::channel();
+    let write = Write {
+        records,
+        outcomes,
+        reply,
+    };
+    shared.writer.send(write).await.ok().map(|()| landed)
+}
+
 /// Why a send's records were not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotStored {

@@ -22,7 +22,6 @@ use protocol::message::{
 };
 use remoting::{Peer, Transport};
 use store::transactions::Outcome;
-use tokio::sync::oneshot;
 
 use super::{Answer, Processor, Refusal, ok};
 use crate::TBW102;
@@ -30,7 +29,7 @@ use crate::handover::Held;
 use crate::limits::SEND_STORE_TIMEOUT;
 use crate::schedule::{self, When};
 use crate::transactions;
-use crate::writer::{Landed, NotStored, Write};
+use crate::writer::{Landed, NotStored};
 
 static UNIQ_COUNTER: AtomicU16 = AtomicU16::new(0);
 
@@ -534,22 +533,12 @@ pub(super) async fn store_records<D: Disk, T: Transport>(
     outcomes: Vec<Outcome>,
 ) -> Result<Vec<Landed>, Refusal> {
     let has_records = !records.is_empty();
-    let (reply, landed) = oneshot::channel();
-    if p.shared
-        .writer
-        .send(Write {
-            records,
-            outcomes,
-            reply,
-        })
-        .await
-        .is_err()
-    {
+    let Some(landed) = crate::writer::submit(&p.shared, records, outcomes).await else {
         return Err(Refusal::new(
             response::SERVICE_NOT_AVAILABLE,
             "the broker is shutting down",
         ));
-    }
+    };
     match tokio::time::timeout(SEND_STORE_TIMEOUT, landed).await {
         Ok(Ok(Ok(landed))) if !landed.is_empty() || !has_records => Ok(landed),
         Ok(Ok(Ok(_))) => Err(Refusal::new(
