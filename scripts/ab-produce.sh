@@ -5,6 +5,9 @@
 #
 #   scripts/ab-produce.sh OLD_RAFTMQ NEW_RAFTMQ [ROUNDS] [SECONDS]
 #
+# BENCH_ARGS adds arguments to the bench client, e.g. BENCH_ARGS=--transactional (half + commit;
+# the line then also gives the transactions that reached their topic per second).
+#
 # Build the old binary from another worktree, e.g.
 #   git worktree add /tmp/ab-old <commit> && (cd /tmp/ab-old && \
 #     CARGO_TARGET_DIR=/tmp/ab-old-target cargo build --release --bin raftmq)
@@ -24,7 +27,7 @@ for r in $(seq 1 "$ROUNDS"); do
     ns=$(sed -n 's/^READY //p' "$d/out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["namesrv"])')
     cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     summary=$("$NEW" bench produce --namesrv "$ns" --producers 256 --message-bytes 1024 \
-      --duration-secs "$SECS" 2>/dev/null | tail -1)
+      --duration-secs "$SECS" ${BENCH_ARGS:-} 2>/dev/null | tail -1)
     cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     kill -INT "$pid"
     wait "$pid" || true
@@ -33,7 +36,8 @@ for r in $(seq 1 "$ROUNDS"); do
 import json, sys
 s = json.load(sys.stdin)
 cpu_us = ($cpu1 - $cpu0) * 1e6 / $ticks
-print(f'round $r $which: {s[\"msgs_per_sec\"]:.0f} msgs/s, p99 {s[\"p99_us\"] / 1000:.1f} ms, '
+tx = f', {s[\"tx_per_sec\"]:.0f} tx/s visible' if 'tx_per_sec' in s else ''
+print(f'round $r $which: {s[\"msgs_per_sec\"]:.0f} msgs/s{tx}, p99 {s[\"p99_us\"] / 1000:.1f} ms, '
       f'broker CPU {cpu_us / max(s[\"messages\"], 1):.1f} us/msg')"
     rm -rf "$d"
   done

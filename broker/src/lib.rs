@@ -144,7 +144,7 @@ impl<D: Disk, T: Transport> Shared<D, T> {
             .map_err(|e| e.to_string())?;
         let view = RecordView::parse(&bytes)
             .map_err(|e| format!("message at offset {commit_log_offset}: {e}"))?;
-        if view.commit_log_offset != commit_log_offset as i64 || !view.body_crc_ok(&bytes) {
+        if view.commit_log_offset != commit_log_offset as i64 || !view.body_crc_ok() {
             return Err(format!(
                 "message at offset {commit_log_offset} fails its checks"
             ));

@@ -25,7 +25,9 @@ use protocol::RemotingCommand;
 use protocol::body::{TopicConfig, perm};
 use protocol::code::request;
 use protocol::header::{CheckTransactionStateRequestHeader, CommandHeader};
-use protocol::message::{StoredMessage, offset_msg_id, property, sys_flag, system_topic};
+use protocol::message::{
+    RecordView, StoredMessage, offset_msg_id, property, sys_flag, system_topic,
+};
 use remoting::Transport;
 use store::transactions::{Action, HalfState, HalfUnit, Outcome};
 
@@ -84,23 +86,20 @@ pub fn make_half(record: &mut StoredMessage, uniq_key: &str) {
     record.sys_flag &= !sys_flag::TRANSACTION_MASK;
 }
 
-/// The message a commit writes for half message `half` (stored at `half_offset` in the
-/// CommitLog): its real topic and queue, the commit's transaction bits, and
-/// `preparedTransactionOffset` naming the half message; its properties stay as stored
-/// (RocketMQ's `endMessageTransaction`). `None` if the half message lacks its real topic or queue.
-pub fn make_committed(
-    half: &StoredMessage,
+/// The record a commit writes for half message `half` (as read from the CommitLog): its real
+/// topic and queue, the commit's transaction bits, and `preparedTransactionOffset` naming the
+/// half message; body, body CRC and properties text are the half's bytes as stored (RocketMQ's
+/// `endMessageTransaction`), so nothing is parsed or re-encoded but the fixed fields. `None` if
+/// the half message lacks its real topic or queue.
+pub fn make_committed<'a>(
+    half: &RecordView<'a>,
     now_ms: i64,
     store_host: std::net::SocketAddr,
-) -> Option<StoredMessage> {
-    let topic = half.properties.get(property::REAL_TOPIC)?.to_string();
-    let queue_id: i32 = half
-        .properties
-        .get(property::REAL_QID)?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(StoredMessage {
+) -> Option<RecordView<'a>> {
+    let topic = half.property(property::REAL_TOPIC)?;
+    let queue_id: i32 = half.property(property::REAL_QID)?.trim().parse().ok()?;
+    Some(RecordView {
+        size: 0,
         topic,
         queue_id,
         queue_offset: 0,
@@ -443,7 +442,17 @@ mod tests {
         assert_eq!(half.properties.get(property::REAL_QID), Some("3"));
         assert_eq!(half.properties.get(property::TRANSACTION_ID), Some("U1"));
         half.commit_log_offset = 4096;
-        let committed = make_committed(&half, 99, "127.0.0.1:3".parse().unwrap()).unwrap();
+        let mut half_record = Vec::new();
+        half.encode(&mut half_record).unwrap();
+        let view = RecordView::parse(&half_record).unwrap();
+        let mut committed_record = Vec::new();
+        make_committed(&view, 99, "127.0.0.1:3".parse().unwrap())
+            .unwrap()
+            .encode(&mut committed_record)
+            .unwrap();
+        let (committed, size) = StoredMessage::decode(&committed_record).unwrap();
+        assert_eq!(size, committed_record.len());
+        assert!(RecordView::parse(&committed_record).unwrap().body_crc_ok());
         assert_eq!((committed.topic.as_str(), committed.queue_id), ("T", 3));
         assert_eq!(
             committed.sys_flag,
@@ -451,16 +460,23 @@ mod tests {
         );
         assert_eq!(committed.prepared_transaction_offset, 4096);
         assert_eq!(committed.store_timestamp, 99);
+        assert_eq!(committed.store_host, "127.0.0.1:3".parse().unwrap());
         assert_eq!(committed.body, half.body);
         assert_eq!(committed.flag, 7);
         assert_eq!(
-            committed.properties.get(property::TRAN_MSG),
-            Some("true"),
-            "RocketMQ's committed record keeps TRAN_MSG"
+            (committed.born_timestamp, committed.born_host),
+            (half.born_timestamp, half.born_host)
+        );
+        assert_eq!(
+            committed.properties, half.properties,
+            "the half's properties as stored, REAL_TOPIC and TRAN_MSG included"
         );
         let mut broken = half.clone();
         broken.properties.remove(property::REAL_QID);
-        assert!(make_committed(&broken, 99, "127.0.0.1:3".parse().unwrap()).is_none());
+        let mut broken_record = Vec::new();
+        broken.encode(&mut broken_record).unwrap();
+        let broken_view = RecordView::parse(&broken_record).unwrap();
+        assert!(make_committed(&broken_view, 99, "127.0.0.1:3".parse().unwrap()).is_none());
         let mut plain = sent();
         plain.properties.set(property::TRAN_MSG, "false");
         assert!(!is_half(&plain.properties));

@@ -270,32 +270,31 @@ fn put_host(out: &mut Vec<u8>, addr: &SocketAddr) {
 }
 
 impl StoredMessage {
+    /// The record's fields, borrowed, with the properties text and body CRC given.
+    fn view<'a>(&'a self, properties_text: &'a str) -> RecordView<'a> {
+        RecordView {
+            size: 0,
+            body_crc: body_crc(&self.body),
+            queue_id: self.queue_id,
+            flag: self.flag,
+            queue_offset: self.queue_offset,
+            commit_log_offset: self.commit_log_offset,
+            sys_flag: self.sys_flag,
+            born_timestamp: self.born_timestamp,
+            born_host: self.born_host,
+            store_timestamp: self.store_timestamp,
+            store_host: self.store_host,
+            reconsume_times: self.reconsume_times,
+            prepared_transaction_offset: self.prepared_transaction_offset,
+            body: &self.body,
+            topic: &self.topic,
+            properties_text,
+        }
+    }
+
     /// Size of the encoded record.
     pub fn encoded_len(&self) -> usize {
-        let topic_len = if self.topic.len() > TOPIC_MAX_BYTES {
-            2
-        } else {
-            1
-        };
-        4 + 4
-            + 4
-            + 4
-            + 4
-            + 8
-            + 8
-            + 4
-            + 8
-            + host_len(&self.born_host)
-            + 8
-            + host_len(&self.store_host)
-            + 4
-            + 8
-            + 4
-            + self.body.len()
-            + topic_len
-            + self.topic.len()
-            + 2
-            + self.properties.encode().len()
+        self.view(&self.properties.encode()).encoded_len()
     }
 
     /// Appends the record (PROTOCOL.md §6.1): magic V1 unless the topic needs V2, host V6 bits
@@ -304,55 +303,7 @@ impl StoredMessage {
     /// # Errors
     /// A topic over 32767 bytes or properties over [`PROPERTIES_MAX_BYTES`].
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), MessageError> {
-        let properties = self.properties.encode();
-        if properties.len() > PROPERTIES_MAX_BYTES {
-            return Err(err(
-                0,
-                format!(
-                    "properties of {} bytes are over the {PROPERTIES_MAX_BYTES}-byte limit",
-                    properties.len()
-                ),
-            ));
-        }
-        if self.topic.len() > i16::MAX as usize {
-            return Err(err(0, format!("topic of {} bytes", self.topic.len())));
-        }
-        let mut sys_flag = self.sys_flag & !(sys_flag::BORNHOST_V6 | sys_flag::STOREHOST_V6);
-        if self.born_host.is_ipv6() {
-            sys_flag |= sys_flag::BORNHOST_V6;
-        }
-        if self.store_host.is_ipv6() {
-            sys_flag |= sys_flag::STOREHOST_V6;
-        }
-        let v2 = self.topic.len() > TOPIC_MAX_BYTES;
-        let start = out.len();
-        out.reserve(self.encoded_len());
-        out.put_i32(self.encoded_len() as i32);
-        out.put_i32(if v2 { MAGIC_V2 } else { MAGIC_V1 });
-        out.put_i32(body_crc(&self.body));
-        out.put_i32(self.queue_id);
-        out.put_i32(self.flag);
-        out.put_i64(self.queue_offset);
-        out.put_i64(self.commit_log_offset);
-        out.put_i32(sys_flag);
-        out.put_i64(self.born_timestamp);
-        put_host(out, &self.born_host);
-        out.put_i64(self.store_timestamp);
-        put_host(out, &self.store_host);
-        out.put_i32(self.reconsume_times);
-        out.put_i64(self.prepared_transaction_offset);
-        out.put_i32(self.body.len() as i32);
-        out.put_slice(&self.body);
-        if v2 {
-            out.put_i16(self.topic.len() as i16);
-        } else {
-            out.put_u8(self.topic.len() as u8);
-        }
-        out.put_slice(self.topic.as_bytes());
-        out.put_i16(properties.len() as i16);
-        out.put_slice(properties.as_bytes());
-        debug_assert_eq!(out.len() - start, self.encoded_len());
-        Ok(())
+        self.view(&self.properties.encode()).encode(out)
     }
 
     /// Decodes one record at the start of `bytes`, returning it and its size.
@@ -405,8 +356,10 @@ impl StoredMessage {
 /// A record read in place, without copying its body: what applying a message needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView<'a> {
-    /// Size of the record.
+    /// Size of the record as read (0 for one built to be encoded).
     pub size: usize,
+    /// BODYCRC as stored: `body_crc(body)` when the record is intact.
+    pub body_crc: i32,
     /// Queue.
     pub queue_id: i32,
     /// User flag.
@@ -460,7 +413,7 @@ impl<'a> RecordView<'a> {
         if magic != MAGIC_V1 && magic != MAGIC_V2 {
             return Err(err(4, format!("unknown magic code {magic:#010x}")));
         }
-        let _crc = r.i32("BODYCRC")?;
+        let body_crc = r.i32("BODYCRC")?;
         let queue_id = r.i32("QUEUEID")?;
         let flag = r.i32("FLAG")?;
         let queue_offset = r.i64("QUEUEOFFSET")?;
@@ -497,6 +450,7 @@ impl<'a> RecordView<'a> {
         }
         Ok(RecordView {
             size: total,
+            body_crc,
             queue_id,
             flag,
             queue_offset,
@@ -519,11 +473,108 @@ impl<'a> RecordView<'a> {
         Properties::parse(self.properties_text)
     }
 
+    /// The value of property `key`, as `self.properties().get(key)` gives it (the last valid
+    /// pair wins), without building the map.
+    pub fn property(&self, key: &str) -> Option<&'a str> {
+        self.properties_text
+            .split('\u{2}')
+            .filter_map(|piece| piece.split_once('\u{1}'))
+            .filter(|(k, v)| *k == key && !v.is_empty())
+            .map(|(_, v)| v)
+            .next_back()
+    }
+
     /// Whether the stored body CRC matches the body.
-    pub fn body_crc_ok(&self, record: &[u8]) -> bool {
-        record.len() >= 12
-            && i32::from_be_bytes([record[8], record[9], record[10], record[11]])
-                == body_crc(self.body)
+    pub fn body_crc_ok(&self) -> bool {
+        self.body_crc == body_crc(self.body)
+    }
+
+    /// Size of the record [`RecordView::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        let topic_len = if self.topic.len() > TOPIC_MAX_BYTES {
+            2
+        } else {
+            1
+        };
+        4 + 4
+            + 4
+            + 4
+            + 4
+            + 8
+            + 8
+            + 4
+            + 8
+            + host_len(&self.born_host)
+            + 8
+            + host_len(&self.store_host)
+            + 4
+            + 8
+            + 4
+            + self.body.len()
+            + topic_len
+            + self.topic.len()
+            + 2
+            + self.properties_text.len()
+    }
+
+    /// Appends the record (PROTOCOL.md §6.1) with these fields: magic V1 unless the topic needs
+    /// V2, host V6 bits set from the addresses, BODYCRC as `body_crc` says. A view read from
+    /// one record and changed (a committed copy of a half message) is written without parsing
+    /// its properties or copying its body twice.
+    ///
+    /// # Errors
+    /// A topic over 32767 bytes or properties over [`PROPERTIES_MAX_BYTES`].
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), MessageError> {
+        let properties = self.properties_text.as_bytes();
+        if properties.len() > PROPERTIES_MAX_BYTES {
+            return Err(err(
+                0,
+                format!(
+                    "properties of {} bytes are over the {PROPERTIES_MAX_BYTES}-byte limit",
+                    properties.len()
+                ),
+            ));
+        }
+        if self.topic.len() > i16::MAX as usize {
+            return Err(err(0, format!("topic of {} bytes", self.topic.len())));
+        }
+        let mut sys_flag = self.sys_flag & !(sys_flag::BORNHOST_V6 | sys_flag::STOREHOST_V6);
+        if self.born_host.is_ipv6() {
+            sys_flag |= sys_flag::BORNHOST_V6;
+        }
+        if self.store_host.is_ipv6() {
+            sys_flag |= sys_flag::STOREHOST_V6;
+        }
+        let v2 = self.topic.len() > TOPIC_MAX_BYTES;
+        let start = out.len();
+        let total = self.encoded_len();
+        out.reserve(total);
+        out.put_i32(total as i32);
+        out.put_i32(if v2 { MAGIC_V2 } else { MAGIC_V1 });
+        out.put_i32(self.body_crc);
+        out.put_i32(self.queue_id);
+        out.put_i32(self.flag);
+        out.put_i64(self.queue_offset);
+        out.put_i64(self.commit_log_offset);
+        out.put_i32(sys_flag);
+        out.put_i64(self.born_timestamp);
+        put_host(out, &self.born_host);
+        out.put_i64(self.store_timestamp);
+        put_host(out, &self.store_host);
+        out.put_i32(self.reconsume_times);
+        out.put_i64(self.prepared_transaction_offset);
+        out.put_i32(self.body.len() as i32);
+        out.put_slice(self.body);
+        if v2 {
+            out.put_i16(self.topic.len() as i16);
+        } else {
+            out.put_u8(self.topic.len() as u8);
+        }
+        out.put_slice(self.topic.as_bytes());
+        out.put_i16(properties.len() as i16);
+        out.put_slice(properties);
+        debug_assert_eq!(out.len() - start, total);
+        Ok(())
     }
 }
 

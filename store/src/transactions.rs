@@ -49,6 +49,12 @@ pub const OUTCOME_BYTES: usize = 32;
 /// behind one old pending one is walked a piece at a time, never in one apply.
 const FIRST_PENDING_STEP_MAX: u64 = 4096;
 
+/// Units read at first when the first-pending position moves (doubling up to
+/// [`FIRST_PENDING_STEP_MAX`]): the next pending unit is usually a few units on, behind the
+/// outcomes of the transactions still in flight, so reading the whole step each time cost more
+/// than the rest of applying the outcome.
+const FIRST_PENDING_READ_FIRST: u64 = 16;
+
 /// What became of a half message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(u8)]
@@ -427,13 +433,15 @@ impl<D: Disk> Transactions<D> {
         self.first_pending = self.first_pending.max(self.log.queue_offset_min());
         let end = self.log.queue_offset_max();
         let stop = end.min(self.first_pending + FIRST_PENDING_STEP_MAX);
+        let mut chunk = FIRST_PENDING_READ_FIRST;
         while self.first_pending < stop {
             let units = self
                 .log
-                .read(self.first_pending, stop - self.first_pending)?;
+                .read(self.first_pending, chunk.min(stop - self.first_pending))?;
             if units.is_empty() {
                 break;
             }
+            chunk = (chunk * 2).min(FIRST_PENDING_STEP_MAX);
             for unit in units {
                 if unit.state == HalfState::Pending {
                     return Ok(());
@@ -677,6 +685,30 @@ mod tests {
             (c.halves, c.commits, c.rollbacks, c.pending()),
             (3, 2, 1, 0)
         );
+        t.check_invariants();
+    }
+
+    /// The first-pending position walks over a long run of resolved units (read a few at first,
+    /// then more) and stops at the next pending one.
+    #[test]
+    fn the_first_pending_position_walks_over_resolved_units() {
+        let disk = MemDisk::new();
+        let mut t = open(&disk, TransactionCheckpoint::default());
+        for h in 0..300 {
+            t.add(h, 10 + h, 1000 + h, 100, 5, None).unwrap();
+        }
+        for h in (1..300).filter(|h| *h != 250) {
+            assert!(t.apply(&outcome(h, Action::Commit, 0), 20 + h, 0).unwrap());
+        }
+        assert_eq!(t.first_pending(), 0, "half 0 is still pending");
+        assert!(t.apply(&outcome(0, Action::Rollback, 0), 400, 0).unwrap());
+        assert_eq!(
+            t.first_pending(),
+            250,
+            "over 249 resolved units to the pending one"
+        );
+        assert!(t.apply(&outcome(250, Action::Commit, 0), 401, 0).unwrap());
+        assert_eq!(t.first_pending(), 300, "to the end");
         t.check_invariants();
     }
 

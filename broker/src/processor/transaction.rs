@@ -7,7 +7,7 @@ use dledger::Disk;
 use protocol::RemotingCommand;
 use protocol::code::response;
 use protocol::header::{CommandHeader, EndTransactionRequestHeader};
-use protocol::message::{StoredMessage, property, system_topic};
+use protocol::message::{RecordView, property, system_topic};
 use remoting::Transport;
 use store::transactions::{Action, HalfState, Outcome};
 
@@ -67,13 +67,12 @@ impl EndTransaction {
             tracing::warn!(group = %h.producer_group, msg_id = %h.msg_id, %remark, "END_TRANSACTION refused");
             Refusal::new(response::SYSTEM_ERROR, remark)
         };
-        let half = u64::try_from(h.commit_log_offset)
+        let half_record = u64::try_from(h.commit_log_offset)
             .ok()
             .filter(|o| *o < p.shared.store.applied_end())
             .and_then(|o| p.read_record(o, None).ok())
-            .and_then(|r| StoredMessage::decode(&r).ok())
-            .map(|(m, _)| m);
-        let Some(half) = half else {
+            .unwrap_or_default();
+        let Ok(half) = RecordView::parse(&half_record) else {
             return Err(refuse(format!(
                 "Find prepared transaction message failed: no message at commit log offset {}",
                 h.commit_log_offset
@@ -85,7 +84,7 @@ impl EndTransaction {
                 h.commit_log_offset, half.topic
             )));
         }
-        let group = half.properties.get(property::PGROUP).unwrap_or("");
+        let group = half.property(property::PGROUP).unwrap_or("");
         if group != h.producer_group {
             return Err(refuse(format!(
                 "The producer group wrong: the half message belongs to {group:?}, not {:?}",
@@ -110,8 +109,7 @@ impl EndTransaction {
         let now = p.shared.config.clock.now_ms();
         if !h.from_transaction_check.unwrap_or(false)
             && let Some(secs) = half
-                .properties
-                .get(property::CHECK_IMMUNITY_TIME_IN_SECONDS)
+                .property(property::CHECK_IMMUNITY_TIME_IN_SECONDS)
                 .and_then(|s| s.trim().parse::<i64>().ok())
         {
             let timeout_ms = p.shared.config.transactions.timeout.as_millis() as i64;
