@@ -9,6 +9,12 @@
 # run to compare with. The folder also holds what does not shrink with retention: IndexFiles
 # (created at their full size), ConsumeQueue files and the Raft index.
 #
+# The sampler also reads each replica's /status (`retention.end_position`, `first_position`),
+# so the summary gives the exact bound: at each sample, the CommitLog bytes the retention window
+# holds are the end's growth over the last RETAIN_SECS; `commitlog_over_window_max` is the most
+# the CommitLog folder on disk held beyond that, and `held_over_window_max` the most the kept
+# positions (end - first) did, both against one segment.
+#
 #   scripts/bench-retention.sh [RAFTMQ] [ROUNDS] [SECS] [RETAIN_SECS]
 set -euo pipefail
 BIN=${1:-target/release/raftmq}
@@ -33,6 +39,7 @@ brokerClusterName=BenchCluster
 brokerName=broker-r
 listenPort=$((38911 + k))
 brokerIP1=127.0.0.1
+httpListenAddr=127.0.0.1:$((38811 + k))
 namesrvAddr=$ns
 storePathRootDir=$d/n$k
 enableDLegerCommitLog=true
@@ -58,6 +65,32 @@ for k in 0 1 2; do wait_ready "$d/n$k.out"; done
       | sort -n | tail -1 >> "$d/logs"
     sleep 1
   done ) &
+pids+=($!)
+# Per second and replica: time, CommitLog end and first positions, CommitLog folder on disk.
+cat > "$d/sampler.py" <<'PY'
+import json, os, sys, time, urllib.request
+root, out = sys.argv[1], open(sys.argv[2], "a", buffering=1)
+def on_disk(path):
+    total = 0
+    for base, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(base, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+while True:
+    for k in range(3):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{38811 + k}/status", timeout=1) as r:
+                ret = json.load(r)["retention"]
+        except Exception:
+            continue
+        log = on_disk(f"{root}/n{k}/dledger-n{k}/commitlog")
+        print(time.time(), k, ret["end_position"], ret["first_position"], log, file=out)
+    time.sleep(1)
+PY
+python3 "$d/sampler.py" "$d" "$d/positions" &
 pids+=($!)
 sent=0
 rates=()
@@ -90,3 +123,26 @@ print({'retain_secs': $RETAIN, 'runs': len(r), 'mean_msgs_per_sec': round(rate),
        'largest_replica_folder_gib': round($biggest / 2**30, 2),
        'largest_commitlog_gib': round($biggest_log / 2**30, 2),
        'retention_plus_one_segment_gib': round((retained + $SEGMENT) / 2**30, 2) if $RETAIN else None})"
+[ "$RETAIN" = 0 ] && exit 0
+python3 - "$d/positions" "$RETAIN" "$SEGMENT" <<'PY'
+import sys
+from collections import defaultdict
+path, retain, segment = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+samples = defaultdict(list)
+for line in open(path):
+    t, k, end, first, log = line.split()
+    samples[k].append((float(t), int(end), int(first), int(log)))
+over_disk = over_held = 0
+for rows in samples.values():
+    for t, end, first, log in rows:
+        before = [e for (u, e, _, _) in rows if u <= t - retain]
+        if not before:
+            continue
+        window = end - before[-1]
+        over_disk = max(over_disk, log - window)
+        over_held = max(over_held, end - first - window)
+print({'segment_mib': segment >> 20,
+       'commitlog_over_window_max_mib': round(over_disk / 2**20, 1),
+       'held_over_window_max_mib': round(over_held / 2**20, 1),
+       'within_window_plus_one_segment': over_disk <= segment})
+PY

@@ -17,6 +17,9 @@ pub struct Mutants {
     /// END_TRANSACTION commits write the committed message without the half message's
     /// outcome, so a second commit of the same half message writes it again.
     pub commit_without_outcome: bool,
+    /// The check service counts its checks but never sends CHECK_TRANSACTION_STATE, so a
+    /// transaction whose producer did not answer is never settled.
+    pub checks_unsent: bool,
 }
 
 /// Settings of one broker replica.

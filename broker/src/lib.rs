@@ -472,6 +472,9 @@ pub struct TransactionStatus {
 pub struct RetentionStatus {
     /// The first CommitLog position kept (0 before any cut).
     pub first_position: u64,
+    /// The CommitLog's end as applied here: `end_position - first_position` is what the
+    /// replica holds, and the end's growth over the retention time is what retention keeps.
+    pub end_position: u64,
     /// The last entry the log was purged up to (the snapshot point), if any.
     pub purged_through_index: Option<u64>,
     /// CommitLog segments kept (the active one included).
@@ -504,6 +507,7 @@ impl<D: Disk, T: Transport> BrokerView<D, T> {
             + 1;
         RetentionStatus {
             first_position: view.floor,
+            end_position: self.shared.store.applied_end(),
             purged_through_index: view.purged_through.map(|l| l.index),
             segments,
             disk_used_ratio: state.used_ratio,

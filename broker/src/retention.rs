@@ -254,14 +254,38 @@ pub fn disk_full_remark(used_ratio: f64) -> String {
     )
 }
 
-/// The cleaner of a replica: runs every `clean_interval`, or at once when an admin asks.
+/// How long the cleaner waits before its next run: `clean_interval`, or less when the oldest
+/// closed segment expires sooner, so an expired segment goes when it expires rather than up to
+/// an interval later (what the disk holds beyond the retained time stays within the one segment
+/// that straddles its edge). A segment already expired but kept (not the deletion hour, a
+/// scheduled record still in it) waits the interval, never a busy loop.
+pub fn next_clean_in(
+    config: &RetentionConfig,
+    view: &store::RetentionView,
+    now_ms: u64,
+) -> Duration {
+    let reserved_ms = config.file_reserved.as_millis() as u64;
+    // The first closed segment's newest write is carried by the next segment's base.
+    let oldest_closed = view.bases.iter().find(|b| b.position > view.floor);
+    match oldest_closed.map(|b| b.newest_store_ms.saturating_add(reserved_ms)) {
+        Some(expiry) if expiry > now_ms => config
+            .clean_interval
+            .min(Duration::from_millis(expiry - now_ms)),
+        _ => config.clean_interval,
+    }
+}
+
+/// The cleaner of a replica: runs every `clean_interval` (sooner when a segment expires
+/// sooner, [`next_clean_in`]), or at once when an admin asks.
 pub(crate) async fn run<D: Disk, T: Transport>(shared: Arc<Shared<D, T>>) {
     let config = shared.config.retention.clone();
     loop {
+        let now_ms = shared.config.clock.now_ms().max(0) as u64;
+        let wait = next_clean_in(&config, &shared.store.retention(), now_ms);
         tokio::select! {
             biased;
             () = shared.clean_now.notified() => {}
-            () = tokio::time::sleep(config.clean_interval) => {}
+            () = tokio::time::sleep(wait) => {}
         }
         clean_once(&shared, &config).await;
     }
@@ -383,6 +407,42 @@ mod tests {
             used_ratio,
             manual: false,
         }
+    }
+
+    /// The cleaner wakes when the oldest closed segment expires if that is sooner than its
+    /// interval, else after the interval (also when the segment expired but was kept).
+    #[test]
+    fn the_cleaner_wakes_when_the_oldest_segment_expires() {
+        let c = RetentionConfig {
+            clean_interval: Duration::from_secs(10),
+            ..config(2, "*")
+        };
+        // The segment before 100 was last written at 1 h: it expires at 3 h.
+        let due = 3 * HOUR;
+        assert_eq!(
+            next_clean_in(&c, &view(0), due - 4_000),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            next_clean_in(&c, &view(0), due - 60_000),
+            Duration::from_secs(10),
+            "further away than the interval"
+        );
+        assert_eq!(
+            next_clean_in(&c, &view(0), due + 1),
+            Duration::from_secs(10),
+            "expired but kept: the interval, not a busy loop"
+        );
+        // After a cut to 100, the oldest closed segment is the one before 200 (written at 2 h).
+        assert_eq!(
+            next_clean_in(&c, &view(100), 4 * HOUR - 2_000),
+            Duration::from_secs(2)
+        );
+        let only_active = RetentionView {
+            bases: Vec::new(),
+            ..view(300)
+        };
+        assert_eq!(next_clean_in(&c, &only_active, 0), Duration::from_secs(10));
     }
 
     /// Expired segments go only in a `deleteWhen` hour, oldest first, stopping at the first

@@ -378,6 +378,8 @@ fn send_check<D: Disk, T: Transport>(shared: &Shared<D, T>, check: ToCheck) {
         .lock()
         .expect("clients")
         .producer_peer(&group);
+    #[cfg(feature = "mutants")]
+    let peer = peer.filter(|_| !shared.config.mutants.checks_unsent);
     let Some(peer) = peer else {
         tracing::info!(half_offset, %group, "no producer of the group to check: the check counts all the same");
         return;
