@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use crate::disk::{Disk, SegmentFile};
 use crate::error::{StorageError, Subject, Verb};
-pub use crate::file_set::DirtyRange;
+pub use crate::file_set::FileRange;
 use crate::file_set::{FileOp, FileSet, FileSetError};
 use crate::limits::{
-    ENTRY_HEADER_BYTES, INDEX_UNIT_BYTES, RECENT_BYTES_MAX, RECENT_ENTRIES_MAX,
-    RECOVERY_VERIFY_BYTES,
+    ENTRY_HEADER_BYTES, INDEX_UNIT_BYTES, PAGE_CACHE_KEEP_BYTES, RECENT_BYTES_MAX,
+    RECENT_ENTRIES_MAX, RECOVERY_VERIFY_BYTES,
 };
 use crate::record::{
     EntryHeader, EntryKind, HeaderProblem, IndexUnit, SEGMENT_END_MAGIC, decode_header,
@@ -128,6 +128,8 @@ pub struct CommitLog<D: Disk> {
     purged: Option<LogId>,
     /// Where the next entry goes.
     write_position: u64,
+    /// Positions below this were handed to the flusher to drop from the page cache.
+    cold_until: u64,
     hook: Option<Arc<dyn AppendHook>>,
     /// Whether reads verify body CRCs (always, but for the `skip_recovery_crc` mutant).
     check_crc: bool,
@@ -239,6 +241,7 @@ impl<D: Disk> CommitLog<D> {
             last_term: purged.map_or(0, |p| p.term),
             purged,
             write_position: 0,
+            cold_until: 0,
             hook,
             check_crc: crc_checked(&config),
             config,
@@ -254,6 +257,7 @@ impl<D: Disk> CommitLog<D> {
         }
         log.check_crc = true;
         log.sync_all_dirty()?;
+        log.cold_until = log.write_position.saturating_sub(PAGE_CACHE_KEEP_BYTES);
         Ok((log, report))
     }
 
@@ -1142,11 +1146,40 @@ impl<D: Disk> CommitLog<D> {
     /// is not known committed against the data, so an index unit lost in a crash or written
     /// without its entry costs a re-read, never an entry. Syncing it on every flush doubled the
     /// syncs of a busy log.
-    pub fn take_dirty(&mut self, index: bool) -> Vec<DirtyRange<D::File>> {
+    pub fn take_dirty(&mut self, index: bool) -> Vec<FileRange<D::File>> {
         let mut ranges = self.segments.take_dirty();
         if index {
             ranges.extend(self.index.take_dirty());
         }
+        ranges
+    }
+
+    /// Segment ranges at least `keep` bytes behind the write position and not handed out
+    /// before, once `step` bytes of them gathered (the flusher passes
+    /// [`PAGE_CACHE_KEEP_BYTES`] and [`crate::limits::PAGE_CACHE_DROP_STEP_BYTES`]). The flusher drops them
+    /// from the page cache after syncing what [`Self::take_dirty`] gave it, which covers
+    /// everything up to the write position.
+    pub fn take_cold(&mut self, keep: u64, step: u64) -> Vec<FileRange<D::File>> {
+        let target = self.write_position.saturating_sub(keep);
+        if target < self.cold_until.saturating_add(step) {
+            return Vec::new();
+        }
+        let mut ranges = Vec::new();
+        let mut at = self.cold_until;
+        while at < target {
+            let file_start = self.segment_start(at);
+            let end = (file_start + self.config.segment_bytes).min(target);
+            if let Some(file) = self.segments.get(file_start) {
+                ranges.push(FileRange {
+                    file: file.clone(),
+                    file_start,
+                    offset: at - file_start,
+                    len: end - at,
+                });
+            }
+            at = end;
+        }
+        self.cold_until = target;
         ranges
     }
 

@@ -55,6 +55,16 @@ pub trait SegmentFile: Send + Sync + 'static {
         let _ = (offset, len);
         Ok(None)
     }
+    /// Lets the OS drop the whole pages of `offset..offset + len` from memory (this process's
+    /// mapping and the page cache); later reads fetch them from disk again. For synced bytes
+    /// that are never written again: a hint, nothing else changes. Does nothing by default.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 /// The file system as the log sees it.
@@ -208,6 +218,42 @@ impl SegmentFile for MmapFile {
         }
         // fdatasync covers every dirty page of the file; the log syncs one range per file.
         self.file.sync_data()
+    }
+
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: sysconf reads a constant of the system.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let start = offset.div_ceil(page) * page;
+        let end = (offset.saturating_add(len) / page * page).min(self.len);
+        if end <= start {
+            return Ok(());
+        }
+        // SAFETY: MADV_DONTNEED on this shared, read-only file mapping only drops the process's
+        // page table entries for the range; the next read maps the file's bytes again, and they
+        // are the same bytes (the range is synced and never written again), so no reference into
+        // the mapping sees a change.
+        unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start as usize,
+                (end - start) as usize,
+            )?;
+        }
+        let (Ok(at), Ok(bytes)) = (
+            libc::off_t::try_from(start),
+            libc::off_t::try_from(end - start),
+        ) else {
+            return Ok(());
+        };
+        // SAFETY: posix_fadvise on a file descriptor we own; it touches no memory of ours.
+        let rc = unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), at, bytes, libc::POSIX_FADV_DONTNEED)
+        };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<Option<bool>> {

@@ -104,15 +104,16 @@ pub enum FileSetError {
     },
 }
 
-/// A dirty byte range of one file, for the flusher.
-pub struct DirtyRange<F> {
+/// A byte range of one file of a set: dirty bytes for the flusher to sync, or synced ones it
+/// drops from the page cache.
+pub struct FileRange<F> {
     /// The file.
     pub file: Arc<F>,
     /// The file's start.
     pub file_start: u64,
-    /// First dirty byte within the file.
+    /// First byte within the file.
     pub offset: u64,
-    /// Dirty bytes.
+    /// Bytes.
     pub len: u64,
 }
 
@@ -298,11 +299,11 @@ impl<D: Disk, N: Naming> FileSet<D, N> {
     }
 
     /// Takes the ranges written since the last take, forgetting them: the caller syncs them.
-    pub fn take_dirty(&mut self) -> Vec<DirtyRange<D::File>> {
+    pub fn take_dirty(&mut self) -> Vec<FileRange<D::File>> {
         let mut ranges = Vec::with_capacity(self.dirty.len());
         for (start, (from, to)) in std::mem::take(&mut self.dirty) {
             if let Some(file) = self.files.get(&start) {
-                ranges.push(DirtyRange {
+                ranges.push(FileRange {
                     file: file.clone(),
                     file_start: start,
                     offset: from,

@@ -102,3 +102,15 @@ pub const SPACE_READ_INTERVAL_MS: u64 = 100;
 
 /// How often a replica waiting for disk space looks again.
 pub const SPACE_RETRY_INTERVAL_MS: u64 = 200;
+
+/// CommitLog bytes behind the newest synced position that stay in the page cache: the apply,
+/// followers a few seconds behind and tail consumers read them from memory. Older bytes are
+/// dropped once synced (`SegmentFile::drop_cache`), so the page cache does not grow with the
+/// log: a cache full of cold log crowds out what readers need, and on the project's VM every
+/// page-cache page written into memory not used for a while costs 3-4x (BENCHMARKS.md, issue
+/// 14 item 7). A reader further behind reads from disk, as it would once the log outgrew RAM.
+pub const PAGE_CACHE_KEEP_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Bytes gathered behind [`PAGE_CACHE_KEEP_BYTES`] before they are dropped in one go: a few
+/// calls per second at full speed, not one per flush.
+pub const PAGE_CACHE_DROP_STEP_BYTES: u64 = 16 * 1024 * 1024;

@@ -23,7 +23,8 @@ use crate::config::FlushPolicy;
 use crate::disk::{Disk, SegmentFile};
 use crate::error::{StorageError, Subject, Verb};
 use crate::limits::{
-    ENTRY_HEADER_BYTES, FLUSH_QUEUE_MAX, REPLICATION_BATCH_BYTES_MAX, REPLICATION_BATCH_ENTRIES_MAX,
+    ENTRY_HEADER_BYTES, FLUSH_QUEUE_MAX, PAGE_CACHE_DROP_STEP_BYTES, PAGE_CACHE_KEEP_BYTES,
+    REPLICATION_BATCH_BYTES_MAX, REPLICATION_BATCH_ENTRIES_MAX,
 };
 use crate::meta;
 use crate::raft_types::{OrEntry, OrLogId, OrVote, Payload, TypeConfig, from_log_id, to_log_id};
@@ -313,9 +314,16 @@ impl<D: Disk> LogShared<D> {
 
     async fn flush_once(&self, index: bool) -> Result<(), StorageError> {
         let callbacks = std::mem::take(&mut *lock(&self.pending));
-        let (ranges, next) = {
+        let (ranges, cold, next) = {
             let mut log = self.write_log();
-            (log.take_dirty(index), log.next_index())
+            let ranges = log.take_dirty(index);
+            // Cold ranges go with a sync, which covers the write position they trail.
+            let cold = if ranges.is_empty() {
+                Vec::new()
+            } else {
+                log.take_cold(PAGE_CACHE_KEEP_BYTES, PAGE_CACHE_DROP_STEP_BYTES)
+            };
+            (ranges, cold, log.next_index())
         };
         if ranges.is_empty() && callbacks.is_empty() {
             return Ok(());
@@ -326,6 +334,12 @@ impl<D: Disk> LogShared<D> {
             .run_blocking(move || {
                 for range in ranges {
                     range.file.sync_range(range.offset, range.len)?;
+                }
+                // Synced above (they lie behind everything this flush covers): only a hint.
+                for range in cold {
+                    if let Err(err) = range.file.drop_cache(range.offset, range.len) {
+                        tracing::debug!(file_start = range.file_start, cause = %err, "page cache not dropped");
+                    }
                 }
                 Ok::<(), io::Error>(())
             })

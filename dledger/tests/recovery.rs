@@ -457,3 +457,44 @@ fn an_end_marker_without_its_entry_is_not_part_of_the_log() {
     assert_eq!((log.next_index(), report.cut), (next + 1, None));
     assert_reads(&log, 0..next);
 }
+
+/// Synced bytes more than `keep` behind the write position are handed out once, across
+/// segment files, in steps of at least `step`; after the page cache drops them, every entry
+/// reads back the same from disk.
+#[test]
+fn cold_ranges_trail_the_write_position_and_read_back_after_a_drop() {
+    use dledger::SegmentFile as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = fresh(dir.path(), 300);
+    let (keep, step) = (2 * SEGMENT_BYTES, SEGMENT_BYTES / 2);
+    let end = log.write_position();
+    assert!(end > 4 * SEGMENT_BYTES, "the entries span several segments");
+    let cold = log.take_cold(keep, step);
+    let mut at = 0;
+    for range in &cold {
+        assert_eq!(
+            range.file_start + range.offset,
+            at,
+            "ranges follow one another"
+        );
+        assert!(range.offset + range.len <= SEGMENT_BYTES, "within one file");
+        at += range.len;
+        range.file.drop_cache(range.offset, range.len).unwrap();
+    }
+    assert_eq!(at, end - keep, "everything but the newest `keep` bytes");
+    assert!(cold.len() > 1, "across files");
+    assert!(log.take_cold(keep, step).is_empty(), "nothing twice");
+    fill(&mut log, 300..303);
+    assert!(
+        log.take_cold(keep, step).is_empty(),
+        "less than a step gathered since"
+    );
+    fill(&mut log, 303..380);
+    let more = log.take_cold(keep, step);
+    assert_eq!(
+        more.first().map(|r| r.file_start + r.offset),
+        Some(end - keep),
+        "goes on where the last ones stopped"
+    );
+    assert_reads(&log, 0..380);
+}

@@ -69,6 +69,9 @@ pub enum Mutant {
     /// Commit a transaction without recording its outcome, so a repeated commit stores it
     /// again.
     CommitWithoutOutcome,
+    /// Count transaction checks without sending them, so a transaction whose producer never
+    /// answered stays unsettled.
+    ChecksUnsent,
 }
 
 /// An RNG for one subsystem of one seed.

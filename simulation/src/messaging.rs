@@ -5,7 +5,9 @@
 //! pull every queue from any replica (followers serve what they applied), recording what they
 //! received and any gap or repeat in a queue's offsets. A quarter of the sends are timer
 //! messages due up to 2 s later: consumers check none is visible before it is due, and the end
-//! of the run that each arrives once.
+//! of the run that each arrives once. One send in five of the rest is a transaction, settled by
+//! its producer's END_TRANSACTION or, when that never comes, by the broker's check, which the
+//! producers answer from what they decided.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,8 +22,9 @@ use dledger::{ApplyError, CommittedEntry, Ledger, LogId, MemDisk, StateMachine};
 use protocol::RemotingCommand;
 use protocol::code::{request, response};
 use protocol::header::{
-    CommandHeader, EndTransactionRequestHeader, PullMessageRequestHeader,
-    PullMessageResponseHeader, SendMessageRequestHeader, SendMessageResponseHeader, pull_flag,
+    CheckTransactionStateRequestHeader, CommandHeader, EndTransactionRequestHeader,
+    PullMessageRequestHeader, PullMessageResponseHeader, SendMessageRequestHeader,
+    SendMessageResponseHeader, pull_flag,
 };
 use protocol::message::{StoredMessage, decode_offset_msg_id, property, sys_flag};
 use rand::Rng;
@@ -29,7 +32,7 @@ use store::{Store, StoreConfig, StoreMachine};
 
 use crate::cluster::{Applier, Cluster, OpenError, host_name};
 use crate::config::{rng, salt};
-use crate::oracle::{Consumed, ScheduledAck, SendAck, body, id_of};
+use crate::oracle::{Consumed, HalfPlace, ScheduledAck, SendAck, body, id_of};
 use crate::transport::{SimClock, TurmoilTransport};
 
 /// Client port of every broker.
@@ -61,6 +64,11 @@ const SCHEDULED_DELAY_MAX_MS: u64 = 2_000;
 const TRANSACTION_ONE_IN: u32 = 5;
 /// The producer group of the workload's transactions.
 const PRODUCER_GROUP: &str = "sim-producers";
+/// One transaction in this many gets no END_TRANSACTION from its producer (as if it died before
+/// answering): the broker's check, answered by any producer of the group, settles it.
+const UNANSWERED_ONE_IN: u32 = 6;
+/// How often a producer heartbeats every broker, so the brokers know whom to ask.
+const PRODUCER_HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// Turmoil host name of client host `k`.
 pub fn client_host_name(k: u64) -> String {
@@ -155,6 +163,14 @@ pub fn broker_config(cluster: &Cluster, id: u64, incarnation: u64) -> BrokerConf
     if cluster.mutant == Some(crate::config::Mutant::CommitWithoutOutcome) {
         config.mutants.commit_without_outcome = true;
     }
+    if cluster.mutant == Some(crate::config::Mutant::ChecksUnsent) {
+        config.mutants.checks_unsent = true;
+    }
+    // Checks come soon enough to settle within a run, and are never given up on: a committed
+    // transaction must become visible (only retention cutting its half message excuses it).
+    config.transactions.timeout = Duration::from_secs(1);
+    config.transactions.check_interval = Duration::from_millis(500);
+    config.transactions.check_max = u32::MAX;
     if cluster.mutant == Some(crate::config::Mutant::PurgeUnexpired) {
         config.mutants.purge_unexpired = true;
         config.retention.delete_when = broker::retention::DeleteWhen::EveryHour;
@@ -332,15 +348,94 @@ fn end_transaction_request(
     ))
 }
 
+/// Heartbeats every broker as a producer of [`PRODUCER_GROUP`] on the producer's connections,
+/// so a broker with a transaction to check has someone to ask.
+async fn heartbeat_forever(
+    client: Arc<remoting::Client<TurmoilTransport>>,
+    brokers: Vec<String>,
+    producer: u64,
+) {
+    let heartbeat = protocol::body::HeartbeatData {
+        client_id: format!("sim-producer@{producer:#x}"),
+        consumer_data_set: Vec::new(),
+        producer_data_set: vec![protocol::body::ProducerData {
+            group_name: PRODUCER_GROUP.into(),
+        }],
+    };
+    let body = bytes::Bytes::from(protocol::body::to_json(&heartbeat));
+    loop {
+        for addr in &brokers {
+            let request =
+                RemotingCommand::request(request::HEART_BEAT, std::collections::BTreeMap::new())
+                    .with_body(body.clone());
+            if client.request(addr, request, SEND_TIMEOUT).await.is_err() {
+                client.forget(addr).await;
+            }
+        }
+        tokio::time::sleep(PRODUCER_HEARTBEAT).await;
+    }
+}
+
+/// Answers the brokers' CHECK_TRANSACTION_STATE as the application would, from what it
+/// decided: commit or roll back as recorded; a half message whose send was never acknowledged
+/// (the answer was lost) is rolled back, and recorded so.
+async fn answer_checks(
+    cluster: Cluster,
+    client: Arc<remoting::Client<TurmoilTransport>>,
+    mut inbound: tokio::sync::mpsc::Receiver<(String, RemotingCommand)>,
+) {
+    while let Some((addr, command)) = inbound.recv().await {
+        if command.code != request::CHECK_TRANSACTION_STATE {
+            continue;
+        }
+        let Ok(header) = CheckTransactionStateRequestHeader::from_ext(&command.ext_fields) else {
+            continue;
+        };
+        let Some(id) = StoredMessage::decode(&command.body)
+            .ok()
+            .and_then(|(message, _)| id_of(&message.body))
+        else {
+            continue;
+        };
+        let commit = {
+            let mut oracle = cluster.oracle.lock().expect("oracle");
+            if oracle.committed.contains(&id) {
+                true
+            } else {
+                if !oracle.rolled_back.contains(&id) {
+                    oracle.rolled_back.push(id);
+                }
+                false
+            }
+        };
+        let answer = EndTransactionRequestHeader {
+            topic: header.topic,
+            producer_group: PRODUCER_GROUP.into(),
+            tran_state_table_offset: header.tran_state_table_offset,
+            commit_log_offset: header.commit_log_offset,
+            commit_or_rollback: if commit { 8 } else { 12 },
+            from_transaction_check: Some(true),
+            msg_id: header.msg_id.unwrap_or_default(),
+            transaction_id: header.transaction_id,
+            bname: header.bname,
+        };
+        let end = RemotingCommand::request(request::END_TRANSACTION, answer.to_ext());
+        let _ = client.oneway(&addr, end).await;
+    }
+}
+
 /// One producer: sends unique ids to a random queue, trying the brokers in turn until one
 /// answers SUCCESS, and records what was acknowledged.
 async fn produce_forever(cluster: Cluster, producer: u64, seed: u64) {
     let mut rng = rng(seed, 0);
     let pause = cluster.config.propose_pause_ms.clone();
-    let (client, _inbound) = remoting::Client::new(TurmoilTransport);
+    let (client, inbound) = remoting::Client::new(TurmoilTransport);
+    let client = Arc::new(client);
     let brokers: Vec<String> = (1..=cluster.config.nodes)
         .map(|id| format!("{}:{BROKER_PORT}", host_name(id)))
         .collect();
+    tokio::spawn(heartbeat_forever(client.clone(), brokers.clone(), producer));
+    tokio::spawn(answer_checks(cluster.clone(), client.clone(), inbound));
     let mut next = rng.random_range(0..brokers.len());
     loop {
         tokio::time::sleep(Duration::from_millis(rng.random_range(pause.clone()))).await;
@@ -370,18 +465,34 @@ async fn produce_forever(cluster: Cluster, producer: u64, seed: u64) {
                     if let SendKind::Half = kind {
                         // The fate is recorded before END_TRANSACTION leaves, so a message seen
                         // before its commit is recorded is one visible too early.
-                        let commit = rng.random_bool(0.5);
+                        let mut commit = rng.random_bool(0.5);
                         let twice = rng.random_ratio(1, 4);
+                        let unanswered = rng.random_ratio(1, UNANSWERED_ONE_IN);
                         {
                             let mut oracle = cluster.oracle.lock().expect("oracle");
                             oracle.halves.push(id);
-                            if commit {
+                            if let Ok((_, position)) = decode_offset_msg_id(&header.msg_id) {
+                                let place = HalfPlace {
+                                    queue_id,
+                                    position: position as u64,
+                                };
+                                oracle.half_places.insert(id, place);
+                            }
+                            if oracle.rolled_back.contains(&id) {
+                                // A check came before this answer, and was answered "rollback".
+                                commit = false;
+                            } else if commit {
                                 oracle.committed.push(id);
                             } else {
                                 oracle.rolled_back.push(id);
                             }
                         }
-                        for _ in 0..if twice { 2 } else { 1 } {
+                        let ends = match (unanswered, twice) {
+                            (true, _) => 0,
+                            (false, true) => 2,
+                            (false, false) => 1,
+                        };
+                        for _ in 0..ends {
                             if let Some(end) = end_transaction_request(&header, commit) {
                                 let _ = client.oneway(addr, end).await;
                             }
@@ -590,23 +701,15 @@ async fn consume_forever(cluster: Cluster, consumer: u64, seed: u64) {
 }
 
 /// Whether every consumer has pulled every queue up to `ends` (queue id to one past the last
-/// acknowledged offset) and received every acknowledged scheduled message (or jumped over
-/// part of its queue that retention cut).
+/// acknowledged offset) and received every message of `due` (id, queue: acknowledged scheduled
+/// messages, committed transactions), or jumped over part of its queue that retention cut.
 pub fn consumers_caught_up(
     consumed: &[Consumed],
     ends: &std::collections::BTreeMap<i32, i64>,
-    scheduled: &[ScheduledAck],
+    due: &[(u64, i32)],
     skipped: &[(u64, i32, i64, i64)],
 ) -> bool {
-    let mut got: std::collections::BTreeSet<(u64, u64)> = std::collections::BTreeSet::new();
-    for c in consumed {
-        got.insert((c.consumer, c.id));
-    }
-    let received = |k: u64, s: &ScheduledAck| {
-        got.contains(&(k << 16, s.id))
-            || crate::invariants::skips_queue(skipped, k << 16, s.queue_id)
-    };
-    if !(1..=CLIENT_HOSTS).all(|k| scheduled.iter().all(|s| received(k, s))) {
+    if first_not_received(consumed, due, skipped).is_some() {
         return false;
     }
     let mut reached: std::collections::BTreeMap<(u64, i32), i64> =
@@ -622,5 +725,24 @@ pub fn consumers_caught_up(
     (1..=CLIENT_HOSTS).all(|k| {
         ends.iter()
             .all(|(queue_id, end)| reached.get(&(k << 16, *queue_id)).copied().unwrap_or(0) >= *end)
+    })
+}
+
+/// The first (consumer, id) of `due` (id, queue) a consumer has not received, unless it jumped
+/// over part of that queue that retention cut.
+pub fn first_not_received(
+    consumed: &[Consumed],
+    due: &[(u64, i32)],
+    skipped: &[(u64, i32, i64, i64)],
+) -> Option<(u64, u64)> {
+    let got: std::collections::BTreeSet<(u64, u64)> =
+        consumed.iter().map(|c| (c.consumer, c.id)).collect();
+    (1..=CLIENT_HOSTS).find_map(|k| {
+        due.iter()
+            .find(|(id, queue_id)| {
+                !got.contains(&(k << 16, *id))
+                    && !crate::invariants::skips_queue(skipped, k << 16, *queue_id)
+            })
+            .map(|(id, _)| (k << 16, *id))
     })
 }

@@ -51,6 +51,16 @@ pub struct Consumed {
     pub queue_offset: i64,
 }
 
+/// Where an acknowledged half message went: the queue its commit goes to, and the half's
+/// CommitLog position (a cut past it may give the transaction up before it is settled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HalfPlace {
+    /// The real queue the send named.
+    pub queue_id: i32,
+    /// The half message's CommitLog position.
+    pub position: u64,
+}
+
 /// Ids handed out and acknowledgements received.
 #[derive(Debug, Default)]
 pub struct Oracle {
@@ -76,7 +86,10 @@ pub struct Oracle {
     pub refused_full: Vec<u64>,
     /// Ids stored as half messages (acknowledged), before their END_TRANSACTION was sent.
     pub halves: Vec<u64>,
-    /// Ids of half messages a producer committed (recorded before the commit is sent).
+    /// Where each acknowledged half message is, by id.
+    pub half_places: std::collections::BTreeMap<u64, HalfPlace>,
+    /// Ids of half messages a producer committed (recorded before the commit is sent, or
+    /// before a check is answered).
     pub committed: Vec<u64>,
     /// Ids of half messages a producer rolled back (recorded before the rollback is sent).
     pub rolled_back: Vec<u64>,
@@ -87,6 +100,19 @@ pub struct Oracle {
 }
 
 impl Oracle {
+    /// Committed transactions every consumer must get after healing, as (id, queue): those
+    /// acknowledged with their half message at or past `floor`, the first CommitLog position
+    /// retention kept (a half message cut before it was settled is given up, as in RocketMQ).
+    pub fn committed_due(&self, floor: u64) -> Vec<(u64, i32)> {
+        self.committed
+            .iter()
+            .filter_map(|id| {
+                let place = self.half_places.get(id)?;
+                (place.position >= floor).then_some((*id, place.queue_id))
+            })
+            .collect()
+    }
+
     /// A fresh unique id.
     pub fn next_id(&mut self) -> u64 {
         self.next_id += 1;

@@ -728,6 +728,19 @@ impl Driver<'_> {
             }
         }
         let state = self.converged();
+        // Everything settled but a committed transaction: name it.
+        let commits_only = state.converged
+            && self.route_converged(state.leader)
+            && self.consumers_caught_up_but_commits();
+        if commits_only && let Some((consumer, id)) = self.committed_not_received() {
+            return Err(Violation {
+                invariant: "transaction_visible_after_commit",
+                detail: format!(
+                    "committed transaction id {id} never reached consumer {consumer:#x} in the {} steps after healing (leader {:?})",
+                    config.liveness_steps, state.leader
+                ),
+            });
+        }
         // SIM_DEBUG=1: what each store holds when a run does not converge.
         if std::env::var("SIM_DEBUG").is_ok() && self.layer == Layer::Broker {
             let slots = self.cluster.slots.lock().expect("slots");
@@ -790,8 +803,15 @@ impl Driver<'_> {
     }
 
     /// Messaging workload: every consumer has pulled each queue past its last acknowledged
-    /// message (always true in the ledger workload).
+    /// message and received every scheduled message and committed transaction (always true in
+    /// the ledger workload).
     fn consumers_caught_up(&self) -> bool {
+        self.consumers_caught_up_but_commits() && self.committed_not_received().is_none()
+    }
+
+    /// Messaging workload: every consumer has pulled each queue past its last acknowledged
+    /// message and received every scheduled one.
+    fn consumers_caught_up_but_commits(&self) -> bool {
         if self.layer != Layer::Broker {
             return true;
         }
@@ -801,7 +821,36 @@ impl Driver<'_> {
             let end = ends.entry(ack.queue_id).or_insert(0);
             *end = ack.queue_offset.saturating_add(1).max(*end);
         }
-        messaging::consumers_caught_up(&oracle.consumed, &ends, &oracle.scheduled, &oracle.skipped)
+        let due: Vec<(u64, i32)> = oracle
+            .scheduled
+            .iter()
+            .map(|s| (s.id, s.queue_id))
+            .collect();
+        messaging::consumers_caught_up(&oracle.consumed, &ends, &due, &oracle.skipped)
+    }
+
+    /// Messaging workload: the first (consumer, id) of a committed transaction that a consumer
+    /// has not received (`None` in the ledger workload).
+    fn committed_not_received(&self) -> Option<(u64, u64)> {
+        if self.layer != Layer::Broker {
+            return None;
+        }
+        let floor = self
+            .cluster
+            .slots
+            .lock()
+            .expect("slots")
+            .values()
+            .filter_map(|slot| slot.store.as_deref())
+            .map(|store| store.retention().floor)
+            .max()
+            .unwrap_or(0);
+        let oracle = self.cluster.oracle.lock().expect("oracle");
+        messaging::first_not_received(
+            &oracle.consumed,
+            &oracle.committed_due(floor),
+            &oracle.skipped,
+        )
     }
 
     fn acked_count(&self) -> usize {

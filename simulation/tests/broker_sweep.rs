@@ -183,3 +183,12 @@ fn commits_without_their_outcome_are_caught() {
         "transaction_visible_once",
     );
 }
+
+/// With the check service never sending CHECK_TRANSACTION_STATE (mutant `checks-unsent`), a
+/// transaction whose producer never answered stays half: the messaging workload's sweep finds a
+/// committed transaction that never reached a consumer after healing, names the invariant, and
+/// the seed fails the same way alone.
+#[test]
+fn unsent_transaction_checks_are_caught() {
+    mutant_is_caught("checks-unsent", "0..10", "transaction_visible_after_commit");
+}

@@ -2,7 +2,10 @@
 //! the same on every replica that applied the same entries (checked every step); a consumer
 //! never sees a transaction's message before its commit was sent nor after its rollback (checked
 //! as it pulls, and again at the end), and a committed half message is visible at one place
-//! only, however often its commit was sent.
+//! only, however often its commit was sent. That every committed transaction reaches every
+//! consumer after healing (settled by the broker's check when its END_TRANSACTION was never
+//! sent or lost) is part of the run's convergence (`transaction_visible_after_commit`, in
+//! `run.rs`, over `messaging::first_not_received`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
