@@ -1161,6 +1161,8 @@ impl<D: Disk> CommitLog<D> {
     /// everything up to the write position.
     pub fn take_cold(&mut self, keep: u64, step: u64) -> Vec<FileRange<D::File>> {
         let target = self.write_position.saturating_sub(keep);
+        // A log cut back (a conflicting tail, a snapshot) writes again below the old mark.
+        self.cold_until = self.cold_until.min(target);
         if target < self.cold_until.saturating_add(step) {
             return Vec::new();
         }
