@@ -10,6 +10,7 @@
 //! - [`handover`]: moving leadership on purpose, and holding sends while it moves.
 //! - [`schedule`]: delay levels, timer messages and retry back-off: what waits, and the
 //!   leader's scheduler that delivers it through the log.
+//! - [`sql92`]: SQL92 property selectors: compiled once per subscription, evaluated per message.
 //! - [`Broker`]: start, role changes, namesrv registration, shutdown.
 //!
 //! The leader registers as brokerId 0 once it has applied its whole log, and only then takes
@@ -24,6 +25,7 @@ pub mod metrics;
 mod processor;
 pub mod retention;
 pub mod schedule;
+pub mod sql92;
 pub mod transactions;
 mod writer;
 

@@ -94,3 +94,15 @@ pub const TRANSACTION_OUTCOMES_PER_ENTRY_MAX: usize = 1024;
 /// Most half units one check pass reads (about 3.5 MiB of the half log): a pass behind one old
 /// pending message does not walk millions of resolved ones at once.
 pub const TRANSACTION_SCAN_UNITS_MAX: u64 = 65_536;
+
+/// Longest SQL92 selector compiled: long `IN` lists fit; a selector is compiled once per
+/// subscription version, and the tree's size bounds each message's evaluation.
+pub const SQL92_EXPRESSION_BYTES_MAX: usize = 16 * 1024;
+
+/// Deepest nesting of parentheses and unary operators in a selector: the parser recurses once
+/// per level, so a hostile `((((…` cannot exhaust a worker's stack.
+pub const SQL92_DEPTH_MAX: usize = 64;
+
+/// Most operators and operands in one selector: evaluation recurses along the tree (a chain of
+/// ANDs is as deep as it is long), so this bounds its stack and its time per message.
+pub const SQL92_NODES_MAX: usize = 1024;
