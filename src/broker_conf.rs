@@ -382,6 +382,12 @@ pub const REJECT_TRANSACTION_MESSAGE: Key<bool> = Key {
     doc: "half messages (`TRAN_MSG=true`) are refused",
     parse: boolean,
 };
+pub const ENABLE_PROPERTY_FILTER: Key<bool> = Key {
+    name: "enablePropertyFilter",
+    default: Default::Value("true"),
+    doc: "consumers may subscribe with SQL92 selectors over message properties (RocketMQ's default is `false`); off, they are refused with RocketMQ's answer",
+    parse: boolean,
+};
 pub const DISK_USAGE_OVERRIDE_FILE: Key<PathBuf> = Key {
     name: "diskUsageOverrideFile",
     default: Default::Unset,
@@ -390,7 +396,7 @@ pub const DISK_USAGE_OVERRIDE_FILE: Key<PathBuf> = Key {
 };
 
 /// Every key raftmq reads, in the README's order.
-pub static KEYS: [&dyn Documented; 38] = [
+pub static KEYS: [&dyn Documented; 39] = [
     &BROKER_CLUSTER_NAME,
     &BROKER_NAME,
     &NAMESRV_ADDR,
@@ -424,6 +430,7 @@ pub static KEYS: [&dyn Documented; 38] = [
     &TRANSACTION_CHECK_INTERVAL,
     &TRANSACTION_CHECK_MAX,
     &REJECT_TRANSACTION_MESSAGE,
+    &ENABLE_PROPERTY_FILTER,
     &DISK_USAGE_OVERRIDE_FILE,
     &HTTP_LISTEN_ADDR,
     &ELECTION_TIMEOUT_MIN_MS,
@@ -1018,6 +1025,7 @@ pub fn from_pairs(
         check_max: TRANSACTION_CHECK_MAX.value(&values)?,
         reject: REJECT_TRANSACTION_MESSAGE.value(&values)?,
     };
+    broker.enable_property_filter = ENABLE_PROPERTY_FILTER.value(&values)?;
     let clean_forcibly_ratio = DISK_SPACE_CLEAN_FORCIBLY_RATIO.value(&values)?;
     let warning_ratio = DISK_SPACE_WARNING_LEVEL_RATIO.value(&values)?;
     if clean_forcibly_ratio > warning_ratio {

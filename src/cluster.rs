@@ -37,6 +37,8 @@ pub struct ClusterSpec {
     pub schedule: broker::schedule::ScheduleConfig,
     /// Transaction checks.
     pub transactions: broker::transactions::TransactionConfig,
+    /// `enablePropertyFilter`: SQL92 subscriptions are served.
+    pub enable_property_filter: bool,
 }
 
 impl Default for ClusterSpec {
@@ -51,6 +53,7 @@ impl Default for ClusterSpec {
             http_port: Some(0),
             schedule: broker::schedule::ScheduleConfig::default(),
             transactions: broker::transactions::TransactionConfig::default(),
+            enable_property_filter: true,
         }
     }
 }
@@ -125,6 +128,7 @@ impl LocalCluster {
             broker_config.max_message_bytes = spec.max_message_bytes;
             broker_config.schedule = spec.schedule.clone();
             broker_config.transactions = spec.transactions.clone();
+            broker_config.enable_property_filter = spec.enable_property_filter;
             let replica_spec = ReplicaSpec::new(
                 id,
                 raft_addrs.clone(),

@@ -68,6 +68,10 @@ pub struct BrokerConfig {
     /// Transactional messages (`transactionTimeOut`, `transactionCheckInterval`,
     /// `transactionCheckMax`, `rejectTransactionMessage`).
     pub transactions: crate::transactions::TransactionConfig,
+    /// `enablePropertyFilter`: consumers may subscribe with SQL92 selectors (on by default
+    /// here; RocketMQ's default is off). Off, an SQL92 subscription is refused as RocketMQ
+    /// refuses it.
+    pub enable_property_filter: bool,
     /// Deliberate bugs the simulation turns on; compiled only with the `mutants` feature.
     #[cfg(feature = "mutants")]
     pub mutants: Mutants,
@@ -116,6 +120,7 @@ impl BrokerConfig {
             schedule: crate::schedule::ScheduleConfig::default(),
             retention: crate::retention::RetentionConfig::default(),
             transactions: crate::transactions::TransactionConfig::default(),
+            enable_property_filter: true,
             #[cfg(feature = "mutants")]
             mutants: Mutants::default(),
             seed: None,

@@ -99,6 +99,8 @@ pub(crate) struct Shared<D: Disk, T: Transport> {
     pub retention: Mutex<retention::RetentionState>,
     /// Wakes the cleaner at once (DELETE_EXPIRED_COMMITLOG).
     pub clean_now: Notify,
+    /// SQL92 selectors of subscriptions, compiled once per expression.
+    pub selectors: sql92::SelectorCache,
 }
 
 /// Queue locks of orderly consumers, held in memory as RocketMQ does (clients renew every 20 s).
@@ -312,6 +314,7 @@ impl<D: Disk, T: Transport> Broker<D, T> {
             transaction_checks: Mutex::new(transactions::CheckReport::default()),
             disk_full: AtomicBool::new(false),
             retention: Mutex::new(retention::RetentionState::default()),
+            selectors: sql92::SelectorCache::default(),
             clean_now: Notify::new(),
         });
         let processor = Arc::new(processor::Processor {

@@ -106,3 +106,7 @@ pub const SQL92_DEPTH_MAX: usize = 64;
 /// Most operators and operands in one selector: evaluation recurses along the tree (a chain of
 /// ANDs is as deep as it is long), so this bounds its stack and its time per message.
 pub const SQL92_NODES_MAX: usize = 1024;
+
+/// Compiled SQL92 selectors kept by expression text: far more than the distinct subscriptions
+/// of a broker's consumer groups; a client inventing expressions only makes the cache start over.
+pub const SQL92_SELECTORS_CACHED_MAX: usize = 4096;

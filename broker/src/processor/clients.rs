@@ -15,6 +15,7 @@ use protocol::code::response;
 use protocol::header::{CommandHeader, ConsumerGroupHeader, UnregisterClientRequestHeader};
 use remoting::{Peer, Transport};
 
+use super::filter::MessageFilter;
 use super::{Answer, Processor, Refusal, ok};
 use crate::limits::QUEUE_LOCK_TTL;
 
@@ -57,6 +58,29 @@ impl Heartbeat {
         }
         if !changed.is_empty() {
             tracing::debug!(client = %data.client_id, ?changed, "consumer groups changed");
+        }
+        // The subscriptions are registered as they came; one whose SQL92 does not compile is
+        // answered SUBSCRIPTION_PARSE_FAILED (its pulls will be too).
+        for consumer in &data.consumer_data_set {
+            for s in &consumer.subscription_data_set {
+                if s.expression_type.eq_ignore_ascii_case("SQL92")
+                    && p.shared.config.enable_property_filter
+                {
+                    MessageFilter::new(
+                        &s.expression_type,
+                        &s.sub_string,
+                        true,
+                        &p.shared.selectors,
+                    )
+                    .map_err(|mut refusal| {
+                        refusal.remark = format!(
+                            "group {} topic {}: {}",
+                            consumer.group_name, s.topic, refusal.remark
+                        );
+                        refusal
+                    })?;
+                }
+            }
         }
         Ok(ok(req))
     }
@@ -191,16 +215,21 @@ impl CheckConfig {
         })
     }
 
-    pub(super) fn apply(self, req: &RemotingCommand) -> Answer {
-        match self.subscription {
-            Some(s) if !s.expression_type.eq_ignore_ascii_case("TAG") => Err(Refusal::new(
-                response::SYSTEM_ERROR,
-                format!(
-                    "The broker does not support consumer to filter message by {}",
-                    s.expression_type
-                ),
-            )),
-            _ => Ok(ok(req)),
+    /// TAG subscriptions pass; SQL92 ones pass when they compile and the broker filters by
+    /// properties (RocketMQ's `checkClientConfig`).
+    pub(super) fn apply<D: Disk, T: Transport>(
+        self,
+        p: &Processor<D, T>,
+        req: &RemotingCommand,
+    ) -> Answer {
+        if let Some(s) = self.subscription {
+            MessageFilter::new(
+                &s.expression_type,
+                &s.sub_string,
+                p.shared.config.enable_property_filter,
+                &p.shared.selectors,
+            )?;
         }
+        Ok(ok(req))
     }
 }

@@ -17,6 +17,7 @@
 //! - DELETE_EXPIRED_COMMITLOG arms the cleaner (`crate::retention`) here.
 
 mod clients;
+mod filter;
 mod lookups;
 mod members;
 mod offsets;
@@ -177,7 +178,7 @@ impl<D: Disk, T: Transport> Processor<D, T> {
             }
             request::LOCK_BATCH_MQ => clients::LockQueues::parse(req, true)?.apply(self, req),
             request::UNLOCK_BATCH_MQ => clients::LockQueues::parse(req, false)?.apply(self, req),
-            request::CHECK_CLIENT_CONFIG => clients::CheckConfig::parse(req)?.apply(req),
+            request::CHECK_CLIENT_CONFIG => clients::CheckConfig::parse(req)?.apply(self, req),
             request::UPDATE_AND_CREATE_TOPIC => {
                 topics::CreateTopic::parse(req)?.apply(self, req).await
             }

@@ -1,6 +1,7 @@
 //! PULL_MESSAGE and LITE_PULL_MESSAGE: the messages of one queue from an offset, as this replica
-//! applied them (a follower serves what it has), filtered by tag; with nothing there, a pull that
-//! asks to be suspended is held until a message arrives on its queue or its suspend time ends.
+//! applied them (a follower serves what it has), filtered by tag or SQL92 selector; with nothing
+//! there, a pull that asks to be suspended is held until a message its filter takes arrives on
+//! its queue or its suspend time ends.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,13 +11,13 @@ use dledger::Disk;
 use protocol::RemotingCommand;
 use protocol::body::perm;
 use protocol::code::response;
-use protocol::filter::TagFilter;
 use protocol::header::{
     CommandHeader, PullMessageRequestHeader, PullMessageResponseHeader, pull_flag,
 };
-use protocol::message::{QUEUE_OFFSET_AT, RecordView, property};
+use protocol::message::QUEUE_OFFSET_AT;
 use remoting::Transport;
 
+use super::filter::MessageFilter;
 use super::{Answer, Processor, Refusal};
 pub(super) use crate::limits::{PULL_BYTES_MAX, PULL_MESSAGES_MAX};
 
@@ -94,13 +95,12 @@ impl Pull {
                 .subscription(&header.consumer_group, &header.topic)
                 .unwrap_or_else(|| ("TAG".into(), "*".into()))
         };
-        if !kind.eq_ignore_ascii_case("TAG") {
-            return Err(Refusal::new(
-                response::SUBSCRIPTION_PARSE_FAILED,
-                format!("expression type {kind} is not supported; use TAG"),
-            ));
-        }
-        let filter = TagFilter::parse(&expression);
+        let filter = MessageFilter::new(
+            &kind,
+            &expression,
+            p.shared.config.enable_property_filter,
+            &p.shared.selectors,
+        )?;
         if header.sys_flag & pull_flag::COMMIT_OFFSET != 0
             && p.shared.serving_writes.load(Ordering::Acquire)
         {
@@ -116,32 +116,50 @@ impl Pull {
         let wait = Duration::from_millis(header.suspend_timeout_millis.max(0) as u64)
             .min(p.shared.config.long_poll_max);
         let arrivals = p.shared.store.arrivals(&header.topic, header.queue_id);
-        let notified = arrivals.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let first = pull_once(p, req, &header, &filter)?;
-        if !(hold && first.code == response::PULL_NOT_FOUND) {
-            return Ok(first);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut header = header;
+        let mut held = None;
+        loop {
+            let notified = arrivals.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (answer, next) = pull_once(p, req, &header, &filter)?;
+            // Held until a message the filter takes arrives on this queue or the suspend time
+            // ends: arrivals it does not take move the offset on and wait again.
+            let nothing = answer.code == response::PULL_NOT_FOUND
+                || (answer.code == response::PULL_RETRY_IMMEDIATELY && held.is_some());
+            if !(hold && nothing) || tokio::time::Instant::now() >= deadline {
+                return Ok(answer);
+            }
+            held.get_or_insert_with(|| p.shared.metrics.hold_long_poll());
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                header.queue_offset = next;
+                let (answer, _) = pull_once(p, req, &header, &filter)?;
+                return Ok(answer);
+            }
+            header.queue_offset = next;
         }
-        // Held until a message arrives on this queue or the suspend time ends.
-        let _hold = p.shared.metrics.hold_long_poll();
-        let _ = tokio::time::timeout(wait, notified).await;
-        pull_once(p, req, &header, &filter)
     }
 }
 
-/// One look at the queue: the messages found, or where the offset stands.
+/// One look at the queue: the answer (the messages found, or where the offset stands) and the
+/// offset a next look starts from.
 fn pull_once<D: Disk, T: Transport>(
     p: &Processor<D, T>,
     req: &RemotingCommand,
     header: &PullMessageRequestHeader,
-    filter: &TagFilter,
-) -> Answer {
+    filter: &MessageFilter,
+) -> Result<(RemotingCommand, i64), Refusal> {
     let store = &p.shared.store;
     let (topic, queue_id, offset) = (&header.topic, header.queue_id, header.queue_offset);
     let min = store.min_offset(topic, queue_id);
     let max = store.max_offset(topic, queue_id);
-    let answer = |code, status, next| Ok(pull_answer(req, code, status, next, min, max));
+    let answer = |code, status, next| {
+        Ok((
+            pull_answer(req, code, status, next, min, max),
+            next.max(offset),
+        ))
+    };
     if max == 0 {
         if offset == 0 {
             return answer(response::PULL_NOT_FOUND, "NO_MESSAGE_IN_QUEUE", 0);
@@ -183,19 +201,14 @@ fn pull_once<D: Disk, T: Transport>(
             break;
         }
         next = unit.queue_offset + 1;
-        if !filter.matches_code(unit.tags_code) {
+        if !filter.may_match(unit.tags_code) {
             continue;
         }
         let mut record = p
             .read_record(unit.commit_log_offset, Some(unit.size))
             .map_err(|reason| Refusal::new(response::SYSTEM_ERROR, reason))?;
-        if let TagFilter::Tags { .. } = filter {
-            let tag = RecordView::parse(&record)
-                .ok()
-                .and_then(|v| v.properties().get(property::TAGS).map(str::to_string));
-            if !filter.matches_tag(tag.as_deref()) {
-                continue;
-            }
+        if !filter.matches_record(&record) {
+            continue;
         }
         record[QUEUE_OFFSET_AT..QUEUE_OFFSET_AT + 8]
             .copy_from_slice(&unit.queue_offset.to_be_bytes());
@@ -205,5 +218,8 @@ fn pull_once<D: Disk, T: Transport>(
     if found == 0 {
         return answer(response::PULL_RETRY_IMMEDIATELY, "NO_MATCHED_MESSAGE", next);
     }
-    Ok(pull_answer(req, response::SUCCESS, "FOUND", next, min, max).with_body(Bytes::from(body)))
+    Ok((
+        pull_answer(req, response::SUCCESS, "FOUND", next, min, max).with_body(Bytes::from(body)),
+        next,
+    ))
 }

@@ -13,7 +13,9 @@ mod eval;
 mod lexer;
 mod parser;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, PoisonError};
 
 use protocol::message::RecordView;
 
@@ -110,6 +112,33 @@ impl Selector {
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.expr)
+    }
+}
+
+/// Selectors compiled by expression text, so a subscription's expression is compiled once,
+/// not on every pull: pulls carry it, heartbeats repeat it. Bounded: when
+/// [`crate::limits::SQL92_SELECTORS_CACHED_MAX`] are held, the cache starts over.
+#[derive(Debug, Default)]
+pub struct SelectorCache {
+    compiled: std::sync::Mutex<HashMap<String, Result<Arc<Selector>, ParseError>>>,
+}
+
+impl SelectorCache {
+    /// The selector of `text`, compiled now or before.
+    ///
+    /// # Errors
+    /// Why `text` does not compile.
+    pub fn get(&self, text: &str) -> Result<Arc<Selector>, ParseError> {
+        let mut compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = compiled.get(text) {
+            return found.clone();
+        }
+        if compiled.len() >= crate::limits::SQL92_SELECTORS_CACHED_MAX {
+            compiled.clear();
+        }
+        let result = Selector::compile(text).map(Arc::new);
+        compiled.insert(text.to_string(), result.clone());
+        result
     }
 }
 
