@@ -39,7 +39,10 @@ async fn start(dir: &std::path::Path, enable_property_filter: bool) -> (LocalClu
 /// Sends message `n` to queue 0 with `bucket` = n % 4, `region` and a tag.
 async fn send(conn: &Connection, n: u32) {
     let mut properties = Properties::default();
-    properties.set(property::TAGS, if n.is_multiple_of(2) { "even" } else { "odd" });
+    properties.set(
+        property::TAGS,
+        if n.is_multiple_of(2) { "even" } else { "odd" },
+    );
     properties.set("bucket", (n % 4).to_string());
     properties.set("region", if n < 10 { "hz" } else { "sh" });
     let header = SendMessageRequestHeader {
