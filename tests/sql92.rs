@@ -355,3 +355,119 @@ async fn a_broker_without_property_filtering_refuses_sql92() {
     );
     cluster.shutdown().await;
 }
+
+/// Our client's consumers with SQL92 selectors: a push consumer gets exactly the messages its
+/// selector takes, each queue in order; a pull consumer too; tag subscriptions beside them are
+/// unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_consumers_take_exactly_what_their_selector_takes() {
+    use client::{
+        ClientConfig, ConsumeFromWhere, ConsumeStatus, Message, MessageSelector, Producer,
+        ProducerConfig, PullConsumer, PullConsumerConfig, PullStatus, PushConsumer,
+        PushConsumerConfig, listener_fn,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, _conn) = start(dir.path(), true).await;
+    let namesrv = cluster.namesrv.local_addr().to_string();
+    let config = || ClientConfig::new([namesrv.as_str()]);
+    let producer = Producer::start(TcpTransport, config(), ProducerConfig::new("sql-pg"))
+        .await
+        .unwrap();
+    let mut wanted: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for i in 0..60u32 {
+        let region = if i % 3 == 0 { "hz" } else { "sh" };
+        let message = Message::new("Priced", format!("p{i}"))
+            .with_tags(if i % 2 == 0 { "even" } else { "odd" })
+            .with_property("price", (i * 10).to_string())
+            .with_property("region", region);
+        let sent = producer.send(message).await.unwrap();
+        if region == "hz" && i * 10 > 200 {
+            wanted
+                .entry(sent.queue.queue_id)
+                .or_default()
+                .push(format!("p{i}"));
+        }
+    }
+    let selector = "region = 'hz' AND price > 200";
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<client::StoredMessage>(1024);
+    let listener = listener_fn(move |_queue, messages: Vec<client::StoredMessage>| {
+        let tx = tx.clone();
+        async move {
+            for message in messages {
+                let _ = tx.send(message).await;
+            }
+            ConsumeStatus::Success
+        }
+    });
+    let mut push_config =
+        PushConsumerConfig::new("sql-cg").subscribe("Priced", MessageSelector::by_sql(selector));
+    push_config.consume_from_where = ConsumeFromWhere::FirstOffset;
+    let consumer = PushConsumer::start(TcpTransport, config(), push_config, listener)
+        .await
+        .unwrap();
+    let expected_count: usize = wanted.values().map(Vec::len).sum();
+    assert!(expected_count > 0);
+    let mut got: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for _ in 0..expected_count {
+        let message = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        got.entry(message.queue_id)
+            .or_default()
+            .push(String::from_utf8(message.body.to_vec()).unwrap());
+    }
+    assert_eq!(
+        got, wanted,
+        "exactly the matching messages, each queue in order"
+    );
+    consumer.shutdown().await;
+
+    let puller = PullConsumer::start(TcpTransport, config(), PullConsumerConfig::new("sql-lite"))
+        .await
+        .unwrap();
+    let mut pulled: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for queue in puller.fetch_subscribe_queues("Priced").await.unwrap() {
+        let mut offset = 0;
+        loop {
+            let result = puller
+                .pull(
+                    &queue,
+                    MessageSelector::by_sql(selector),
+                    offset,
+                    32,
+                    TIMEOUT,
+                )
+                .await
+                .unwrap();
+            for m in &result.messages {
+                pulled
+                    .entry(queue.queue_id)
+                    .or_default()
+                    .push(String::from_utf8(m.body.to_vec()).unwrap());
+            }
+            if result.status == PullStatus::NoNewMsg {
+                break;
+            }
+            offset = result.next_begin_offset;
+        }
+    }
+    assert_eq!(pulled, wanted);
+    let mut even = 0;
+    for queue in puller.fetch_subscribe_queues("Priced").await.unwrap() {
+        let tagged = puller.pull(&queue, "even", 0, 32, TIMEOUT).await.unwrap();
+        assert!(
+            tagged
+                .messages
+                .iter()
+                .all(|m| m.properties.get(property::TAGS) == Some("even"))
+        );
+        even += tagged.messages.len();
+    }
+    assert_eq!(even, 30, "tag subscriptions as before");
+    puller.shutdown().await;
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}

@@ -51,6 +51,8 @@ pub(crate) struct PullArgs<'a> {
     pub commit_offset: Option<i64>,
     /// How long the broker may hold the pull when nothing is there.
     pub suspend: Option<Duration>,
+    /// `TAG` or `SQL92`.
+    pub expression_type: &'a str,
     pub expression: &'a str,
     pub filter: &'a TagFilter,
     pub sub_version: i64,
@@ -295,7 +297,7 @@ impl<T: Transport> Instance<T> {
             suspend_timeout_millis: suspend_ms,
             subscription: Some(args.expression.to_string()),
             sub_version: args.sub_version,
-            expression_type: Some("TAG".into()),
+            expression_type: Some(args.expression_type.into()),
             max_msg_bytes: None,
         };
         let request = RemotingCommand::request(request::PULL_MESSAGE, header.to_ext());

@@ -270,13 +270,79 @@ impl ConsumeFromWhere {
     }
 }
 
+/// What a consumer takes from a topic (Java's `MessageSelector`): a TAG expression (`"*"`,
+/// `"TagA || TagB"`), or an SQL92 selector over message properties that the broker evaluates
+/// (`"region = 'hz' AND price > 100"`; the broker must have `enablePropertyFilter` on). A plain
+/// string is a TAG expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageSelector {
+    /// A TAG expression.
+    Tag(String),
+    /// An SQL92 selector.
+    Sql92(String),
+}
+
+impl MessageSelector {
+    /// A TAG expression.
+    pub fn by_tag(expression: impl Into<String>) -> MessageSelector {
+        MessageSelector::Tag(expression.into())
+    }
+
+    /// An SQL92 selector.
+    pub fn by_sql(expression: impl Into<String>) -> MessageSelector {
+        MessageSelector::Sql92(expression.into())
+    }
+
+    /// `TAG` or `SQL92`, as subscriptions and pulls name the type.
+    pub fn expression_type(&self) -> &'static str {
+        match self {
+            MessageSelector::Tag(_) => "TAG",
+            MessageSelector::Sql92(_) => "SQL92",
+        }
+    }
+
+    /// The expression's text.
+    pub fn expression(&self) -> &str {
+        match self {
+            MessageSelector::Tag(e) | MessageSelector::Sql92(e) => e,
+        }
+    }
+
+    /// What the client checks again on what it pulled: tags exactly (the broker compares
+    /// hashes); an SQL92 selector only the broker evaluates, as in Java.
+    pub(crate) fn tag_filter(&self) -> protocol::filter::TagFilter {
+        match self {
+            MessageSelector::Tag(e) => protocol::filter::TagFilter::parse(e),
+            MessageSelector::Sql92(_) => protocol::filter::TagFilter::All,
+        }
+    }
+}
+
+impl From<&str> for MessageSelector {
+    fn from(expression: &str) -> Self {
+        MessageSelector::Tag(expression.to_string())
+    }
+}
+
+impl From<String> for MessageSelector {
+    fn from(expression: String) -> Self {
+        MessageSelector::Tag(expression)
+    }
+}
+
+impl From<&String> for MessageSelector {
+    fn from(expression: &String) -> Self {
+        MessageSelector::Tag(expression.clone())
+    }
+}
+
 /// Settings of a [`crate::PushConsumer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushConsumerConfig {
     /// Consumer group. Required.
     pub group: String,
-    /// Topic → TAG expression (`"*"`, `"TagA || TagB"`). At least one.
-    pub subscriptions: BTreeMap<String, String>,
+    /// Topic → what to take from it (a TAG expression or an SQL92 selector). At least one.
+    pub subscriptions: BTreeMap<String, MessageSelector>,
     /// Clustering (default) or broadcasting.
     pub message_model: MessageModel,
     /// Where to start on a queue without an offset. Default [`ConsumeFromWhere::LastOffset`].
@@ -322,10 +388,14 @@ impl PushConsumerConfig {
         }
     }
 
-    /// Adds a subscription to `topic` with a TAG `expression`.
+    /// Adds a subscription to `topic`: a TAG expression (a string) or a [`MessageSelector`].
     #[must_use]
-    pub fn subscribe(mut self, topic: impl Into<String>, expression: impl Into<String>) -> Self {
-        self.subscriptions.insert(topic.into(), expression.into());
+    pub fn subscribe(
+        mut self,
+        topic: impl Into<String>,
+        selector: impl Into<MessageSelector>,
+    ) -> Self {
+        self.subscriptions.insert(topic.into(), selector.into());
         self
     }
 

@@ -58,8 +58,8 @@ pub mod transaction;
 
 pub use api::BoundaryType;
 pub use config::{
-    ClientConfig, ConsumeFromWhere, MessageModel, ProducerConfig, PullConsumerConfig,
-    PushConsumerConfig,
+    ClientConfig, ConsumeFromWhere, MessageModel, MessageSelector, ProducerConfig,
+    PullConsumerConfig, PushConsumerConfig,
 };
 pub use error::{ClientError, ConfigError};
 pub use message::{Message, PullResult, PullStatus, SendResult, SendStatus};

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::body::{ConsumerData, HeartbeatData, MessageQueue};
-use protocol::filter::TagFilter;
 use remoting::{TcpTransport, Transport};
 
 use crate::api::{BoundaryType, PullArgs};
-use crate::config::{ClientConfig, ConsumeFromWhere, MessageModel, PullConsumerConfig};
+use crate::config::{
+    ClientConfig, ConsumeFromWhere, MessageModel, MessageSelector, PullConsumerConfig,
+};
 use crate::error::ClientError;
 use crate::instance::Instance;
 use crate::limits;
@@ -71,7 +72,8 @@ impl<T: Transport> PullConsumer<T> {
     }
 
     /// Pulls up to `max_messages` (capped to 1..=1024) messages of `queue` from
-    /// `queue_offset` that match the TAG `expression`, without waiting for new ones.
+    /// `queue_offset` that `selector` takes (a TAG expression as a string, or a
+    /// [`crate::MessageSelector`]), without waiting for new ones.
     ///
     /// # Errors
     /// The connection failing or timing out after `timeout`; [`ClientError::Refused`] for
@@ -79,13 +81,20 @@ impl<T: Transport> PullConsumer<T> {
     pub async fn pull(
         &self,
         queue: &MessageQueue,
-        expression: &str,
+        selector: impl Into<MessageSelector>,
         queue_offset: i64,
         max_messages: u32,
         timeout: Duration,
     ) -> Result<PullResult, ClientError> {
-        self.pull_kernel(queue, expression, queue_offset, max_messages, None, timeout)
-            .await
+        self.pull_kernel(
+            queue,
+            &selector.into(),
+            queue_offset,
+            max_messages,
+            None,
+            timeout,
+        )
+        .await
     }
 
     /// As [`PullConsumer::pull`], but the broker holds the pull up to `suspend` until a
@@ -96,7 +105,7 @@ impl<T: Transport> PullConsumer<T> {
     pub async fn pull_block_if_not_found(
         &self,
         queue: &MessageQueue,
-        expression: &str,
+        selector: impl Into<MessageSelector>,
         queue_offset: i64,
         max_messages: u32,
         suspend: Duration,
@@ -104,7 +113,7 @@ impl<T: Transport> PullConsumer<T> {
         let timeout = suspend + limits::PULL_CALL_MARGIN;
         self.pull_kernel(
             queue,
-            expression,
+            &selector.into(),
             queue_offset,
             max_messages,
             Some(suspend),
@@ -116,13 +125,13 @@ impl<T: Transport> PullConsumer<T> {
     async fn pull_kernel(
         &self,
         queue: &MessageQueue,
-        expression: &str,
+        selector: &MessageSelector,
         queue_offset: i64,
         max_messages: u32,
         suspend: Option<Duration>,
         timeout: Duration,
     ) -> Result<PullResult, ClientError> {
-        let filter = TagFilter::parse(expression);
+        let filter = selector.tag_filter();
         let args = PullArgs {
             group: &self.config.group,
             queue,
@@ -130,7 +139,8 @@ impl<T: Transport> PullConsumer<T> {
             max_messages: max_messages.clamp(1, limits::PULL_BATCH_MESSAGES_MAX),
             commit_offset: None,
             suspend,
-            expression,
+            expression_type: selector.expression_type(),
+            expression: selector.expression(),
             filter: &filter,
             sub_version: self.instance.config.clock.now_ms(),
             timeout,

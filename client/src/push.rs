@@ -32,7 +32,9 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::api::{BoundaryType, PullArgs};
-use crate::config::{ClientConfig, ConsumeFromWhere, MessageModel, PushConsumerConfig};
+use crate::config::{
+    ClientConfig, ConsumeFromWhere, MessageModel, MessageSelector, PushConsumerConfig,
+};
 use crate::error::ClientError;
 use crate::instance::Instance;
 use crate::limits;
@@ -128,7 +130,7 @@ where
 }
 
 struct Subscription {
-    expression: String,
+    selector: MessageSelector,
     filter: TagFilter,
     sub_version: i64,
 }
@@ -187,8 +189,8 @@ fn heartbeat(
             SubscriptionData {
                 class_filter_mode: false,
                 code_set,
-                expression_type: "TAG".into(),
-                sub_string: sub.expression.clone(),
+                expression_type: sub.selector.expression_type().into(),
+                sub_string: sub.selector.expression().to_string(),
                 sub_version: sub.sub_version,
                 tags_set,
                 topic: topic.clone(),
@@ -229,17 +231,16 @@ impl<L: MessageListener, T: Transport> PushConsumer<L, T> {
     ) -> Result<Self, ClientError> {
         config.validate()?;
         let now_ms = client.clock.now_ms();
-        let mut expressions = config.subscriptions.clone();
+        let mut selectors = config.subscriptions.clone();
         if config.message_model == MessageModel::Clustering {
-            expressions.insert(retry_topic(&config.group), "*".into());
+            selectors.insert(retry_topic(&config.group), "*".into());
         }
-        let subscriptions: BTreeMap<String, Subscription> = expressions
+        let subscriptions: BTreeMap<String, Subscription> = selectors
             .into_iter()
-            .map(|(topic, expression)| {
-                let filter = TagFilter::parse(&expression);
+            .map(|(topic, selector)| {
                 let sub = Subscription {
-                    expression,
-                    filter,
+                    filter: selector.tag_filter(),
+                    selector,
                     sub_version: now_ms,
                 };
                 (topic, sub)
@@ -567,7 +568,8 @@ impl<L: MessageListener, T: Transport> Inner<L, T> {
                 max_messages: self.config.pull_batch_size,
                 commit_offset,
                 suspend: Some(self.config.suspend),
-                expression: &sub.expression,
+                expression_type: sub.selector.expression_type(),
+                expression: sub.selector.expression(),
                 filter: &sub.filter,
                 sub_version: sub.sub_version,
                 timeout: self.config.pull_timeout,
@@ -750,7 +752,7 @@ mod tests {
                 .into_iter()
                 .map(|(topic, expression)| {
                     let sub = Subscription {
-                        expression: expression.into(),
+                        selector: expression.into(),
                         filter: TagFilter::parse(expression),
                         sub_version: 7,
                     };
