@@ -125,27 +125,28 @@ impl Parser<'_> {
     }
 
     fn or_expr(&mut self) -> Result<Expr, ParseError> {
-        let at = self.at();
-        let mut left = self.and_expr()?;
-        while self.eat_keyword(Keyword::Or) {
-            let right_at = self.at();
-            let right = self.and_expr()?;
-            let l = self.as_boolean(left, at)?;
-            let r = self.as_boolean(right, right_at)?;
-            left = self.node(Expr::Or(Box::new(l), Box::new(r)))?;
-        }
-        Ok(left)
+        self.chain(Keyword::Or, Self::and_expr, Expr::Or)
     }
 
     fn and_expr(&mut self) -> Result<Expr, ParseError> {
+        self.chain(Keyword::And, Self::eq_expr, Expr::And)
+    }
+
+    /// `operand (keyword operand)*`, each operand a boolean, joined left to right.
+    fn chain(
+        &mut self,
+        keyword: Keyword,
+        operand: fn(&mut Self) -> Result<Expr, ParseError>,
+        join: fn(Box<Expr>, Box<Expr>) -> Expr,
+    ) -> Result<Expr, ParseError> {
         let at = self.at();
-        let mut left = self.eq_expr()?;
-        while self.eat_keyword(Keyword::And) {
+        let mut left = operand(self)?;
+        while self.eat_keyword(keyword) {
             let right_at = self.at();
-            let right = self.eq_expr()?;
+            let right = operand(self)?;
             let l = self.as_boolean(left, at)?;
             let r = self.as_boolean(right, right_at)?;
-            left = self.node(Expr::And(Box::new(l), Box::new(r)))?;
+            left = self.node(join(Box::new(l), Box::new(r)))?;
         }
         Ok(left)
     }
